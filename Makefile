@@ -1,0 +1,41 @@
+# Every target creates .venv and installs what it needs, so a fresh clone
+# needs nothing but python3 and make.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest bench bench-full clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	rm -f .runner/results.jsonl
+	$(PY) -m runner submit examples/tasks.jsonl --config config/local.yaml --out .runner/results.jsonl; \
+	status=$$?; \
+	$(PY) -m runner metrics summary --config config/local.yaml; \
+	test $$status -le 1
+
+lint: $(STAMP)
+	$(PY) -m ruff check runner workers tests benchmarks
+	$(PY) -m ruff format --check runner workers tests benchmarks
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+pytest: $(STAMP)
+	$(PY) -m pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+bench-full: $(STAMP)
+	$(PY) -m benchmarks --full
+
+clean:
+	rm -rf $(VENV) .runner .mypy_cache .pytest_cache .ruff_cache

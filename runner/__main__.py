@@ -1,0 +1,3 @@
+from runner._cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""``python -m runner``: argument parsing and the one place exit codes are decided.
+
+Each subcommand's work lives in its own module and is imported only when that
+subcommand runs, so ``config check`` does not pay for aiohttp or SQLite.
+Exit codes: 0 all done; 1 a task failed or was rejected, or a check failed;
+2 usage or config error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import cast
+
+from runner._errors import ConfigError, UsageError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="P", help="config file (else $RUNNER_CONFIG, ./runner.yaml)")
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--db", metavar="P", help="metrics database (default: the config's)")
+    p.add_argument("--provider", metavar="ID", help="only this provider")
+    p.add_argument("--role", metavar="R", help="only this role")
+    p.add_argument("--since", metavar="T", help="ISO 8601 time or a span such as 15m, 2h, 7d")
+    p.add_argument("--until", metavar="T", help="ISO 8601 time or a span such as 15m, 2h, 7d")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m runner",
+        description="Run LLM tasks by role across providers, with retries, fallback and metrics.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("submit", help="run a JSONL tasks file (locally, or on a worker with --url)")
+    p.add_argument(
+        "file", metavar="FILE", help="tasks file, one JSON task per line ('-' for stdin)"
+    )
+    _add_config(p)
+    p.add_argument(
+        "--out", metavar="P", default="results.jsonl", help="results file, '-' for stdout"
+    )
+    p.add_argument("--concurrency", metavar="N", type=int, help="tasks in flight at once")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--url", metavar="URL", help="send the tasks to a running worker instead")
+    p.add_argument("--token", metavar="T", help="worker bearer token (default: $RUNNER_TOKEN)")
+    p.set_defaults(handler="runner._submit:cmd_submit")
+
+    p = sub.add_parser("worker", help="serve the HTTP API until SIGTERM/SIGINT")
+    _add_config(p)
+    p.add_argument("--host", metavar="H", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", metavar="N", type=int, help="port (default 8787)")
+    p.set_defaults(handler="runner._worker_cli:cmd_worker")
+
+    p = sub.add_parser("config", help="config commands")
+    csub = p.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
+    c = csub.add_parser("check", help="validate a config and print the resolved roles")
+    c.add_argument("path", metavar="P", nargs="?", help="config file (else discovery)")
+    c.set_defaults(handler="runner._config_cli:cmd_config_check")
+
+    p = sub.add_parser("providers", help="provider commands")
+    psub = p.add_subparsers(dest="providers_command", metavar="COMMAND", required=True)
+    c = psub.add_parser("check", help="check every provider's credentials in parallel")
+    _add_config(c)
+    c.add_argument("--timeout", metavar="S", type=float, default=10.0, help="seconds per check")
+    c.set_defaults(handler="runner._providers_check:cmd_providers_check")
+
+    p = sub.add_parser("metrics", help="read and move metric events")
+    msub = p.add_subparsers(dest="metrics_command", metavar="COMMAND", required=True)
+    c = msub.add_parser("summary", help="per provider and role: requests, latency, tokens, cost")
+    _add_filters(c)
+    c.add_argument(
+        "--group-by", metavar="G", default="provider,role", help="provider, role or both"
+    )
+    c.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    c.set_defaults(handler="runner._metrics_cli:cmd_summary")
+    c = msub.add_parser("export", help="every matching event as csv, json or jsonl")
+    _add_filters(c)
+    c.add_argument("--format", choices=["csv", "json", "jsonl"], default="jsonl")
+    c.add_argument("--output", metavar="P", help="file to write (default stdout)")
+    c.set_defaults(handler="runner._metrics_cli:cmd_export")
+    c = msub.add_parser("migrate", help="import a JSONL metrics store into SQLite")
+    c.add_argument("file", metavar="FILE.jsonl")
+    _add_config(c)
+    c.add_argument("--db", metavar="P", help="target database (default: the config's)")
+    c.set_defaults(handler="runner._metrics_cli:cmd_migrate")
+    return parser
+
+
+def _resolve(spec: str) -> Command:
+    module, _, name = spec.partition(":")
+    return cast(Command, getattr(importlib.import_module(module), name))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (never raise for bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _resolve(args.handler)(args)
+    except ConfigError as exc:
+        print(f"error: the config is not valid ({len(exc.problems)} problems):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem.render()}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,158 @@
+"""The validated config, as msgspec Structs.
+
+Loading, ``${VAR}`` expansion, durations and validation live in
+``runner._config``; this module only says what a valid config is.  Durations
+are seconds (float) here, whatever form the file used.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct, field
+
+from runner._parameters import EMPTY, Parameters
+from runner._secrets import Secret
+
+ProviderType = Literal["openai", "anthropic", "google", "simulated"]
+
+PositiveSeconds = Annotated[float, Meta(gt=0)]
+NonNegative = Annotated[float, Meta(ge=0)]
+AtLeastOne = Annotated[int, Meta(ge=1)]
+
+
+class LatencySpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Simulated latency in milliseconds: ``mean`` ± uniform ``jitter``."""
+
+    mean: NonNegative = 0.0
+    jitter: NonNegative = 0.0
+
+
+class RateLimit(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Optional per-provider request and token budgets per minute."""
+
+    requests_per_minute: AtLeastOne | None = None
+    tokens_per_minute: AtLeastOne | None = None
+
+
+class Pricing(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """USD per million tokens, for ``cost_usd``."""
+
+    input_per_million: NonNegative = 0.0
+    output_per_million: NonNegative = 0.0
+
+
+class ProviderConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One provider entry of ``providers:``."""
+
+    id: str
+    type: ProviderType
+    model: str = "simulated"
+    api_key: Secret | None = None
+    base_url: str | None = None
+    parameters: Parameters = EMPTY
+    timeout: PositiveSeconds = 60.0
+    max_concurrency: AtLeastOne = 16
+    rate_limit: RateLimit | None = None
+    pricing: Pricing | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    # Anthropic only: the API version header to send.
+    api_version: str = "2023-06-01"
+    # Simulated only.
+    latency_ms: LatencySpec = LatencySpec()
+    failure_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    failure_codes: tuple[str, ...] = ("rate_limited", "server_error")
+    retry_after: NonNegative | None = None
+    seed: int = 0
+
+
+class RoleConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A role's primary provider, its ordered fallbacks and its parameters."""
+
+    provider: str
+    fallbacks: tuple[str, ...] = ()
+    parameters: Parameters = EMPTY
+
+
+class RetryConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Retry budget per provider, backoff shape, and the longest hint honoured."""
+
+    max_attempts: AtLeastOne = 3
+    initial_delay: NonNegative = 0.5
+    max_delay: NonNegative = 30.0
+    jitter: NonNegative = 1.0
+    max_retry_after: NonNegative = 60.0
+
+
+class CooldownConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Consecutive failures that take a provider out of selection, and for how long."""
+
+    failures: AtLeastOne = 3
+    seconds: NonNegative = 30.0
+
+
+class MetricsConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where metric events go."""
+
+    store: Literal["sqlite", "jsonl", "none"] = "sqlite"
+    path: str = ".runner/metrics.db"
+
+
+class LoggingConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Execution log level and format."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+
+
+class StageConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One workflow stage: a name, the role that runs it, an optional instruction."""
+
+    name: str
+    role: str
+    instruction: str | None = None
+
+
+class WorkflowConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A named workflow: stages run in order, each seeing the earlier outputs."""
+
+    stages: tuple[StageConfig, ...]
+
+
+class WorkerConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The long-running worker (``python -m runner worker``)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8787
+    auth_token: Secret | None = None
+    queue_size: AtLeastOne = 10_000
+    max_request_bytes: AtLeastOne = 10 * 1024 * 1024
+    journal: str = ".runner/journal.db"
+    retention: PositiveSeconds = 7 * 24 * 3600.0
+
+
+class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A whole, validated config."""
+
+    version: Literal[1] = 1
+    defaults: Parameters = EMPTY
+    providers: tuple[ProviderConfig, ...]
+    roles: dict[str, RoleConfig] = field(default_factory=dict)
+    default_provider: str
+    concurrency: AtLeastOne = 64
+    grace_period: NonNegative = 10.0
+    retry: RetryConfig = RetryConfig()
+    cooldown: CooldownConfig = CooldownConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    workflows: dict[str, WorkflowConfig] = field(default_factory=dict)
+    worker: WorkerConfig = WorkerConfig()
+    #: Where the config came from (a path, or "<bundled>"); not a file field.
+    source: str = "<memory>"
+
+    def provider(self, provider_id: str) -> ProviderConfig:
+        """The provider with this id (the config is validated, so it exists)."""
+        for p in self.providers:
+            if p.id == provider_id:
+                return p
+        raise KeyError(provider_id)
