@@ -1,0 +1,320 @@
+"""Where metric events live: the SQLite schema, the JSONL store, and import.
+
+Two stores hold the same :class:`~runner._events.MetricEvent` records:
+
+* **SQLite** (``metrics.store: sqlite``): table ``events``, one row per event,
+  plus ``rollup``, per (provider, role, outcome) counters kept up to date in
+  the same transaction as every insert, so an unfiltered summary never scans
+  the events.  Times, latencies and costs are stored as integers
+  (microseconds since the epoch, microseconds, nano-USD) so every sum is
+  exact and independent of insertion order.
+* **JSONL** (``metrics.store: jsonl``, the spill file, ``metrics export``):
+  one MetricEvent JSON object per line.  A torn last line (a crash mid-write)
+  is skipped with a warning; a bad line anywhere else is an error.
+
+The schema carries its version in ``schema_version``; :data:`MIGRATIONS` is
+the ordered list of steps, and opening a database applies the missing ones.
+Importing (:func:`import_jsonl`) is idempotent: ``event_id`` is unique and
+rows are inserted with ``INSERT OR IGNORE``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final, TextIO
+
+import msgspec
+
+from runner._errors import UsageError
+from runner._events import MetricEvent
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US: Final = timedelta(microseconds=1)
+
+#: Suffix appended to the database path to name the spill file.
+SPILL_SUFFIX: Final = ".spill.jsonl"
+
+#: Each entry moves the schema from version ``i`` to ``i + 1``.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL UNIQUE,
+            task_id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            role TEXT NOT NULL,
+            model TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            ts_us INTEGER NOT NULL,
+            latency_us INTEGER NOT NULL,
+            success INTEGER NOT NULL,
+            error_code TEXT,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cost_nusd INTEGER NOT NULL
+        )""",
+        # Serves exact percentiles (an ordered walk per provider and role)
+        # and, with ts_us in the key, time-filtered walks without table reads.
+        "CREATE INDEX events_latency ON events (provider, role, latency_us, ts_us)",
+        # Serves --since/--until and export's time order.
+        "CREATE INDEX events_ts ON events (ts_us)",
+        # outcome is '' for a success, else the error code ('unknown' if none).
+        """CREATE TABLE rollup (
+            provider TEXT NOT NULL,
+            role TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            latency_us_sum INTEGER NOT NULL,
+            latency_us_max INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cost_nusd INTEGER NOT NULL,
+            PRIMARY KEY (provider, role, outcome)
+        ) WITHOUT ROWID""",
+    ),
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+INSERT_EVENTS: Final = (
+    "INSERT OR IGNORE INTO events (event_id, task_id, provider, role, model, attempt, ts_us,"
+    " latency_us, success, error_code, input_tokens, output_tokens, cost_nusd)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+LAST_ID: Final = "SELECT coalesce(max(id), 0) FROM events"
+# Folds the rows inserted after id ?1 into the rollup.  Ignored duplicates get
+# no id, so "id > last id before the insert" is exactly the new rows.
+UPDATE_ROLLUP: Final = """
+INSERT INTO rollup (provider, role, outcome, requests, latency_us_sum, latency_us_max,
+                    input_tokens, output_tokens, cost_nusd)
+SELECT provider, role,
+       CASE WHEN success THEN '' ELSE coalesce(nullif(error_code, ''), 'unknown') END,
+       count(*), sum(latency_us), max(latency_us), sum(input_tokens), sum(output_tokens),
+       sum(cost_nusd)
+FROM events WHERE id > ?1 GROUP BY 1, 2, 3
+ON CONFLICT (provider, role, outcome) DO UPDATE SET
+    requests = requests + excluded.requests,
+    latency_us_sum = latency_us_sum + excluded.latency_us_sum,
+    latency_us_max = max(latency_us_max, excluded.latency_us_max),
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    cost_nusd = cost_nusd + excluded.cost_nusd
+"""
+
+Row = tuple[str, str, str, str, str, int, int, int, int, str | None, int, int, int]
+
+_encoder: Final = msgspec.json.Encoder()
+_decoder: Final = msgspec.json.Decoder(MetricEvent)
+
+
+def spill_path(db_path: str | Path) -> Path:
+    """The JSONL file that receives events SQLite could not take."""
+    return Path(f"{db_path}{SPILL_SUFFIX}")
+
+
+def ts_to_us(ts: datetime) -> int:
+    """Microseconds since the epoch; a naive time is taken as UTC."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return (ts - EPOCH) // _ONE_US
+
+
+def us_to_ts(us: int) -> datetime:
+    """The UTC time ``us`` microseconds after the epoch."""
+    return EPOCH + timedelta(microseconds=us)
+
+
+def to_row(e: MetricEvent) -> Row:
+    """The ``events`` row for one event (latency to the µs, cost to the nano-USD)."""
+    return (
+        e.event_id,
+        e.task_id,
+        e.provider,
+        e.role,
+        e.model,
+        e.attempt,
+        ts_to_us(e.ts),
+        round(e.latency_ms * 1000),
+        1 if e.success else 0,
+        e.error_code,
+        e.input_tokens,
+        e.output_tokens,
+        round(e.cost_usd * 1e9),
+    )
+
+
+def from_row(r: Sequence[object]) -> MetricEvent:
+    """The event an ``events`` row (in :data:`EVENT_COLUMNS` order) stands for."""
+    (eid, tid, provider, role, model, attempt, ts_us, lat, ok, code, tin, tout, cost) = r
+    return MetricEvent(
+        event_id=str(eid),
+        task_id=str(tid),
+        provider=str(provider),
+        role=str(role),
+        model=str(model),
+        attempt=int(attempt),  # type: ignore[call-overload]
+        ts=us_to_ts(int(ts_us)),  # type: ignore[call-overload]
+        latency_ms=int(lat) / 1000,  # type: ignore[call-overload]
+        success=bool(ok),
+        error_code=None if code is None else str(code),
+        input_tokens=int(tin),  # type: ignore[call-overload]
+        output_tokens=int(tout),  # type: ignore[call-overload]
+        cost_usd=int(cost) / 1e9,  # type: ignore[call-overload]
+    )
+
+
+EVENT_COLUMNS: Final = (
+    "event_id, task_id, provider, role, model, attempt, ts_us, latency_us, success,"
+    " error_code, input_tokens, output_tokens, cost_nusd"
+)
+
+
+# --- SQLite -----------------------------------------------------------------
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The schema version of an open database (0 for an empty one)."""
+    has = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if has is None:
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate_schema(conn: sqlite3.Connection) -> None:
+    """Bring the schema up to :data:`SCHEMA_VERSION`, each step in its own transaction."""
+    version = schema_version(conn)
+    if version > SCHEMA_VERSION:
+        raise UsageError(
+            f"metrics database schema version {version} is newer than this runner"
+            f" understands ({SCHEMA_VERSION}); upgrade runner"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        with conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            for statement in MIGRATIONS[target - 1]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
+
+
+def tune(conn: sqlite3.Connection) -> None:
+    """WAL so readers never block the writer; NORMAL sync is durable in WAL mode."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def prepare_database(path: str | Path) -> None:
+    """Create the database (and its directory) if needed and migrate its schema.
+
+    Raises :class:`sqlite3.Error` or :class:`OSError` when it cannot.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        tune(conn)
+        migrate_schema(conn)
+    finally:
+        conn.close()
+
+
+def open_for_reading(path: str | Path) -> sqlite3.Connection:
+    """An existing metrics database, migrated, for queries.
+
+    A missing file is a :class:`UsageError` that says how to create one.
+    """
+    if not Path(path).is_file():
+        raise UsageError(
+            f"no metrics database at {path}; run 'python -m runner submit' with"
+            " metrics.store: sqlite to create it, or import a JSONL store with"
+            f" 'python -m runner metrics migrate FILE.jsonl --db {path}'"
+        )
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        migrate_schema(conn)
+    except sqlite3.Error as exc:
+        raise UsageError(f"cannot read metrics database {path}: {exc}") from exc
+    return conn
+
+
+def insert_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> int:
+    """Insert rows and fold them into the rollup in one transaction; return how many were new."""
+    with conn:
+        conn.execute("BEGIN")
+        (last,) = conn.execute(LAST_ID).fetchone()
+        cur = conn.executemany(INSERT_EVENTS, rows)
+        added = cur.rowcount
+        conn.execute(UPDATE_ROLLUP, (last,))
+    return added
+
+
+def import_jsonl(
+    db_path: str | Path, jsonl_path: str | Path, *, stderr: TextIO | None = None
+) -> tuple[int, int]:
+    """Import a JSONL store into SQLite; return (events read, events added).
+
+    Idempotent: an event whose ``event_id`` is already stored is skipped.
+    """
+    prepare_database(db_path)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    read = added = 0
+    try:
+        batch: list[Row] = []
+        for event in read_jsonl(jsonl_path, stderr=stderr):
+            batch.append(to_row(event))
+            if len(batch) >= 10_000:
+                added += insert_rows(conn, batch)
+                read += len(batch)
+                batch.clear()
+        if batch:
+            added += insert_rows(conn, batch)
+            read += len(batch)
+    finally:
+        conn.close()
+    return read, added
+
+
+# --- JSONL ------------------------------------------------------------------
+
+
+def encode_lines(events: Iterable[MetricEvent]) -> bytes:
+    """Events as JSONL, one MetricEvent object per line."""
+    return b"".join(_encoder.encode(e) + b"\n" for e in events)
+
+
+def append_jsonl(path: str | Path, events: Sequence[MetricEvent]) -> None:
+    """Append events to a JSONL store, creating it (and its directory) if needed."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("ab") as f:
+        f.write(encode_lines(events))
+
+
+def read_jsonl(path: str | Path, *, stderr: TextIO | None = None) -> Iterator[MetricEvent]:
+    """Every event of a JSONL store, streamed.
+
+    A torn last line (no newline, not valid) is skipped with a warning on
+    ``stderr``; an invalid complete line is a :class:`UsageError` naming it.
+    """
+    try:
+        f = Path(path).open("rb")  # noqa: SIM115 - closed by the with below; the generator owns it
+    except OSError as exc:
+        raise UsageError(f"cannot read metrics file {path}: {exc.strerror}") from exc
+    with f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield _decoder.decode(line)
+            except msgspec.DecodeError as exc:
+                if not line.endswith(b"\n"):
+                    if stderr is not None:
+                        print(
+                            f"warning: {path}:{number}: skipped a torn last line ({exc})",
+                            file=stderr,
+                        )
+                    return
+                raise UsageError(f"{path}:{number}: not a metric event: {exc}") from exc
