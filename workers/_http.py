@@ -1,0 +1,391 @@
+"""The shared base of the HTTP adapters, and the one place failures become errors.
+
+:class:`HttpProvider` owns one lazily opened :class:`aiohttp.ClientSession` per
+provider (a connection pool of ``max_concurrency``, a total timeout of
+``timeout`` seconds per attempt, the config's ``headers`` merged over the
+adapter's own).  Adapters build bodies and read successful responses; every
+failure, whether an aiohttp exception, an HTTP status with its body, or a 200
+that cannot be used, becomes a :class:`ProviderError` here and only here, much
+as httpx's ``map_httpcore_exceptions`` does for httpcore.
+
+An adapter contributes a *classifier*: it reads its provider's error body
+(already decoded with the adapter's msgspec decoder) into a :class:`WireError`
+that may refine the status table's code (``insufficient_quota`` on a 429 is
+``quota_exhausted``) and give a body-level retry hint.  The status table,
+retry-after parsing, ``x-should-retry``, message trimming and key scrubbing
+are common.
+
+Adapters never retry; a ``CancelledError`` always propagates.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Final, Generic, TypeVar
+
+import aiohttp
+import msgspec
+from msgspec import Struct
+
+from runner._config_model import ProviderConfig
+from runner._errors import RETRYABLE_CODES, ErrorCode, ProviderError
+from runner._secrets import scrub
+from runner._task import FinishReason, Message, Usage
+from workers._base import CompletionRequest, CompletionResponse
+
+T = TypeVar("T")
+E = TypeVar("E")
+
+_log = logging.getLogger("workers.http")
+
+#: HTTP status -> error code, before any classifier refines it.
+STATUS_CODES: Final[Mapping[int, ErrorCode]] = MappingProxyType(
+    {
+        400: "bad_request",
+        401: "auth_failed",
+        402: "quota_exhausted",
+        403: "permission_denied",
+        404: "not_found",
+        408: "timeout",
+        413: "bad_request",
+        422: "bad_request",
+        429: "rate_limited",
+        500: "server_error",
+        502: "server_error",
+        503: "overloaded",
+        504: "server_error",
+        529: "overloaded",
+    }
+)
+
+#: How much of a provider's own error message is kept.
+MESSAGE_LIMIT: Final = 500
+#: How much of a body that is not JSON (an HTML error page) is shown.
+SNIPPET_LIMIT: Final = 200
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*$")
+_SPACE = re.compile(r"\s+")
+
+
+def status_code(status: int) -> ErrorCode:
+    """The error code an HTTP status means when the body says nothing finer."""
+    if status in STATUS_CODES:
+        return STATUS_CODES[status]
+    if 400 <= status < 500:
+        return "bad_request"
+    if status >= 500:
+        return "server_error"
+    return "invalid_response"
+
+
+def parse_duration_hint(text: str | None) -> float | None:
+    """Seconds from a body-level hint: ``"26s"``, ``"1.5s"`` (Gemini's
+    ``RetryInfo.retryDelay``) or ``"250ms"``; ``None`` if it is not one."""
+    if not text:
+        return None
+    match = _DURATION.match(text)
+    if match is None:
+        return None
+    value = float(match.group(1))
+    return value / 1000 if match.group(2) == "ms" else value
+
+
+def parse_retry_after(
+    headers: Mapping[str, str], *, now: Callable[[], float] = time.time
+) -> float | None:
+    """Seconds the server asks us to wait, from its headers, or ``None``.
+
+    ``retry-after-ms`` wins, then ``retry-after`` as seconds, then
+    ``retry-after`` as an HTTP date (a date in the past means 0), the order
+    the official OpenAI and Anthropic SDKs use.  Nonsense values are ignored.
+    """
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        seconds = _finite_non_negative(ms)
+        if seconds is not None:
+            return seconds / 1000
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _finite_non_negative(value)
+    if seconds is not None:
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+def _finite_non_negative(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def snippet(raw: bytes, limit: int = SNIPPET_LIMIT) -> str:
+    """The start of a body as one line: whitespace collapsed, at most ``limit`` chars."""
+    text = _SPACE.sub(" ", raw[: limit * 4].decode("utf-8", "replace")).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def split_system(request: CompletionRequest) -> tuple[str | None, tuple[Message, ...]]:
+    """The system prompt and the user/assistant turns of a request.
+
+    ``system`` messages left in ``messages`` are joined onto the system
+    prompt, so providers that take it only at the top level still get it.
+    """
+    parts = [request.system] if request.system else []
+    turns = []
+    for message in request.messages:
+        if message.role == "system":
+            parts.append(message.content)
+        else:
+            turns.append(message)
+    return ("\n\n".join(parts) if parts else None), tuple(turns)
+
+
+class WireError(Struct, frozen=True, kw_only=True):
+    """What a classifier read from one provider's error body."""
+
+    #: The provider's own text, untrimmed and unscrubbed (the base does both).
+    message: str | None = None
+    #: The provider's name for the error (``rate_limit_error``, ``RESOURCE_EXHAUSTED``).
+    kind: str | None = None
+    #: A finer code than the status table gives, or ``None`` to keep the table's.
+    code: ErrorCode | None = None
+    #: A retry hint from the body, as ``"26s"`` or ``"250ms"``.
+    retry_delay: str | None = None
+
+
+class HttpProvider(Generic[E]):
+    """One HTTP provider: session, requests, and failure mapping.
+
+    Subclasses set :attr:`provider_type` and :attr:`default_base_url`,
+    implement :meth:`_auth_headers` and :meth:`_classify`, and pass their
+    error-body decoder to ``__init__``.
+    """
+
+    provider_type: str = ""
+    default_base_url: str = ""
+
+    def __init__(self, config: ProviderConfig, error_decoder: msgspec.json.Decoder[E]) -> None:
+        self._config = config
+        self._error_decoder = error_decoder
+        self._base_url = (config.base_url or self.default_base_url).rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def id(self) -> str:
+        return self._config.id
+
+    @property
+    def type(self) -> str:
+        return self.provider_type
+
+    @property
+    def model(self) -> str:
+        return self._config.model
+
+    def __repr__(self) -> str:
+        # Deliberately no headers and no key: only what identifies the provider.
+        return (
+            f"{type(self).__name__}(id={self.id!r}, model={self.model!r}, "
+            f"base_url={self._base_url!r})"
+        )
+
+    # Adapter hooks.
+
+    def _auth_headers(self) -> dict[str, str]:
+        """Headers that carry the key (and any other headers the API requires)."""
+        raise NotImplementedError
+
+    def _classify(self, status: int, body: E) -> WireError:
+        """Read a decoded error body; the base has already picked a code from the status."""
+        raise NotImplementedError
+
+    # Session.
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            headers.update(self._auth_headers())
+            # Config headers come last so users can set organisation or
+            # project headers, or override a default such as Accept.
+            headers.update(self._config.headers)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._config.max_concurrency),
+                timeout=aiohttp.ClientTimeout(total=self._config.timeout),
+                headers=headers,
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the session; safe to call more than once."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    # Requests.
+
+    async def _post_json(
+        self, url: str, body: object, decoder: msgspec.json.Decoder[T]
+    ) -> tuple[T, Mapping[str, str]]:
+        """POST ``body`` as JSON; the decoded 200 body and the response headers."""
+        raw, headers = await self._send("POST", url, data=msgspec.json.encode(body))
+        return self._decode_ok(raw, decoder), headers
+
+    async def _get_json(
+        self, url: str, decoder: msgspec.json.Decoder[T], params: Mapping[str, str] | None = None
+    ) -> T:
+        """GET ``url``; the decoded 200 body."""
+        raw, _ = await self._send("GET", url, params=params)
+        return self._decode_ok(raw, decoder)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> tuple[bytes, Mapping[str, str]]:
+        """One request: the body bytes and headers of a 2xx, else a ``ProviderError``."""
+        session = self._open_session()
+        status: int | None = None
+        try:
+            async with session.request(method, url, data=data, params=params) as response:
+                status = response.status
+                raw = await response.read()
+                headers = response.headers
+                content_type = response.content_type
+        except TimeoutError:
+            # aiohttp's total timeout and its socket timeouts (ServerTimeoutError
+            # is a TimeoutError too) land here; CancelledError never does.
+            raise self._fail(
+                "timeout", f"no response within {self._config.timeout:g} s", status=status
+            ) from None
+        except aiohttp.InvalidURL as exc:
+            raise self._fail("bad_request", f"invalid URL: {exc}", retryable=False) from None
+        except aiohttp.ClientPayloadError as exc:
+            raise self._fail(
+                "connection_error",
+                f"the response body was cut off ({type(exc).__name__}: {exc})",
+                status=status,
+            ) from None
+        except aiohttp.ServerDisconnectedError:
+            raise self._fail(
+                "connection_error", "the server closed the connection without answering"
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise self._fail(
+                "connection_error", f"cannot connect to {exc.host}:{exc.port} ({exc.strerror})"
+            ) from None
+        except aiohttp.ClientError as exc:
+            # ClientOSError (connection reset) and the rest of the transport errors.
+            raise self._fail(
+                "connection_error", f"{type(exc).__name__}: {exc}", status=status
+            ) from None
+        if status >= 300:
+            raise self._status_error(status, headers, raw, content_type)
+        return raw, headers
+
+    def _decode_ok(self, raw: bytes, decoder: msgspec.json.Decoder[T]) -> T:
+        try:
+            return decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            # ValidationError is a DecodeError: a body of the wrong shape is as
+            # useless as one that is not JSON.
+            raise self._fail(
+                "invalid_response", f"HTTP 200 with an unusable body: {exc}", status=200
+            ) from None
+
+    # The one mapping from failures to ProviderError.
+
+    def _status_error(
+        self, status: int, headers: Mapping[str, str], raw: bytes, content_type: str
+    ) -> ProviderError:
+        code = status_code(status)
+        wire: WireError | None = None
+        try:
+            body = self._error_decoder.decode(raw)
+        except msgspec.DecodeError:
+            pass
+        else:
+            wire = self._classify(status, body)
+        if wire is not None and wire.code is not None:
+            code = wire.code
+        retry_after = parse_retry_after(headers)
+        if retry_after is None and wire is not None:
+            retry_after = parse_duration_hint(wire.retry_delay)
+        retryable = code in RETRYABLE_CODES
+        should_retry = headers.get("x-should-retry", "").strip().lower()
+        if should_retry in ("true", "false"):
+            retryable = should_retry == "true"
+        if wire is not None and wire.message:
+            kind = f" {wire.kind}" if wire.kind else ""
+            message = f"HTTP {status}{kind}: {_trim(wire.message)}"
+        elif not raw.strip():
+            message = f"HTTP {status} with an empty body"
+        else:
+            message = f"HTTP {status} with a non-JSON body ({content_type}): {snippet(raw)}"
+        return self._fail(
+            code, message, status=status, retryable=retryable, retry_after=retry_after
+        )
+
+    def _fail(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> ProviderError:
+        """A ``ProviderError`` for this provider, its message scrubbed of the key."""
+        error = ProviderError(
+            code,
+            scrub(message, [self._config.api_key]),
+            provider=self.id,
+            retryable=retryable,
+            retry_after=retry_after,
+            status=status,
+        )
+        _log.debug("provider %s failed: %s", self.id, error)
+        return error
+
+    def _respond(
+        self,
+        *,
+        text: str | None,
+        finish_reason: FinishReason,
+        usage: Usage,
+        model: str | None,
+        response_id: str | None,
+    ) -> CompletionResponse:
+        """The normalised response; a natural stop with no text at all is unusable."""
+        if text is None and finish_reason == "stop":
+            raise self._fail(
+                "invalid_response", "HTTP 200 but the response holds no text", status=200
+            )
+        return CompletionResponse(
+            text=text or "",
+            finish_reason=finish_reason,
+            usage=usage,
+            model=model or self._config.model,
+            response_id=response_id,
+        )
+
+
+def _trim(message: str) -> str:
+    message = message.strip()
+    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 1] + "…"
