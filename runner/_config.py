@@ -1,0 +1,357 @@
+"""Finding, reading and validating the config file.
+
+The pipeline, each step in its own module so each can be read alone:
+
+1. ``_config_yaml``: YAML text -> plain values plus the position of each
+   (syntax errors and repeated keys stop here);
+2. ``_config_env``: ``${VAR}`` / ``${VAR:-default}`` expansion;
+3. here: the single-provider form is rewritten into the multi-provider form
+   it stands for (problems keep the paths the user wrote);
+4. ``_config_schema``: every field's name, type and range, checked against
+   the Structs, with durations, secrets and loose lists normalised;
+5. here: cross references (provider ids, role chains, workflows);
+6. ``msgspec.convert`` into :class:`~runner._config_model.Config`.
+
+Every problem from steps 2-5 is collected and raised together as one
+:class:`~runner._errors.ConfigError`, sorted by position in the file.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Final, NamedTuple, TextIO, cast
+
+import msgspec
+import msgspec.inspect as mi
+
+from runner._config_env import expand
+from runner._config_model import Config, ProviderConfig
+from runner._config_schema import Checker, suggest
+from runner._config_yaml import Path, Positions, format_path, parse_yaml
+from runner._errors import ConfigError, Problem
+from runner._secrets import Secret
+
+BUNDLED: Final = "<bundled>"
+BUNDLED_NOTICE: Final = (
+    "no config given: using the bundled simulated config (config/local.yaml); "
+    "pass --config or set RUNNER_CONFIG"
+)
+MIGRATION_DOC: Final = "docs/migration.md"
+
+_CONFIG_INFO: Final = cast(mi.StructType, mi.type_info(Config))
+_PROVIDER_INFO: Final = cast(mi.StructType, mi.type_info(ProviderConfig))
+
+#: Top-level keys of the single-provider form that describe its one provider.
+_SINGLE_PROVIDER_KEYS: Final = frozenset(
+    f.encode_name for f in _PROVIDER_INFO.fields if f.name not in ("id", "type")
+)
+#: Top-level keys the single-provider form shares with the multi-provider form.
+_SHARED_KEYS: Final = frozenset(
+    f.encode_name for f in _CONFIG_INFO.fields if f.name not in ("providers", "roles", "source")
+)
+#: Top-level keys that only the multi-provider form has.
+_MULTI_ONLY_KEYS: Final = ("providers", "roles", "default_provider")
+
+
+class Loaded(NamedTuple):
+    """A config plus what ``config check`` shows about how it was written."""
+
+    config: Config
+    #: True for the old single-provider form (``provider: openai`` at the top).
+    single_provider: bool
+    #: Provider id -> the environment variable its ``api_key`` names, if any.
+    key_variables: Mapping[str, str | None]
+
+
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read and validate the config at ``path``; raise ConfigError with every problem."""
+    return _load_path(os.fspath(path), environ).config
+
+
+def load_config_text(
+    text: str, *, source: str = "<memory>", environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate config ``text``; ``source`` names it in problems and in ``Config.source``."""
+    return _load_text(text, source, environ).config
+
+
+def discover_config(
+    path: str | None, *, environ: Mapping[str, str] | None = None, stderr: TextIO | None = None
+) -> Config:
+    """The config from ``path``, else ``$RUNNER_CONFIG``, else ``./runner.yaml``, else bundled.
+
+    Falling back to the bundled simulated config prints a one-line notice on
+    ``stderr`` (default ``sys.stderr``), so nobody mistakes it for their own.
+    """
+    return discover(path, environ=environ, stderr=stderr).config
+
+
+def discover(
+    path: str | None, *, environ: Mapping[str, str] | None = None, stderr: TextIO | None = None
+) -> Loaded:
+    """:func:`discover_config`, keeping what ``config check`` displays."""
+    env = os.environ if environ is None else environ
+    if path:
+        return _load_path(path, env)
+    from_env = env.get("RUNNER_CONFIG")
+    if from_env:
+        return _load_path(from_env, env, hint="it was named by $RUNNER_CONFIG")
+    if os.path.isfile("runner.yaml"):
+        return _load_path("runner.yaml", env)
+    print(BUNDLED_NOTICE, file=stderr if stderr is not None else sys.stderr)
+    return _load_text(bundled_text(), BUNDLED, env)
+
+
+def bundled_text() -> str:
+    """The bundled simulated config (a copy of ``config/local.yaml``)."""
+    return importlib.resources.files("runner").joinpath("data", "local.yaml").read_text("utf-8")
+
+
+def _load_path(path: str, environ: Mapping[str, str] | None, hint: str | None = None) -> Loaded:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        reason = "no such file"
+    except IsADirectoryError:
+        reason = "this is a directory, not a file"
+    except PermissionError:
+        reason = "permission denied"
+    except UnicodeDecodeError:
+        reason = "not UTF-8 text"
+    except OSError as exc:
+        reason = exc.strerror or "cannot be read"
+    else:
+        return _load_text(text, path, environ)
+    hint = hint or "check the path, or pass --config PATH / set RUNNER_CONFIG"
+    raise ConfigError([Problem("", f"cannot read the config: {reason}", hint=hint, file=path)])
+
+
+def _load_text(text: str, source: str, environ: Mapping[str, str] | None) -> Loaded:
+    env = os.environ if environ is None else environ
+    document = parse_yaml(text, source)
+    data = document.data
+    if data is None:
+        raise ConfigError(
+            [
+                Problem(
+                    "",
+                    "the file is empty",
+                    hint="a config needs at least providers: and default_provider: "
+                    "(see config/local.yaml)",
+                    file=source,
+                )
+            ]
+        )
+    if not isinstance(data, dict):
+        line, column = document.positions.at(()) or (None, None)
+        raise ConfigError(
+            [
+                Problem(
+                    "",
+                    f"the config must be a mapping of fields, got a {type(data).__name__}",
+                    hint="start with 'version: 1', then 'providers:', 'roles:', ...",
+                    file=source,
+                    line=line,
+                    column=column,
+                )
+            ]
+        )
+    expanded = expand(data, env, source=source, positions=document.positions)
+    problems = list(expanded.problems)
+    # Expansion only replaces strings, so the top level is still a mapping.
+    form = _Form.of(cast(dict[str, object], expanded.data), source, document.positions, problems)
+    checker = Checker(
+        source,
+        document.positions,
+        expanded=expanded.variables,
+        remap=form.remap,
+        skip=expanded.broken,
+    )
+    checked = checker.struct(form.data, _CONFIG_INFO, ())
+    _check_references(form.data, checker)
+    problems.extend(checker.problems)
+    if problems or not isinstance(checked, dict):
+        problems.sort(key=lambda p: (p.line is None, p.line or 0, p.column or 0))
+        raise ConfigError(problems or [Problem("", "not a valid config", file=source)])
+    try:
+        config = msgspec.convert({**checked, "source": source}, Config, dec_hook=_keep_secret)
+    except msgspec.ValidationError as exc:  # a gap in the checker; still no traceback
+        raise ConfigError([Problem("", str(exc), file=source)]) from None
+    key_variables = {
+        p.id: (expanded.variables.get(form.remap(("providers", i, "api_key"))) or (None,))[0]
+        for i, p in enumerate(config.providers)
+    }
+    return Loaded(config, form.single, key_variables)
+
+
+def _keep_secret(t: type, value: object) -> object:
+    if t is Secret and isinstance(value, Secret):
+        return value
+    raise NotImplementedError
+
+
+class _Form(NamedTuple):
+    """The data in multi-provider shape, and how its paths map to the file's."""
+
+    data: dict[str, object]
+    single: bool
+
+    @staticmethod
+    def of(
+        data: dict[str, object],
+        source: str,
+        positions: Positions,
+        problems: list[Problem],
+    ) -> _Form:
+        """Recognise the form; report mixing the two, and keys neither form knows."""
+        if "provider" not in data:
+            return _Form(data, single=False)
+        mixed = [k for k in _MULTI_ONLY_KEYS if k in data]
+        single_keys = ["provider", *(k for k in data if k in _SINGLE_PROVIDER_KEYS)]
+        if mixed:
+            problems.append(
+                _problem_at(
+                    positions,
+                    source,
+                    ("provider",),
+                    "the single-provider form (provider:, model:, api_key:) cannot be mixed "
+                    f"with {', '.join(k + ':' for k in mixed)}",
+                    f"move the provider into providers: (see {MIGRATION_DOC})",
+                )
+            )
+            return _Form({k: v for k, v in data.items() if k not in single_keys}, single=False)
+        allowed = sorted({"provider", *_SINGLE_PROVIDER_KEYS, *_SHARED_KEYS})
+        problems.extend(
+            _problem_at(positions, source, (k,), f"unknown field '{k}'", suggest(k, allowed))
+            for k in data
+            if k not in allowed
+        )
+        provider_type = data["provider"]
+        provider_id = provider_type if isinstance(provider_type, str) else "provider"
+        provider = {"id": provider_id, "type": provider_type}
+        provider.update({k: data[k] for k in single_keys[1:]})
+        rest = {k: v for k, v in data.items() if k in _SHARED_KEYS and k != "default_provider"}
+        return _Form(
+            {**rest, "providers": [provider], "default_provider": provider_id}, single=True
+        )
+
+    def remap(self, path: Path) -> Path:
+        """The path as written in the file (they differ only in the single form)."""
+        if not self.single:
+            return path
+        if path[:1] == ("default_provider",):
+            return ("provider",)
+        if path[:2] != ("providers", 0):
+            return path
+        if path[2:3] in (("id",), ("type",)):
+            return ("provider",)
+        return path[2:]
+
+
+def _problem_at(
+    positions: Positions, source: str, path: Path, message: str, hint: str | None = None
+) -> Problem:
+    mark = positions.at(path, key=True)
+    line, column = (None, None) if mark is None else mark
+    return Problem(format_path(path), message, hint=hint, file=source, line=line, column=column)
+
+
+def _check_references(data: Mapping[str, object], checker: Checker) -> None:
+    """Provider ids unique and known wherever named; chains and workflows sound."""
+    providers = data.get("providers")
+    ids: dict[str, Path] = {}
+    if isinstance(providers, list):
+        if not providers:
+            checker.report(("providers",), "no providers defined", "add at least one provider")
+        for i, entry in enumerate(providers):
+            pid = entry.get("id") if isinstance(entry, dict) else None
+            if not isinstance(pid, str):
+                continue
+            if pid in ids:
+                first = checker.positions.at(checker.remap(ids[pid]))
+                at = f" (first at {format_path(ids[pid])}, line {first[0]})" if first else ""
+                checker.report(
+                    ("providers", i, "id"),
+                    f"duplicate provider id '{pid}'{at}",
+                    "give each provider its own id",
+                )
+            else:
+                ids[pid] = ("providers", i, "id")
+    # Without a readable providers list every reference would look unknown.
+    if not ids:
+        return
+    known = list(ids)
+
+    def reference(value: object, path: Path) -> None:
+        if isinstance(value, str) and value not in ids:
+            checker.report(
+                path,
+                f"unknown provider '{value}'; known: {', '.join(known)}",
+                _closest(value, known),
+            )
+
+    reference(data.get("default_provider"), ("default_provider",))
+    roles = data.get("roles")
+    for role, spec in roles.items() if isinstance(roles, dict) else ():
+        if isinstance(spec, dict):
+            _check_chain(role, spec, checker, reference)
+    _check_workflows(data.get("workflows"), checker)
+
+
+def _closest(value: str, known: list[str]) -> str | None:
+    hint = suggest(value, known)
+    return hint if hint.startswith("did you mean") else None
+
+
+def _check_chain(
+    role: str,
+    spec: Mapping[str, object],
+    checker: Checker,
+    reference: Callable[[object, Path], None],
+) -> None:
+    """The role's providers exist, and none appears twice (primary included)."""
+    chain: list[tuple[object, Path]] = [(spec.get("provider"), ("roles", role, "provider"))]
+    fallbacks = spec.get("fallbacks")
+    if isinstance(fallbacks, list):
+        chain += [(f, ("roles", role, "fallbacks", i)) for i, f in enumerate(fallbacks)]
+    seen: dict[str, Path] = {}
+    for pid, path in chain:
+        reference(pid, path)
+        if not isinstance(pid, str):
+            continue
+        if pid in seen:
+            checker.report(
+                path,
+                f"provider '{pid}' is already in this role's chain (at {format_path(seen[pid])})",
+                "a chain tries each provider once: remove the repeat",
+            )
+        else:
+            seen[pid] = path
+
+
+def _check_workflows(workflows: object, checker: Checker) -> None:
+    for name, spec in workflows.items() if isinstance(workflows, dict) else ():
+        stages = spec.get("stages") if isinstance(spec, dict) else None
+        if not isinstance(stages, list):
+            continue
+        if not stages:
+            checker.report(("workflows", name, "stages"), "a workflow needs at least one stage")
+        seen: dict[str, int] = {}
+        for i, stage in enumerate(stages):
+            stage_name = stage.get("name") if isinstance(stage, dict) else None
+            if not isinstance(stage_name, str):
+                continue
+            if stage_name in seen:
+                checker.report(
+                    ("workflows", name, "stages", i, "name"),
+                    f"duplicate stage name '{stage_name}' (first at stages[{seen[stage_name]}])",
+                    "give each stage of a workflow its own name",
+                )
+            else:
+                seen[stage_name] = i
