@@ -110,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _resolve(args.handler)(args)
     except ConfigError as exc:
-        print(f"error: the config is not valid ({len(exc.problems)} problems):", file=sys.stderr)
+        count = len(exc.problems)
+        noun = "problem" if count == 1 else "problems"
+        print(f"error: the config is not valid ({count} {noun}):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem.render()}", file=sys.stderr)
         return EXIT_USAGE

@@ -29,7 +29,7 @@ import msgspec.inspect as mi
 
 from runner._config_env import expand
 from runner._config_model import Config, ProviderConfig
-from runner._config_schema import Checker, suggest
+from runner._config_schema import Checker, describe, suggest
 from runner._config_yaml import Path, Positions, format_path, parse_yaml
 from runner._errors import ConfigError, Problem
 from runner._secrets import Secret
@@ -40,6 +40,7 @@ BUNDLED_NOTICE: Final = (
     "pass --config or set RUNNER_CONFIG"
 )
 MIGRATION_DOC: Final = "docs/migration.md"
+EXTENSION_PREFIX: Final = "x-"
 
 _CONFIG_INFO: Final = cast(mi.StructType, mi.type_info(Config))
 _PROVIDER_INFO: Final = cast(mi.StructType, mi.type_info(ProviderConfig))
@@ -150,11 +151,12 @@ def _load_text(text: str, source: str, environ: Mapping[str, str] | None) -> Loa
         )
     if not isinstance(data, dict):
         line, column = document.positions.at(()) or (None, None)
+        kind = describe(data)
         raise ConfigError(
             [
                 Problem(
                     "",
-                    f"the config must be a mapping of fields, got a {type(data).__name__}",
+                    f"the config must be a mapping of fields, got {kind}",
                     hint="start with 'version: 1', then 'providers:', 'roles:', ...",
                     file=source,
                     line=line,
@@ -162,8 +164,10 @@ def _load_text(text: str, source: str, environ: Mapping[str, str] | None) -> Loa
                 )
             ]
         )
+    # Top-level `x-` keys are free for YAML anchors to share (as in compose files).
+    data = {k: v for k, v in data.items() if not k.startswith(EXTENSION_PREFIX)}
     expanded = expand(data, env, source=source, positions=document.positions)
-    problems = list(expanded.problems)
+    problems = [*document.problems, *expanded.problems]
     # Expansion only replaces strings, so the top level is still a mapping.
     form = _Form.of(cast(dict[str, object], expanded.data), source, document.positions, problems)
     checker = Checker(

@@ -48,9 +48,9 @@ DURATIONS: Final[frozenset[tuple[type, str]]] = frozenset(
     }
 )
 
-#: String-list fields whose items must come from a fixed set.
-CHOICES: Final[Mapping[tuple[type, str], tuple[str, ...]]] = {
-    (ProviderConfig, "failure_codes"): ERROR_CODES,
+#: String-list fields whose items must come from a fixed set: what an item is, and the set.
+CHOICES: Final[Mapping[tuple[type, str], tuple[str, tuple[str, ...]]]] = {
+    (ProviderConfig, "failure_codes"): ("error code", ERROR_CODES),
 }
 
 #: Struct fields that are not written in the file.
@@ -196,8 +196,12 @@ class Checker:
         kind = describe(value)
         if secret or self.remap(path) in self.expanded:
             return kind
-        if isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= 40):
-            return f"{kind} ({value!r})" if isinstance(value, str) else f"{value!r}"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float):
+            return repr(value)
+        if isinstance(value, str) and len(value) <= 40:
+            return f"{kind} ({value!r})"
         return kind
 
     # -- the walk ---------------------------------------------------------------
@@ -257,7 +261,7 @@ class Checker:
                 out[key] = checked
         for name, field in fields.items():
             if field.required and name not in value:
-                self.report(path, f"missing required {noun} '{name}'")
+                self.report(path, f"missing required {noun} '{name}'", f"add '{name}:'")
                 failed = True
         return INVALID if failed else out
 
@@ -340,7 +344,8 @@ class Checker:
         if label is not None and isinstance(value, str) and self.remap(path) not in self.expanded:
             message = f"unknown {label} '{value}'; known: {', '.join(choices)}"
         else:
-            message = f"must be one of {', '.join(choices)}; got {self._shown(path, value)}"
+            allowed = choices[0] if len(choices) == 1 else f"one of {', '.join(choices)}"
+            message = f"must be {allowed}; got {self._shown(path, value)}"
         match = close_match(value, choices) if isinstance(value, str) else None
         self.report(path, message, f"did you mean '{match}'?" if match else None)
         return INVALID
@@ -357,9 +362,11 @@ class Checker:
         out: list[object] = []
         for i, entry in enumerate(value):
             checked = self.check(entry, item, (*path, i), None)
-            if checked is not INVALID and choices is not None and checked not in choices:
+            if checked is not INVALID and choices is not None and checked not in choices[1]:
                 self.report(
-                    (*path, i), f"unknown value '{checked}'", suggest(str(checked), choices)
+                    (*path, i),
+                    f"unknown {choices[0]} '{checked}'",
+                    suggest(str(checked), choices[1]),
                 )
                 checked = INVALID
             out.append(checked)

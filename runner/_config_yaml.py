@@ -57,10 +57,15 @@ class Positions:
 
 
 class Document(NamedTuple):
-    """A parsed YAML document: its plain data and where each part was written."""
+    """A parsed YAML document: its plain data and where each part was written.
+
+    ``problems`` are mistakes that still leave a usable document (a repeated
+    key: the first one is kept), reported along with everything found later.
+    """
 
     data: object
     positions: Positions
+    problems: list[Problem]
 
 
 def _mark(node: yaml.Node) -> Mark:
@@ -68,7 +73,7 @@ def _mark(node: yaml.Node) -> Mark:
 
 
 def parse_yaml(text: str, source: str) -> Document:
-    """Parse ``text``; raise :class:`ConfigError` for syntax errors and repeated keys.
+    """Parse ``text``; raise :class:`ConfigError` for a syntax error.
 
     An empty document gives ``Document(None, ...)``; the caller decides what
     an empty config means.
@@ -81,9 +86,7 @@ def parse_yaml(text: str, source: str) -> Document:
         raise ConfigError([Problem("", f"YAML syntax error: {exc}", file=source)]) from None
     builder = _Builder(source)
     data = None if root is None else builder.build(root, ())
-    if builder.problems:
-        raise ConfigError(builder.problems)
-    return Document(data, builder.positions)
+    return Document(data, builder.positions, builder.problems)
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, source: str) -> Problem:

@@ -1,0 +1,181 @@
+"""``python -m runner config check [PATH]``: validate a config and show what it resolves to.
+
+On success it prints, per role, the chain of providers tried in order with the
+parameters each runs with, and per provider its model, endpoint, limits and
+whether its key is set, then exits 0.  A bad config raises
+:class:`~runner._errors.ConfigError`, which ``runner._cli.main`` prints (every
+problem) with exit code 2.  Nothing here ever prints a key's value: a key is
+shown as ``set``, ``missing`` or ``not needed`` with its variable's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from runner._config import MIGRATION_DOC, Loaded, discover
+from runner._config_model import Config, ProviderConfig
+from runner._parameters import Parameters
+from runner._registry import Registry
+
+Table = tuple[Sequence[str], list[list[str]]]
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate the config at ``args.path`` (or the discovered one) and print it resolved."""
+    loaded = discover(getattr(args, "path", None))
+    out = sys.stdout
+    if out.isatty():
+        _print_rich(loaded, out)
+    else:
+        out.write(render_plain(loaded))
+    return 0
+
+
+def key_status(provider: ProviderConfig, variable: str | None) -> str:
+    """``set (VAR)``, ``missing (VAR)`` or ``not needed``; never the key itself."""
+    named = f" ({variable})" if variable else ""
+    if provider.api_key:
+        return f"set{named or ' (in the file)'}"
+    if provider.type == "simulated" or (not variable and provider.base_url):
+        # A simulated provider, or a local OpenAI-compatible server without a key.
+        return "not needed"
+    return f"missing{named}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:g}ms" if 0 < value < 1 else f"{value:g}s"
+
+
+def _parameters(parameters: Parameters) -> str:
+    return " ".join(f"{k}={_value(v)}" for k, v in parameters.as_dict().items())
+
+
+def _value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(repr(v) for v in value) + "]"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def provider_table(loaded: Loaded) -> Table:
+    """One row per provider: what it is, where it connects and whether its key is set."""
+    headers = ("ID", "TYPE", "MODEL", "BASE_URL", "TIMEOUT", "MAX_CONCURRENCY", "API_KEY")
+    rows = [
+        [
+            p.id,
+            p.type,
+            p.model,
+            p.base_url or "(default)",
+            _seconds(p.timeout),
+            str(p.max_concurrency),
+            key_status(p, loaded.key_variables.get(p.id)),
+        ]
+        for p in loaded.config.providers
+    ]
+    return headers, rows
+
+
+def role_table(config: Config) -> Table:
+    """One row per provider of each role's chain, in the order they are tried."""
+    registry = Registry.from_config(config)
+    rows: list[list[str]] = []
+    chains = [(role, registry.chain(role)) for role in registry.roles()]
+    chains.append(("(any other role)", registry.chain(None)))
+    for role, chain in chains:
+        for i, route in enumerate(chain.routes):
+            rows.append(
+                [
+                    role if i == 0 else "",
+                    str(i + 1),
+                    route.provider.id,
+                    _parameters(route.parameters) or "(provider defaults)",
+                ]
+            )
+    return ("ROLE", "#", "PROVIDER", "PARAMETERS"), rows
+
+
+def settings_lines(config: Config) -> list[str]:
+    """The run-wide settings, one line each."""
+    r, c, m = config.retry, config.cooldown, config.metrics
+    lines = [
+        f"default_provider: {config.default_provider}",
+        f"concurrency: {config.concurrency} tasks in flight; "
+        f"grace period {_seconds(config.grace_period)}",
+        f"retry: {r.max_attempts} attempts per provider, backoff {_seconds(r.initial_delay)}"
+        f" to {_seconds(r.max_delay)} (jitter {_seconds(r.jitter)}), "
+        f"retry-after honoured up to {_seconds(r.max_retry_after)}",
+        f"cooldown: {c.failures} consecutive failures -> {_seconds(c.seconds)} out of selection",
+        f"metrics: {m.store}" + ("" if m.store == "none" else f" at {m.path}"),
+        f"logging: {config.logging.level}, {config.logging.format}",
+    ]
+    for name, workflow in config.workflows.items():
+        stages = " -> ".join(f"{s.name} ({s.role})" for s in workflow.stages)
+        lines.append(f"workflow {name}: {stages}")
+    return lines
+
+
+def migration_note(loaded: Loaded) -> list[str]:
+    """How to move a single-provider config to the multi-provider form."""
+    if not loaded.single_provider:
+        return []
+    p = loaded.config.providers[0]
+    key = loaded.key_variables.get(p.id)
+    return [
+        f"note: this file uses the single-provider form (provider: {p.type} at the top level);",
+        "  it still works, with one provider for every role. To give roles their own",
+        "  providers and fallbacks, move it to the multi-provider form:",
+        f"    providers: [{{id: {p.id}, type: {p.type}, model: {p.model}"
+        + (f", api_key: ${{{key}}}" if key else "")
+        + "}]",
+        f"    default_provider: {p.id}",
+        f"  then add roles: and more providers. Step by step: {MIGRATION_DOC}",
+    ]
+
+
+def _aligned(table: Table) -> list[str]:
+    headers, rows = table
+    widths = [max(len(r[i]) for r in [list(headers), *rows]) for i in range(len(headers))]
+    return [
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [list(headers), *rows]
+    ]
+
+
+def render_plain(loaded: Loaded) -> str:
+    """The whole report as aligned plain text (what pipes and tests see)."""
+    config = loaded.config
+    form = "single-provider form" if loaded.single_provider else "multi-provider form"
+    lines = [f"config: {config.source} (version {config.version}, {form}): valid", ""]
+    lines += ["providers:", *_aligned(provider_table(loaded)), ""]
+    lines += ["roles (providers tried in order):", *_aligned(role_table(config)), ""]
+    lines += settings_lines(config)
+    note = migration_note(loaded)
+    if note:
+        lines += ["", *note]
+    return "\n".join(lines) + "\n"
+
+
+def _print_rich(loaded: Loaded, out: TextIO) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    config = loaded.config
+    console = Console(file=out, highlight=False)
+    form = "single-provider form" if loaded.single_provider else "multi-provider form"
+    console.print(f"[bold]config[/] {config.source} (version {config.version}, {form}): valid")
+    for title, (headers, rows) in (
+        ("providers", provider_table(loaded)),
+        ("roles (providers tried in order)", role_table(config)),
+    ):
+        table = RichTable(title=title, title_justify="left")
+        for header in headers:
+            table.add_column(header)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    for line in [*settings_lines(config), *migration_note(loaded)]:
+        console.print(line, markup=False)
