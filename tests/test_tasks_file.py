@@ -1,0 +1,199 @@
+"""The tasks-file reader: every line a Task or a rejection with its line number."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from runner._errors import UsageError
+from runner._task import Result, Task
+from runner._tasks_file import TasksFile, _FileIds
+
+WORKFLOWS = {"default", "quick"}
+
+
+@pytest.fixture
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return "asyncio"
+
+
+def read(text: str) -> list[Task | Result]:
+    stream = io.BytesIO(text.encode())
+    with TasksFile(stream, name="<test>", known_workflows=WORKFLOWS, close=False) as tasks:
+        return list(tasks)
+
+
+def read_path(path: Path) -> list[Task | Result]:
+    with TasksFile.open(str(path), known_workflows=WORKFLOWS) as tasks:
+        return list(tasks)
+
+
+def messages(items: list[Task | Result]) -> list[str]:
+    return [i.error.message for i in items if isinstance(i, Result) and i.error is not None]
+
+
+def test_valid_lines_become_tasks() -> None:
+    """Each valid line is a Task with its fields as written."""
+    items = read(
+        '{"id": "t-1", "role": "coder", "prompt": "hi", "parameters": {"temperature": 0}}\n'
+        '{"id": "t-2", "messages": [{"role": "user", "content": "yo"}]}\n'
+        '{"id": "w-1", "workflow": "quick", "input": "a CLI"}\n'
+    )
+    assert [type(i) for i in items] == [Task, Task, Task]
+    first = items[0]
+    assert isinstance(first, Task)
+    assert (first.id, first.role, first.prompt) == ("t-1", "coder", "hi")
+    assert first.parameters is not None
+    assert first.parameters.temperature == 0
+
+
+def test_missing_id_defaults_to_line_number() -> None:
+    """A task without an id is named line-<n> after its line."""
+    items = read('\n{"prompt": "a"}\n\n{"prompt": "b"}')
+    assert [i.id for i in items] == ["line-2", "line-4"]
+
+
+def test_blank_lines_are_skipped_but_counted() -> None:
+    """Blank lines get no result, and later lines keep their true numbers."""
+    items = read('\n   \n{"prompt": 1}\n')
+    assert messages(items) == ["line 3: 'prompt': expected str, got int"]
+
+
+def test_not_json_is_rejected_with_its_line() -> None:
+    """A line that is not JSON is rejected with its number; the others still come through."""
+    items = read('{"id": "a", "prompt": "x"}\n{oops}\n{"id": "b", "prompt": "y"}\n')
+    assert [i.id for i in items] == ["a", "line-2", "b"]
+    rejected = items[1]
+    assert isinstance(rejected, Result)
+    assert rejected.status == "rejected"
+    assert rejected.line == 2
+    assert rejected.error is not None
+    assert rejected.error.code == "invalid_task"
+    assert rejected.error.message == (
+        "line 2: not valid JSON: JSON is malformed: object keys must be strings (column 2)"
+    )
+
+
+def test_unknown_field_suggests_the_close_name() -> None:
+    """A misspelt field is named, with the field it probably meant."""
+    items = read('{"id": "a", "promt": "x"}\n')
+    assert messages(items) == ["line 1: unknown field 'promt' (did you mean 'prompt'?)"]
+
+
+def test_unknown_nested_field_names_its_place() -> None:
+    """An unknown parameter names where it was and the likely parameter."""
+    items = read('{"prompt": "x", "parameters": {"tempreature": 1}}\n')
+    assert messages(items) == [
+        "line 1: unknown field 'tempreature' in 'parameters' (did you mean 'temperature'?)"
+    ]
+
+
+def test_unknown_field_without_close_match_lists_known() -> None:
+    """With no close match, the known fields are listed."""
+    items = read('{"prompt": "x", "zzz": 1}\n')
+    assert messages(items) == [
+        "line 1: unknown field 'zzz' (known: id, role, prompt, system, messages, "
+        "parameters, workflow, input)"
+    ]
+
+
+def test_missing_prompt_is_rejected() -> None:
+    """A task with neither prompt nor messages gets the checker's message and keeps its id."""
+    items = read('{"id": "t-7", "role": "coder"}\n')
+    assert messages(items) == ["line 1: missing 'prompt' or 'messages'"]
+    assert items[0].id == "t-7"
+
+
+def test_out_of_range_parameter_is_rejected() -> None:
+    """A parameter outside its range is rejected with its path."""
+    items = read('{"prompt": "x", "parameters": {"temperature": 5}}\n')
+    assert messages(items) == ["line 1: 'parameters.temperature': expected float <= 2.0"]
+
+
+def test_non_object_line_is_rejected() -> None:
+    """A JSON value that is not an object says what it was."""
+    items = read("[1, 2]\n")
+    assert messages(items) == ["line 1: a task must be a JSON object, got array"]
+
+
+def test_bad_message_role_is_rejected() -> None:
+    """A message with a role outside system/user/assistant is rejected with its place."""
+    items = read('{"messages": [{"role": "bob", "content": "x"}]}\n')
+    assert messages(items) == ["line 1: 'messages[0].role': invalid enum value 'bob'"]
+
+
+def test_unknown_workflow_is_rejected() -> None:
+    """A workflow name the config does not define is rejected with the known names."""
+    items = read('{"workflow": "nope", "input": "x"}\n')
+    assert messages(items) == ["line 1: unknown workflow 'nope'; known: default, quick"]
+
+
+def test_repeated_id_is_rejected_with_the_first_line() -> None:
+    """A repeated id is rejected, naming the line that used it first."""
+    items = read(
+        '{"id": "t-001", "prompt": "a"}\n{"id": "t-002", "prompt": "b"}\n'
+        '{"id": "t-001", "prompt": "c"}\n'
+    )
+    assert messages(items) == ["line 3: id 't-001' repeats line 1"]
+    assert [i.id for i in items] == ["t-001", "t-002", "line-3"]
+
+
+def test_default_id_counts_as_an_id() -> None:
+    """An explicit id equal to another line's default id is a repeat."""
+    items = read('{"prompt": "a"}\n{"id": "line-1", "prompt": "b"}\n')
+    assert messages(items) == ["line 2: id 'line-1' repeats line 1"]
+
+
+def test_repeats_in_a_file_are_found(tmp_path: Path) -> None:
+    """In a regular file (compact id index) repeats are found exactly, with the first line."""
+    path = tmp_path / "tasks.jsonl"
+    lines = [msgspec.json.encode({"id": f"t-{i}", "prompt": "p"}).decode() for i in range(5000)]
+    lines += ['{"prompt": "p"}', '{"id": "t-4321", "prompt": "again"}', '{"id": "line-5001"}']
+    path.write_text("\n".join(lines) + "\n")
+    items = read_path(path)
+    assert len(items) == 5003
+    assert messages(items) == [
+        "line 5002: id 't-4321' repeats line 4322",
+        "line 5003: id 'line-5001' repeats line 5001",
+    ]
+    assert len({i.id for i in items}) == 5003
+
+
+def test_hash_collisions_are_not_repeats() -> None:
+    """Two ids with equal hashes are told apart by re-reading the earlier line."""
+    ids = _FileIds(lambda line, offset: {1: "a", 2: "b"}[line], size=4, hash_id=lambda _: 7)
+    assert ids.add("a", 1, 0) is None
+    assert ids.add("b", 2, 10) is None
+    assert ids.add("b", 3, 20) == 2
+    assert ids.add("a", 4, 30) == 1
+
+
+def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    """A tasks file that does not exist is a usage error naming it."""
+    with pytest.raises(UsageError, match=r"tasks file not found: .*nope\.jsonl"):
+        TasksFile.open(str(tmp_path / "nope.jsonl"), known_workflows=WORKFLOWS)
+
+
+def test_stdin_is_read_with_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """'-' reads standard input, repeats included."""
+    fake = io.TextIOWrapper(io.BytesIO(b'{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": "y"}\n'))
+    monkeypatch.setattr(sys, "stdin", fake)
+    with TasksFile.open("-", known_workflows=WORKFLOWS) as tasks:
+        items = list(tasks)
+    assert messages(items) == ["line 2: id 'a' repeats line 1"]
+
+
+@pytest.mark.anyio
+async def test_async_reading_matches_sync(tmp_path: Path) -> None:
+    """Reading with next() gives the same items as iterating, across block boundaries."""
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("".join(f'{{"id": "t-{i}", "prompt": "{"x" * 100}"}}\n' for i in range(3000)))
+    got = []
+    with TasksFile.open(str(path), known_workflows=WORKFLOWS) as tasks:
+        while (item := await tasks.next()) is not None:
+            got.append(item.id)
+    assert got == [f"t-{i}" for i in range(3000)]
