@@ -1,0 +1,111 @@
+"""The worker's journal: durable accepts, one row per id, resume list, retention.
+
+asyncio only: the journal runs its batches in a worker thread via anyio, and
+the worker around it serves aiohttp.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from runner._errors import UsageError
+from runner._journal import Stored, open_journal
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_accept_inserts_new_ids_and_returns_existing_rows(tmp_path: Path) -> None:
+    """A new id is inserted (None); a journaled id returns its first row, unchanged."""
+    path = str(tmp_path / "j.db")
+    async with open_journal(path) as journal:
+        first = await journal.accept([("a", b'{"id":"a","prompt":"1"}'), ("b", b'{"id":"b"}')])
+        again = await journal.accept([("a", b'{"id":"a","prompt":"other"}'), ("c", b"{}")])
+    assert first == [None, None]
+    assert again == [Stored(id="a", status="pending"), None]
+    async with open_journal(path) as journal:
+        assert await journal.unfinished() == [
+            ("a", b'{"id":"a","prompt":"1"}'),
+            ("b", b'{"id":"b"}'),
+            ("c", b"{}"),
+        ]
+
+
+async def test_finished_tasks_leave_the_resume_list_and_keep_one_result(tmp_path: Path) -> None:
+    """finish() stores the one terminal result; a second finish changes nothing."""
+    path = str(tmp_path / "j.db")
+    async with open_journal(path) as journal:
+        await journal.accept([("a", b"{}"), ("b", b"{}")])
+        journal.record_status("a", "running")
+        await journal.finish("a", "completed", b'{"id":"a","status":"completed"}')
+        await journal.finish("a", "failed", b'{"id":"a","status":"failed"}')
+        journal.record_status("a", "running")  # late move after the result: ignored
+        journal.record_status("b", "retrying")
+    async with open_journal(path) as journal:
+        assert await journal.get("a") == Stored(
+            id="a", status="completed", result=b'{"id":"a","status":"completed"}'
+        )
+        assert await journal.get("b") == Stored(id="b", status="retrying")
+        assert await journal.get("zzz") is None
+        assert await journal.unfinished() == [("b", b"{}")]
+
+
+async def test_terminal_status_must_come_with_a_result(tmp_path: Path) -> None:
+    """record_status refuses a terminal status; finish refuses a non-terminal one."""
+    async with open_journal(str(tmp_path / "j.db")) as journal:
+        with pytest.raises(ValueError, match="terminal"):
+            journal.record_status("a", "completed")
+        with pytest.raises(ValueError, match="not terminal"):
+            await journal.finish("a", "running", b"{}")
+
+
+async def test_purge_removes_only_results_older_than_retention(tmp_path: Path) -> None:
+    """Results past the retention go; newer results and unfinished tasks stay."""
+    now = [1000.0]
+    async with open_journal(str(tmp_path / "j.db"), clock=lambda: now[0]) as journal:
+        await journal.accept([("old", b"{}"), ("new", b"{}"), ("open", b"{}")])
+        await journal.finish("old", "completed", b"{}")
+        now[0] = 2000.0
+        await journal.finish("new", "completed", b"{}")
+        now[0] = 2500.0
+        assert await journal.purge(1000.0) == 1
+        assert await journal.get("old") is None
+        assert await journal.get("new") is not None
+        assert await journal.unfinished() == [("open", b"{}")]
+
+
+async def test_a_second_owner_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    """Two workers cannot share one journal: the second is told which file and what to do."""
+    path = str(tmp_path / "j.db")
+    async with open_journal(path):
+        with pytest.raises(UsageError) as caught:
+            async with open_journal(path):
+                pass
+    assert str(caught.value) == (
+        f"journal {path} is in use by another worker; stop it or set worker.journal to another file"
+    )
+
+
+async def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path) -> None:
+    """A random file named as the journal gives a usage error, not a traceback."""
+    path = tmp_path / "j.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(UsageError, match="not a runner journal"):
+        async with open_journal(str(path)):
+            pass
+
+
+async def test_concurrent_accepts_share_commits_and_all_land(tmp_path: Path) -> None:
+    """Many concurrent callers each get their answer and every row is stored."""
+    path = str(tmp_path / "j.db")
+    async with open_journal(path) as journal:
+
+        async def one(i: int) -> None:
+            assert await journal.accept([(f"t{i}", b"{}")]) == [None]
+
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(one, i)
+        assert len(await journal.unfinished()) == 200
