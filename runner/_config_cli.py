@@ -19,6 +19,7 @@ from runner._config import MIGRATION_DOC, Loaded, discover
 from runner._config_model import Config, ProviderConfig
 from runner._parameters import Parameters
 from runner._registry import Registry
+from runner._secrets import Secret, scrub
 
 Table = tuple[Sequence[str], list[list[str]]]
 
@@ -156,15 +157,22 @@ def render_plain(loaded: Loaded) -> str:
     note = migration_note(loaded)
     if note:
         lines += ["", *note]
-    return "\n".join(lines) + "\n"
+    # Keys are only ever shown as a status, but a key pasted into another field
+    # (a model name, a URL) would otherwise be printed as written.
+    return scrub("\n".join(lines) + "\n", _secrets(config))
 
 
-def _print_rich(loaded: Loaded, out: TextIO) -> None:
+def _secrets(config: Config) -> list[Secret | None]:
+    return [*(p.api_key for p in config.providers), config.worker.auth_token]
+
+
+def _print_rich(loaded: Loaded, out: TextIO, *, width: int | None = None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
     config = loaded.config
-    console = Console(file=out, highlight=False)
+    secrets = _secrets(config)
+    console = Console(file=out, highlight=False, width=width)
     form = "single-provider form" if loaded.single_provider else "multi-provider form"
     console.print(f"[bold]config[/] {config.source} (version {config.version}, {form}): valid")
     for title, (headers, rows) in (
@@ -173,9 +181,10 @@ def _print_rich(loaded: Loaded, out: TextIO) -> None:
     ):
         table = RichTable(title=title, title_justify="left")
         for header in headers:
-            table.add_column(header)
+            # Wrap rather than cut: a cut "missing (GEMINI_A…" would hide the answer.
+            table.add_column(header, overflow="fold")
         for row in rows:
-            table.add_row(*row)
-        console.print(table)
+            table.add_row(*(scrub(cell, secrets) for cell in row))
+        console.print(table, markup=False)
     for line in [*settings_lines(config), *migration_note(loaded)]:
-        console.print(line, markup=False)
+        console.print(scrub(line, secrets), markup=False)
