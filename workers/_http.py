@@ -276,10 +276,12 @@ class HttpProvider(Generic[E]):
             ) from None
         except aiohttp.InvalidURL as exc:
             raise self._fail("bad_request", f"invalid URL: {exc}", retryable=False) from None
-        except aiohttp.ClientPayloadError as exc:
+        except aiohttp.ClientPayloadError:
+            # A body cut short by the transport is a broken connection, not a
+            # bad answer: the same request may well succeed when tried again.
             raise self._fail(
                 "connection_error",
-                f"the response body was cut off ({type(exc).__name__}: {exc})",
+                f"the connection closed before the whole HTTP {status} body arrived",
                 status=status,
             ) from None
         except aiohttp.ServerDisconnectedError:
@@ -287,8 +289,13 @@ class HttpProvider(Generic[E]):
                 "connection_error", "the server closed the connection without answering"
             ) from None
         except aiohttp.ClientConnectorError as exc:
+            reason = (
+                "connection refused"
+                if isinstance(exc.os_error, ConnectionRefusedError)
+                else exc.os_error.strerror or type(exc.os_error).__name__
+            )
             raise self._fail(
-                "connection_error", f"cannot connect to {exc.host}:{exc.port} ({exc.strerror})"
+                "connection_error", f"cannot connect to {exc.host}:{exc.port}: {reason}"
             ) from None
         except aiohttp.ClientError as exc:
             # ClientOSError (connection reset) and the rest of the transport errors.
