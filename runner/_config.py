@@ -53,6 +53,12 @@ _SINGLE_PROVIDER_KEYS: Final = frozenset(
 _SHARED_KEYS: Final = frozenset(
     f.encode_name for f in _CONFIG_INFO.fields if f.name not in ("providers", "roles", "source")
 )
+#: Hosted provider types, which need a model name (simulated ones do not).
+_EXAMPLE_MODELS: Final = {
+    "openai": "gpt-4o",
+    "anthropic": "claude-sonnet-4-6",
+    "google": "gemini-2.5-flash",
+}
 #: Top-level keys that only the multi-provider form has.
 _MULTI_ONLY_KEYS: Final = ("providers", "roles", "default_provider")
 
@@ -287,6 +293,13 @@ def _check_references(data: Mapping[str, object], checker: Checker) -> None:
                 )
             else:
                 ids[pid] = ("providers", i, "id")
+            kind = entry.get("type")
+            if kind in _EXAMPLE_MODELS and "model" not in entry:
+                checker.report(
+                    ("providers", i),
+                    f"provider type {kind} needs a model",
+                    f"add model:, for example model: {_EXAMPLE_MODELS[kind]}",
+                )
     # Without a readable providers list every reference would look unknown.
     if not ids:
         return

@@ -164,7 +164,7 @@ def test_a_secret_never_appears_in_output_alongside_errors(
     )
     assert main(["config", "check", str(path)]) == 2
     out, err = capsys.readouterr()
-    assert "(7 problems)" in err
+    assert "(9 problems)" in err
     assert SECRET not in out
     assert SECRET not in err
     assert SECRET[:10] not in err

@@ -115,9 +115,9 @@ def test_keys_are_secrets_that_remember_their_variable() -> None:
     """api_key and worker.auth_token become Secrets; empty means none."""
     text = (
         "providers:\n"
-        "  - {id: a, type: openai, api_key: '${KEY}'}\n"
-        "  - {id: b, type: openai, api_key: literal-key, base_url: 'http://127.0.0.1:1/v1'}\n"
-        "  - {id: c, type: openai, api_key: '${EMPTY:-}', base_url: 'http://127.0.0.1:1/v1'}\n"
+        "  - {id: a, type: openai, model: m, api_key: '${KEY}'}\n"
+        "  - {id: b, type: openai, model: m, api_key: literal-key, base_url: 'http://h/v1'}\n"
+        "  - {id: c, type: openai, model: m, api_key: '${EMPTY:-}', base_url: 'http://h/v1'}\n"
         "default_provider: a\n"
         "worker: {auth_token: '${TOKEN}'}\n"
     )
@@ -153,6 +153,16 @@ def test_anchors_merge_keys_and_extension_keys() -> None:
     )
     a, b = load_config_text(text).providers
     assert (a.type, a.latency_ms.mean, b.latency_ms.mean) == ("simulated", 5.0, 9.0)
+
+
+def test_hosted_providers_need_a_model() -> None:
+    """An openai, anthropic or google provider without a model says which to add."""
+    with pytest.raises(ConfigError) as info:
+        load_config_text("providers:\n  - id: a\n    type: google\ndefault_provider: a\n")
+    (p,) = info.value.problems
+    assert (p.path, p.line, p.column) == ("providers[0]", 2, 5)
+    assert p.message == "provider type google needs a model"
+    assert p.hint == "add model:, for example model: gemini-2.5-flash"
 
 
 def test_source_names_where_the_config_came_from() -> None:

@@ -182,11 +182,11 @@ def test_fallback_repeated_within_fallbacks() -> None:
 def test_missing_environment_variable_is_named_never_valued() -> None:
     """An unset variable is named with its path; nothing of the environment is shown."""
     text = (
-        "providers:\n  - id: a\n    type: openai\n    api_key: ${OPENAI_API_KEY}\n"
-        "default_provider: a\n"
+        "providers:\n  - id: a\n    type: openai\n    model: gpt-4o\n"
+        "    api_key: ${OPENAI_API_KEY}\ndefault_provider: a\n"
     )
     p = only(text, environ={"OTHER": "sk-not-this-one"})
-    assert at(p) == ("providers[0].api_key", 4, 14)
+    assert at(p) == ("providers[0].api_key", 5, 14)
     assert p.message == "environment variable OPENAI_API_KEY is not set"
     assert "sk-not-this-one" not in p.render()
 
@@ -388,6 +388,7 @@ def test_every_mistake_is_reported_in_one_run_in_file_order() -> None:
     found = problems(MANY_MISTAKES)
     assert [(p.path, p.line) for p in found] == [
         ("defaults.temprature", 2),
+        ("providers[0]", 4),
         ("providers[0].api_key", 6),
         ("providers[0].timeout", 7),
         ("providers[1].id", 8),
@@ -402,9 +403,13 @@ def test_every_mistake_is_reported_in_one_run_in_file_order() -> None:
     ]
     rendered = [p.render() for p in found]
     assert rendered[1] == (
+        "c.yaml:4:5: providers[0]: provider type openai needs a model "
+        "(add model:, for example model: gpt-4o)"
+    )
+    assert rendered[2] == (
         "c.yaml:6:14: providers[0].api_key: environment variable OPENAI_API_KEY is not set "
         "(set OPENAI_API_KEY, or give a default: ${OPENAI_API_KEY:-...})"
     )
-    assert rendered[5] == (
+    assert rendered[6] == (
         "c.yaml:11:47: roles.coder.fallbacks[0]: unknown provider 'claude'; known: openai-gpt4o"
     )
