@@ -82,6 +82,14 @@ def test_unknown_field_suggests_the_close_name() -> None:
     """A misspelt field is named, with the field it probably meant."""
     items = read('{"id": "a", "promt": "x"}\n')
     assert messages(items) == ["line 1: unknown field 'promt' (did you mean 'prompt'?)"]
+    assert items[0].id == "a"
+
+
+def test_invalid_line_with_a_taken_id_is_named_by_its_line() -> None:
+    """An invalid line whose id is already taken gets line-<n>, keeping result ids unique."""
+    items = read('{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": 5}\n')
+    assert [i.id for i in items] == ["a", "line-2"]
+    assert messages(items) == ["line 2: 'prompt': expected str, got int"]
 
 
 def test_unknown_nested_field_names_its_place() -> None:
