@@ -1,0 +1,301 @@
+"""The worker's core: accepted tasks, from the journal to the Runner and back.
+
+:class:`Worker` is what the HTTP handlers talk to.  It promises:
+
+* a task is in the journal (committed) before :meth:`Worker.accept` returns;
+* an id already journaled is not run again: the caller learns it is a
+  duplicate and sees the first submission's task and result;
+* every accepted task ends with exactly one terminal result in the journal,
+  except the ones a shutdown interrupts: those stay unfinished there and run
+  again on the next start (a ``DELETE`` cancellation, by contrast, is final);
+* at most ``queue_size`` accepted tasks are unfinished at once; past that,
+  :meth:`Worker.accept` raises :class:`QueueFull` (the 503).
+
+It owns one task group (started by :meth:`Worker.run`): a feeder that hands
+queued tasks to the Runner in order, and one waiter per submitted task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from runner._errors import UsageError
+from runner._journal import Journal, Stored
+from runner._task import ErrorInfo, HistoryEntry, Result, Status, Task
+
+_ENCODER: Final = msgspec.json.Encoder()
+_TASK_DECODER: Final = msgspec.json.Decoder(Task)
+_RESULT_DECODER: Final = msgspec.json.Decoder(Result)
+
+
+class Handle(Protocol):
+    """What the worker needs of the Runner's ``TaskHandle``."""
+
+    async def cancel(self) -> None: ...
+
+    def __await__(self) -> Generator[Any, None, Result]: ...
+
+
+class Runs(Protocol):
+    """What the worker needs of the ``Runner``."""
+
+    async def submit(self, task: Task) -> Handle: ...
+
+    async def shutdown(self, grace: float | None = None) -> None: ...
+
+
+class QueueFull(Exception):
+    """No room for the tasks; ``retry_after`` suggests when to try again (seconds)."""
+
+    def __init__(self, room: int, retry_after: int) -> None:
+        self.room = room
+        self.retry_after = retry_after
+        super().__init__(f"the queue is full ({room} free places); retry after {retry_after} s")
+
+
+class ShuttingDown(Exception):
+    """The worker is draining and takes no new tasks."""
+
+
+class TaskView(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``GET /v1/tasks/{id}`` answers: status, and the result line once terminal."""
+
+    id: str
+    status: str
+    result: msgspec.Raw | None = None
+
+
+class Accepted(msgspec.Struct, frozen=True, kw_only=True):
+    """One accepted task id; ``duplicate`` if the id was journaled before."""
+
+    id: str
+    duplicate: bool
+
+
+class _Entry:
+    """One unfinished task of this process."""
+
+    __slots__ = ("deleted", "done", "handle", "status", "submitting", "task")
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.status: Status = "pending"
+        self.handle: Handle | None = None
+        self.submitting = False
+        self.deleted = False
+        self.done = anyio.Event()
+
+
+class Worker:
+    """Intake, queue and results of the long-running worker (see the module docstring)."""
+
+    def __init__(
+        self,
+        runner: Runs,
+        journal: Journal,
+        *,
+        queue_size: int,
+        now: Callable[[], str] | None = None,
+    ) -> None:
+        self._runner = runner
+        self._journal = journal
+        self._queue_size = queue_size
+        self._now = now or _utc_now
+        self._active: dict[str, _Entry] = {}
+        self._reserved = 0
+        self._send, self._receive = anyio.create_memory_object_stream[str](math.inf)
+        self._draining = False
+        #: Terminal results journaled by this process, by status (for /metrics).
+        self.finished: dict[str, int] = {}
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Resume the journal's unfinished tasks, then feed the Runner until cancelled.
+
+        Reports the number of resumed tasks through ``task_status`` once they
+        are queued (use ``await tg.start(worker.run)``).
+        """
+        resumed = 0
+        for task_id, body in await self._journal.unfinished():
+            task = _TASK_DECODER.decode(body)
+            self._active[task_id] = _Entry(task)
+            self._send.send_nowait(task_id)
+            resumed += 1
+        with self._receive:
+            async with anyio.create_task_group() as tg:
+                task_status.started(resumed)
+                async for task_id in self._receive:
+                    await self._feed(task_id, tg)
+
+    def begin_drain(self) -> None:
+        """Take no new tasks and stop handing queued ones to the Runner."""
+        self._draining = True
+
+    def close(self) -> None:
+        """After the Runner's shutdown: let :meth:`run` return once every waiter is done."""
+        self._draining = True
+        self._send.close()
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`begin_drain` was called."""
+        return self._draining
+
+    @property
+    def queue_size(self) -> int:
+        """The most unfinished tasks this worker holds."""
+        return self._queue_size
+
+    @property
+    def unfinished(self) -> int:
+        """Accepted tasks of this process without a terminal result yet."""
+        return len(self._active)
+
+    def gauges(self) -> dict[str, float]:
+        """``runner_queue_depth`` and ``runner_tasks_in_flight`` right now."""
+        in_flight = sum(1 for e in self._active.values() if e.status in ("running", "retrying"))
+        return {
+            "runner_queue_depth": float(len(self._active) - in_flight),
+            "runner_tasks_in_flight": float(in_flight),
+        }
+
+    # -- intake -----------------------------------------------------------
+
+    async def accept(self, tasks: Sequence[Task]) -> list[Accepted]:
+        """Journal ``tasks`` (each with an id) and queue the new ones; all or none.
+
+        Raises :class:`ShuttingDown` while draining and :class:`QueueFull`
+        when the batch does not fit (no task of the batch is then accepted).
+        """
+        if self._draining:
+            raise ShuttingDown("the worker is shutting down and takes no new tasks")
+        room = self._queue_size - len(self._active) - self._reserved
+        if len(tasks) > room:
+            raise QueueFull(max(room, 0), retry_after=1)
+        # Reserved while the journal commits, so concurrent requests cannot overfill.
+        self._reserved += len(tasks)
+        try:
+            rows = [(_id(t), _ENCODER.encode(t)) for t in tasks]
+            existing = await self._journal.accept(rows)
+        finally:
+            self._reserved -= len(tasks)
+        out: list[Accepted] = []
+        for task, found in zip(tasks, existing, strict=True):
+            task_id = _id(task)
+            out.append(Accepted(id=task_id, duplicate=found is not None))
+            if found is None:
+                self._active[task_id] = _Entry(task)
+                self._send.send_nowait(task_id)
+        return out
+
+    def on_status(self, task_id: str, status: Status) -> None:
+        """The Runner's observer: record a non-terminal move of one of our tasks."""
+        entry = self._active.get(task_id)
+        if entry is None or status in ("completed", "failed", "cancelled"):
+            return  # a workflow's stage, or a terminal move (journaled with its result)
+        entry.status = status
+        self._journal.record_status(task_id, status)
+
+    # -- queries ----------------------------------------------------------
+
+    async def lookup(self, task_id: str, *, wait: float = 0.0) -> TaskView | None:
+        """The task's view, waiting up to ``wait`` seconds for it to be terminal."""
+        entry = self._active.get(task_id)
+        if entry is not None and wait > 0:
+            with anyio.move_on_after(wait):
+                await entry.done.wait()
+        entry = self._active.get(task_id)
+        if entry is not None:
+            return TaskView(id=task_id, status=entry.status)
+        return _view(await self._journal.get(task_id))
+
+    async def cancel(self, task_id: str) -> TaskView | None:
+        """Cancel the task (final: status ``cancelled``); a finished task is left as it is."""
+        entry = self._active.get(task_id)
+        if entry is None:
+            return _view(await self._journal.get(task_id))
+        if not entry.deleted:
+            entry.deleted = True
+            if entry.handle is not None:
+                await entry.handle.cancel()
+            elif not entry.submitting:
+                # Still in our queue: the Runner never saw it, so the result is ours to write.
+                await self._finish(task_id, entry, self._cancelled_before_start(task_id, entry))
+        with anyio.move_on_after(5):
+            await entry.done.wait()
+        return await self.lookup(task_id)
+
+    # -- running ----------------------------------------------------------
+
+    async def _feed(self, task_id: str, tg: anyio.abc.TaskGroup) -> None:
+        entry = self._active.get(task_id)
+        if entry is None or entry.deleted or self._draining:
+            return  # cancelled while queued, or left for the next start
+        entry.submitting = True
+        try:
+            handle = await self._runner.submit(entry.task)
+        except UsageError:
+            # The Runner began its shutdown first: the task stays for the next start.
+            return
+        finally:
+            entry.submitting = False
+        entry.handle = handle
+        if entry.deleted:
+            await handle.cancel()
+        tg.start_soon(self._wait_result, task_id, entry, handle)
+
+    async def _wait_result(self, task_id: str, entry: _Entry, handle: Handle) -> None:
+        result = await handle
+        if result.status == "cancelled" and self._draining and not entry.deleted:
+            # Cancelled by the shutdown, not by a user: it stays unfinished in
+            # the journal and runs again on the next start.
+            entry.status = "pending"
+            self._journal.record_status(task_id, "pending")
+            return
+        await self._finish(task_id, entry, result)
+
+    async def _finish(self, task_id: str, entry: _Entry, result: Result) -> None:
+        await self._journal.finish(task_id, result.status, _ENCODER.encode(result))
+        self.finished[result.status] = self.finished.get(result.status, 0) + 1
+        del self._active[task_id]
+        entry.done.set()
+
+    def _cancelled_before_start(self, task_id: str, entry: _Entry) -> Result:
+        at = self._now()
+        return Result(
+            id=task_id,
+            status="cancelled",
+            role=entry.task.role,
+            error=ErrorInfo(code="cancelled", message="cancelled by DELETE before it started"),
+            history=[
+                HistoryEntry(status="pending", at=at),
+                HistoryEntry(status="cancelled", at=at),
+            ],
+            workflow=entry.task.workflow,
+        )
+
+
+def _id(task: Task) -> str:
+    if task.id is None:
+        raise ValueError("the worker gives every task an id before accepting it")
+    return task.id
+
+
+def _view(stored: Stored | None) -> TaskView | None:
+    if stored is None:
+        return None
+    raw = msgspec.Raw(stored.result) if stored.result is not None else None
+    return TaskView(id=stored.id, status=stored.status, result=raw)
+
+
+def _utc_now() -> str:
+    """Now as the history's timestamps write it: ``2026-11-26T21:00:00.000Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

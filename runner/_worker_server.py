@@ -1,0 +1,302 @@
+"""The worker's HTTP API (aiohttp): handlers, auth, request limits, JSON errors.
+
+Endpoints (docs/worker.md has the full reference):
+
+* ``POST /v1/tasks``: one task as JSON, or many as JSONL
+  (``Content-Type: application/x-ndjson``).  202 with the ids.  A batch is all
+  or nothing: if any line is invalid the answer is 400 listing every bad line
+  (number and reason) and *no* task of the batch is accepted, so a client can
+  fix or drop those lines and send the batch again.  503 with ``Retry-After``
+  when the queue has no room for the whole batch or the worker is draining;
+  413 past ``worker.max_request_bytes``.
+* ``GET /v1/tasks/{id}[?wait=S]``: ``{"id", "status", "result"}``.
+* ``DELETE /v1/tasks/{id}``: cancel; answers the task's view.
+* ``GET /healthz`` (never needs the token) and ``GET /metrics`` (Prometheus).
+
+Every error is JSON: ``{"error": "<code>", "message": "<what to do>"}``.
+Nothing here ever sees a provider key; the bearer token is compared in
+constant time and never echoed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import uuid
+from collections.abc import Callable, Collection
+from typing import Final
+
+import msgspec
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from runner._prometheus import CONTENT_TYPE, PrometheusTee
+from runner._secrets import Secret
+from runner._task import Task
+from runner._task_check import task_problem
+from runner._tasks_file import explain_validation
+from runner._worker import QueueFull, ShuttingDown, Worker
+
+#: The longest ``?wait=`` honoured, in seconds; longer asks are cut to this.
+MAX_WAIT: Final = 60.0
+#: Content types read as JSONL (one task per line).
+JSONL_TYPES: Final = frozenset(
+    {"application/x-ndjson", "application/jsonl", "application/x-jsonlines"}
+)
+#: Seconds a draining worker suggests waiting before trying again.
+DRAIN_RETRY_AFTER: Final = 5
+
+_DECODER: Final = msgspec.json.Decoder(Task)
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class LineError(msgspec.Struct, frozen=True, kw_only=True):
+    """One invalid line of a request: its number (from 1) and what is wrong."""
+
+    line: int
+    message: str
+
+
+def error(status: int, code: str, message: str, **extra: object) -> web.Response:
+    """A JSON error response: ``{"error": code, "message": message, ...extra}``."""
+    body = {"error": code, "message": message, **extra}
+    return web.Response(status=status, body=_ENCODER.encode(body), content_type="application/json")
+
+
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=_ENCODER.encode(body), content_type="application/json", headers=headers
+    )
+
+
+def parse_tasks(
+    body: bytes, *, jsonl: bool, known_workflows: Collection[str], new_id: Callable[[], str]
+) -> tuple[list[Task], list[LineError]]:
+    """The tasks of a request body, or the problem of every bad line.
+
+    A task without an ``id`` gets ``new_id()``; an id repeated within the
+    body is an error on its later line.  Blank lines count for numbering but
+    carry no task.
+    """
+    lines = body.split(b"\n") if jsonl else [body]
+    tasks: list[Task] = []
+    problems: list[LineError] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        if jsonl and not raw.strip():
+            continue
+        try:
+            task = _DECODER.decode(raw)
+        except msgspec.ValidationError as exc:
+            problems.append(
+                LineError(line=number, message=f"line {number}: {explain_validation(str(exc))}")
+            )
+            continue
+        except msgspec.DecodeError as exc:
+            problems.append(LineError(line=number, message=f"line {number}: not valid JSON: {exc}"))
+            continue
+        if task.id is None:
+            task = msgspec.structs.replace(task, id=new_id())
+        task_id = task.id or ""
+        first = seen.setdefault(task_id, number)
+        if first != number:
+            problems.append(
+                LineError(
+                    line=number, message=f"line {number}: id '{task_id}' repeats line {first}"
+                )
+            )
+            continue
+        problem = task_problem(task, known_workflows)
+        if problem is not None:
+            problems.append(LineError(line=number, message=f"line {number}: {problem}"))
+            continue
+        tasks.append(task)
+    return tasks, problems
+
+
+class _Api:
+    """The request handlers, bound to one worker."""
+
+    def __init__(
+        self, worker: Worker, tee: PrometheusTee, known_workflows: Collection[str]
+    ) -> None:
+        self._worker = worker
+        self._tee = tee
+        self._workflows = known_workflows
+
+    async def post_tasks(self, request: web.Request) -> web.Response:
+        if self._worker.draining:
+            return _draining()
+        jsonl = request.content_type in JSONL_TYPES
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(request)
+        tasks, problems = parse_tasks(
+            body, jsonl=jsonl, known_workflows=self._workflows, new_id=lambda: uuid.uuid4().hex
+        )
+        if problems:
+            bad = len(problems)
+            total = bad + len(tasks)
+            return error(
+                400,
+                "invalid_tasks",
+                f"{bad} of {total} lines are not valid tasks; nothing was accepted:"
+                " fix or remove them and send the batch again",
+                lines=problems,
+            )
+        if not tasks:
+            return error(400, "invalid_tasks", "the request holds no task")
+        try:
+            accepted = await self._worker.accept(tasks)
+        except ShuttingDown:
+            return _draining()
+        except QueueFull as exc:
+            return web.Response(
+                status=503,
+                body=_ENCODER.encode({"error": "queue_full", "message": str(exc)}),
+                content_type="application/json",
+                headers={"Retry-After": str(exc.retry_after)},
+            )
+        if not jsonl:
+            return _json(202, accepted[0])
+        duplicates = sum(1 for a in accepted if a.duplicate)
+        return _json(
+            202,
+            {"accepted": len(accepted) - duplicates, "duplicates": duplicates, "tasks": accepted},
+        )
+
+    async def get_task(self, request: web.Request) -> web.Response:
+        task_id = request.match_info["id"]
+        wait_text = request.query.get("wait", "0")
+        try:
+            wait = float(wait_text)
+        except ValueError:
+            wait = math.nan
+        if not wait >= 0:  # also refuses NaN
+            return error(
+                400, "bad_request", f"wait must be a number of seconds >= 0, not {wait_text!r}"
+            )
+        view = await self._worker.lookup(task_id, wait=min(wait, MAX_WAIT))
+        if view is None:
+            return _unknown(task_id)
+        return _json(200, view)
+
+    async def delete_task(self, request: web.Request) -> web.Response:
+        task_id = request.match_info["id"]
+        view = await self._worker.cancel(task_id)
+        if view is None:
+            return _unknown(task_id)
+        return _json(200, view)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        gauges = self._worker.gauges()
+        return _json(
+            200,
+            {
+                "status": "draining" if self._worker.draining else "ok",
+                "queue_size": self._worker.queue_size,
+                "queue_depth": int(gauges["runner_queue_depth"]),
+                "in_flight": int(gauges["runner_tasks_in_flight"]),
+            },
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        text = self._tee.render(self._worker.gauges(), self._worker.finished)
+        return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _draining() -> web.Response:
+    return web.Response(
+        status=503,
+        body=_ENCODER.encode(
+            {
+                "error": "shutting_down",
+                "message": "the worker is shutting down and takes no new tasks; retry later",
+            }
+        ),
+        content_type="application/json",
+        headers={"Retry-After": str(DRAIN_RETRY_AFTER)},
+    )
+
+
+def _unknown(task_id: str) -> web.Response:
+    return error(
+        404,
+        "not_found",
+        f"no task with id '{task_id}': never submitted here, or finished longer ago"
+        " than worker.retention",
+    )
+
+
+def _too_large(request: web.Request) -> web.Response:
+    return error(
+        413,
+        "request_too_large",
+        f"the request is larger than worker.max_request_bytes ({request.app[_LIMIT]} bytes);"
+        " send the tasks in smaller batches",
+    )
+
+
+_LIMIT: Final = web.AppKey("max_request_bytes", int)
+
+
+def _auth_middleware(token: Secret) -> Middleware:
+    expected = f"Bearer {token.reveal()}".encode()
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/healthz":
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                response = error(
+                    401,
+                    "unauthorized",
+                    "this worker needs 'Authorization: Bearer <token>' (the worker.auth_token"
+                    " it was started with; submit reads it from --token or $RUNNER_TOKEN)",
+                )
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
+        return await handler(request)
+
+    return auth
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own errors (unknown path, wrong method, too large) as JSON too."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return _too_large(request)
+    except web.HTTPException as exc:
+        if exc.status_code < 400:
+            raise
+        return error(
+            exc.status_code,
+            exc.reason.lower().replace(" ", "_"),
+            f"{exc.reason}: {request.method} {request.path}",
+        )
+
+
+def make_app(
+    worker: Worker,
+    tee: PrometheusTee,
+    *,
+    known_workflows: Collection[str],
+    auth_token: Secret | None,
+    max_request_bytes: int,
+) -> web.Application:
+    """The aiohttp application serving ``worker``."""
+    middlewares: list[Middleware] = [_json_errors]
+    if auth_token:
+        middlewares.append(_auth_middleware(auth_token))
+    app = web.Application(client_max_size=max_request_bytes, middlewares=middlewares)
+    app[_LIMIT] = max_request_bytes
+    api = _Api(worker, tee, known_workflows)
+    app.router.add_post("/v1/tasks", api.post_tasks)
+    app.router.add_get("/v1/tasks/{id}", api.get_task)
+    app.router.add_delete("/v1/tasks/{id}", api.delete_task)
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/metrics", api.metrics)
+    return app

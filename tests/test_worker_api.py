@@ -1,0 +1,420 @@
+"""The worker's HTTP API over a scriptable Runner: intake, limits, auth, results.
+
+The Runner here is a stand-in whose tasks finish only when the test says so,
+so queue-full, cancellation and shutdown can be driven exactly.  The real
+Runner is exercised in test_worker_process.py.  asyncio only (aiohttp).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Generator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from runner._events import MetricEvent
+from runner._journal import open_journal
+from runner._metrics_writer import MemorySink
+from runner._prometheus import PrometheusTee
+from runner._secrets import Secret
+from runner._task import ErrorInfo, Result, Task
+from runner._worker import Worker
+from runner._worker_server import make_app
+
+pytestmark = pytest.mark.anyio
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+class FakeHandle:
+    """A task the test finishes by hand (``release``) or that a cancel ends."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.result: Result | None = None
+        self.done = anyio.Event()
+
+    def finish(self, status: str = "completed") -> None:
+        if self.result is None:
+            error = (
+                ErrorInfo(code="cancelled", message="cancelled") if status == "cancelled" else None
+            )
+            self.result = Result(id=self.task.id or "", status=status, output="ok", error=error)  # type: ignore[arg-type]
+            self.done.set()
+
+    async def cancel(self) -> None:
+        self.finish("cancelled")
+
+    async def _wait(self) -> Result:
+        await self.done.wait()
+        assert self.result is not None
+        return self.result
+
+    def __await__(self) -> Generator[Any, None, Result]:
+        return self._wait().__await__()
+
+
+class FakeRunner:
+    """Records every submitted task; ``auto`` finishes them at once."""
+
+    def __init__(self, *, auto: bool = True) -> None:
+        self.auto = auto
+        self.handles: dict[str, FakeHandle] = {}
+        self.submitted: list[str] = []
+
+    async def submit(self, task: Task) -> FakeHandle:
+        handle = FakeHandle(task)
+        self.submitted.append(task.id or "")
+        self.handles[task.id or ""] = handle
+        if self.auto:
+            handle.finish()
+        return handle
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        for handle in self.handles.values():
+            handle.finish("cancelled")
+
+
+class Setup:
+    def __init__(
+        self, client: TestClient[Any, Any], worker: Worker, runner: FakeRunner, tee: PrometheusTee
+    ) -> None:
+        self.client = client
+        self.worker = worker
+        self.runner = runner
+        self.tee = tee
+
+
+async def _open(
+    tmp_path: Path,
+    *,
+    auto: bool = True,
+    queue_size: int = 100,
+    token: str | None = None,
+    max_request_bytes: int = 1 << 20,
+) -> AsyncIterator[Setup]:
+    runner = FakeRunner(auto=auto)
+    async with (
+        open_journal(str(tmp_path / "journal.db")) as journal,
+        anyio.create_task_group() as tg,
+    ):
+        worker = Worker(runner, journal, queue_size=queue_size)
+        await tg.start(worker.run)
+        tee = PrometheusTee(MemorySink())
+        app = make_app(
+            worker,
+            tee,
+            known_workflows={"default"},
+            auth_token=Secret(token) if token else None,
+            max_request_bytes=max_request_bytes,
+        )
+        async with TestClient(TestServer(app)) as client:
+            yield Setup(client, worker, runner, tee)
+        await runner.shutdown()
+        worker.close()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Setup]:
+    async for setup in _open(tmp_path):
+        yield setup
+
+
+@pytest.fixture
+async def held(tmp_path: Path) -> AsyncIterator[Setup]:
+    """Tasks run until the test finishes them; the queue holds 3."""
+    async for setup in _open(tmp_path, auto=False, queue_size=3):
+        yield setup
+
+
+async def _json(response: ClientResponse) -> Any:
+    return msgspec.json.decode(await response.read())
+
+
+async def test_one_task_is_accepted_and_its_result_retrievable(api: Setup) -> None:
+    """POST one JSON task: 202 with its id; GET ?wait returns the result line."""
+    r = await api.client.post("/v1/tasks", json={"id": "t-1", "prompt": "hi"})
+    assert r.status == 202
+    assert await _json(r) == {"id": "t-1", "duplicate": False}
+    r = await api.client.get("/v1/tasks/t-1", params={"wait": "5"})
+    assert r.status == 200
+    body = await _json(r)
+    assert body["id"] == "t-1"
+    assert body["status"] == "completed"
+    assert body["result"] == {"id": "t-1", "status": "completed", "output": "ok"}
+
+
+async def test_a_task_without_id_gets_one(api: Setup) -> None:
+    """The 202 names the id the worker gave an id-less task."""
+    r = await api.client.post("/v1/tasks", json={"prompt": "hi"})
+    task_id = (await _json(r))["id"]
+    assert len(task_id) == 32
+    r = await api.client.get(f"/v1/tasks/{task_id}", params={"wait": "5"})
+    assert (await _json(r))["status"] == "completed"
+
+
+async def test_a_duplicate_id_runs_once_and_both_see_one_result(api: Setup) -> None:
+    """The second POST of an id is a 202 marked duplicate; the task ran once."""
+    first = await api.client.post("/v1/tasks", json={"id": "d", "prompt": "a"})
+    await api.client.get("/v1/tasks/d", params={"wait": "5"})
+    second = await api.client.post("/v1/tasks", json={"id": "d", "prompt": "b"})
+    assert await _json(first) == {"id": "d", "duplicate": False}
+    assert second.status == 202
+    assert await _json(second) == {"id": "d", "duplicate": True}
+    assert api.runner.submitted == ["d"]
+    r = await api.client.get("/v1/tasks/d")
+    assert (await _json(r))["result"]["status"] == "completed"
+
+
+async def test_a_duplicate_of_a_running_task_does_not_start_it_again(held: Setup) -> None:
+    """A resubmitted id that is still running is not handed to the Runner twice."""
+    await held.client.post("/v1/tasks", json={"id": "d", "prompt": "a"})
+    r = await held.client.post("/v1/tasks", json={"id": "d", "prompt": "a"})
+    assert await _json(r) == {"id": "d", "duplicate": True}
+    await anyio.sleep(0.05)
+    assert held.runner.submitted == ["d"]
+
+
+async def test_jsonl_batch_is_accepted_whole(api: Setup) -> None:
+    """A JSONL batch answers every id with counts; blank lines are skipped."""
+    body = b'{"id":"a","prompt":"1"}\n\n{"id":"b","prompt":"2"}\n'
+    r = await api.client.post("/v1/tasks", data=body, headers=NDJSON)
+    assert r.status == 202
+    assert await _json(r) == {
+        "accepted": 2,
+        "duplicates": 0,
+        "tasks": [{"id": "a", "duplicate": False}, {"id": "b", "duplicate": False}],
+    }
+
+
+async def test_a_batch_with_bad_lines_is_refused_whole_with_line_numbers(api: Setup) -> None:
+    """400 lists every bad line with its reason, and no line of the batch is accepted."""
+    body = b"\n".join(
+        [
+            b'{"id":"ok","prompt":"1"}',
+            b"{not json",
+            b'{"id":"x","role":"coder"}',
+            b'{"id":"ok","prompt":"again"}',
+            b'{"id":"w","workflow":"nope","input":"i"}',
+            b'{"id":"y","prompt":"1","temprature":0}',
+        ]
+    )
+    r = await api.client.post("/v1/tasks", data=body, headers=NDJSON)
+    assert r.status == 400
+    got = await _json(r)
+    assert got["error"] == "invalid_tasks"
+    assert got["message"] == (
+        "5 of 6 lines are not valid tasks; nothing was accepted:"
+        " fix or remove them and send the batch again"
+    )
+    lines = {e["line"]: e["message"] for e in got["lines"]}
+    assert sorted(lines) == [2, 3, 4, 5, 6]
+    assert lines[2].startswith("line 2: not valid JSON")
+    assert lines[3] == "line 3: missing 'prompt' or 'messages'"
+    assert lines[4] == "line 4: id 'ok' repeats line 1"
+    assert lines[5] == "line 5: unknown workflow 'nope'; known: default"
+    assert lines[6].startswith("line 6: unknown field 'temprature'")
+    r = await api.client.get("/v1/tasks/ok")
+    assert r.status == 404
+    assert api.runner.submitted == []
+
+
+async def test_unknown_ids_get_404_with_a_clear_message(api: Setup) -> None:
+    """GET and DELETE of an id never seen answer 404 saying why."""
+    for method in ("GET", "DELETE"):
+        r = await api.client.request(method, "/v1/tasks/ghost")
+        assert r.status == 404
+        assert await _json(r) == {
+            "error": "not_found",
+            "message": "no task with id 'ghost': never submitted here, or finished longer ago"
+            " than worker.retention",
+        }
+
+
+async def test_bad_wait_is_a_400(api: Setup) -> None:
+    """?wait must be a non-negative number."""
+    for value in ("soon", "-1", "nan"):
+        r = await api.client.get("/v1/tasks/x", params={"wait": value})
+        assert r.status == 400
+        assert (await _json(r))["error"] == "bad_request"
+
+
+async def test_a_full_queue_answers_503_with_retry_after(held: Setup) -> None:
+    """Past queue_size unfinished tasks, POST is 503 with Retry-After and accepts nothing."""
+    body = b"\n".join(b'{"id":"q%d","prompt":"p"}' % i for i in range(3))
+    assert (await held.client.post("/v1/tasks", data=body, headers=NDJSON)).status == 202
+    r = await held.client.post("/v1/tasks", json={"id": "extra", "prompt": "p"})
+    assert r.status == 503
+    assert r.headers["Retry-After"] == "1"
+    assert await _json(r) == {
+        "error": "queue_full",
+        "message": "the queue is full (0 free places); retry after 1 s",
+    }
+    assert (await held.client.get("/v1/tasks/extra")).status == 404
+    await anyio.sleep(0.05)
+    held.runner.handles["q0"].finish()
+    await held.client.get("/v1/tasks/q0", params={"wait": "5"})
+    r = await held.client.post("/v1/tasks", json={"id": "extra", "prompt": "p"})
+    assert r.status == 202
+
+
+async def test_a_too_large_request_is_a_413(tmp_path: Path) -> None:
+    """A body past max_request_bytes is refused with a JSON 413 saying what to do."""
+    async for setup in _open(tmp_path, max_request_bytes=1000):
+        r = await setup.client.post("/v1/tasks", data=b"x" * 2000, headers=NDJSON)
+        assert r.status == 413
+        assert await _json(r) == {
+            "error": "request_too_large",
+            "message": "the request is larger than worker.max_request_bytes (1000 bytes);"
+            " send the tasks in smaller batches",
+        }
+
+
+async def test_delete_cancels_queued_and_running_tasks_for_good(held: Setup) -> None:
+    """DELETE ends a task as cancelled (final), whether it had started or not."""
+    await held.client.post("/v1/tasks", json={"id": "c", "prompt": "p"})
+    await anyio.sleep(0.05)
+    r = await held.client.delete("/v1/tasks/c")
+    assert r.status == 200
+    body = await _json(r)
+    assert body["status"] == "cancelled"
+    assert body["result"]["error"]["code"] == "cancelled"
+    r = await held.client.delete("/v1/tasks/c")
+    assert (await _json(r))["status"] == "cancelled"
+
+
+async def test_shutdown_leaves_cancelled_tasks_unfinished_in_the_journal(tmp_path: Path) -> None:
+    """Tasks the shutdown cancels stay resumable; finished and DELETEd ones stay final."""
+    path = str(tmp_path / "journal.db")
+    runner = FakeRunner(auto=False)
+    async with open_journal(path) as journal, anyio.create_task_group() as tg:
+        worker = Worker(runner, journal, queue_size=10)
+        await tg.start(worker.run)
+        tasks = [Task(id=f"s{i}", prompt="p") for i in range(4)]
+        await worker.accept(tasks)
+        await anyio.sleep(0.05)
+        runner.handles["s0"].finish()
+        await worker.cancel("s1")
+        await worker.lookup("s0", wait=5)
+        worker.begin_drain()
+        await runner.shutdown()
+        worker.close()
+    async with open_journal(path) as journal:
+        assert [i for i, _ in await journal.unfinished()] == ["s2", "s3"]
+        s1 = await journal.get("s1")
+        assert s1 is not None
+        assert s1.status == "cancelled"
+
+
+async def test_unfinished_tasks_are_resumed_on_start(tmp_path: Path) -> None:
+    """A new worker on the same journal runs what the last one left unfinished."""
+    path = str(tmp_path / "journal.db")
+    async with open_journal(path) as journal:
+        await journal.accept([("r1", b'{"id":"r1","prompt":"p"}')])
+    runner = FakeRunner()
+    async with open_journal(path) as journal, anyio.create_task_group() as tg:
+        worker = Worker(runner, journal, queue_size=10)
+        assert await tg.start(worker.run) == 1
+        view = await worker.lookup("r1", wait=5)
+        assert view is not None
+        assert view.status == "completed"
+        worker.close()
+    assert runner.submitted == ["r1"]
+
+
+async def test_draining_worker_refuses_new_tasks_but_answers_queries(api: Setup) -> None:
+    """After the first signal POST is 503 with Retry-After; GET and /healthz still work."""
+    await api.client.post("/v1/tasks", json={"id": "t", "prompt": "p"})
+    api.worker.begin_drain()
+    r = await api.client.post("/v1/tasks", json={"id": "u", "prompt": "p"})
+    assert r.status == 503
+    assert r.headers["Retry-After"] == "5"
+    assert (await _json(r))["error"] == "shutting_down"
+    assert (await api.client.get("/v1/tasks/t", params={"wait": "5"})).status == 200
+    health = await _json(await api.client.get("/healthz"))
+    assert health["status"] == "draining"
+
+
+async def test_the_token_guards_every_endpoint_but_healthz(tmp_path: Path) -> None:
+    """With auth_token set: 401 without or with a wrong token, 2xx with it; /healthz open."""
+    async for setup in _open(tmp_path, token="s3cret-token"):
+        c = setup.client
+        good = {"Authorization": "Bearer s3cret-token"}
+        bad = {"Authorization": "Bearer nope"}
+        for method, path in (
+            ("POST", "/v1/tasks"),
+            ("GET", "/v1/tasks/x"),
+            ("DELETE", "/v1/tasks/x"),
+            ("GET", "/metrics"),
+        ):
+            for headers in ({}, bad):
+                r = await c.request(method, path, headers=headers, json={"prompt": "p"})
+                assert r.status == 401, (method, path)
+                assert r.headers["WWW-Authenticate"] == "Bearer"
+                assert b"s3cret" not in await r.read()
+        assert (await c.get("/healthz")).status == 200
+        r = await c.post("/v1/tasks", json={"id": "a", "prompt": "p"}, headers=good)
+        assert r.status == 202
+        assert (await c.get("/metrics", headers=good)).status == 200
+
+
+async def test_unknown_paths_and_methods_answer_json(api: Setup) -> None:
+    """aiohttp's own 404/405 come back as JSON errors too."""
+    r = await api.client.get("/nope")
+    assert r.status == 404
+    assert (await _json(r))["error"] == "not_found"
+    r = await api.client.put("/v1/tasks/x")
+    assert r.status == 405
+    assert (await _json(r))["error"] == "method_not_allowed"
+
+
+async def test_metrics_page_parses_and_counts_every_event(api: Setup) -> None:
+    """/metrics is valid Prometheus text with the per provider and role series."""
+
+    def event(n: int, success: bool, code: str | None = None) -> MetricEvent:
+        from datetime import UTC, datetime
+
+        return MetricEvent(
+            event_id=f"e{n}",
+            task_id="t",
+            provider='p"1',
+            role="coder",
+            model="m",
+            attempt=1,
+            ts=datetime.now(UTC),
+            latency_ms=120.0,
+            success=success,
+            error_code=code,
+            input_tokens=10,
+            output_tokens=5,
+            cost_usd=0.25,
+        )
+
+    await api.tee.send(event(1, True))
+    await api.tee.send(event(2, False, "rate_limited"))
+    await api.tee.send(event(3, False, "rate_limited"))
+    r = await api.client.get("/metrics")
+    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(await r.text())}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families.values()
+        for s in f.samples
+    }
+    labels = (("provider", 'p"1'), ("role", "coder"))
+    assert samples[("runner_provider_requests_total", labels)] == 3
+    assert samples[("runner_provider_failures_total", (("code", "rate_limited"), *labels))] == 2
+    assert samples[("runner_provider_latency_seconds_count", labels)] == 3
+    assert samples[("runner_provider_latency_seconds_bucket", (("le", "0.1"), *labels))] == 0
+    assert samples[("runner_provider_latency_seconds_bucket", (("le", "0.25"), *labels))] == 3
+    assert samples[("runner_provider_tokens_total", (("direction", "input"), *labels))] == 30
+    assert samples[("runner_provider_cost_usd_total", labels)] == pytest.approx(0.75)
+    assert samples[("runner_queue_depth", ())] == 0
+    assert samples[("runner_tasks_in_flight", ())] == 0
+    assert families["runner_provider_latency_seconds"].type == "histogram"
