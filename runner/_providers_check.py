@@ -1,0 +1,166 @@
+"""``python -m runner providers check``: is every provider's key good?
+
+Each provider's credentials are checked without generating text (the
+models-list endpoints; the simulated provider has nothing to check), all in
+parallel, each under the same deadline, so the whole check takes about as
+long as the slowest provider.  Every outcome is one of:
+
+==============  ==========================================================
+``ok``          the provider accepted the key
+``auth_failed`` 401, 403, or Gemini's 400 ``API_KEY_INVALID``
+``unreachable`` connection refused, reset, or the host name did not resolve
+``timeout``     no answer within ``--timeout`` (or the provider's own timeout)
+``error``       anything else; the detail starts with the error code
+==============  ==========================================================
+
+Details are scrubbed of every configured key before they are shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Final, Literal, TextIO
+
+import anyio
+from msgspec import Struct
+
+from runner._config_model import Config, ProviderConfig
+from runner._errors import ProviderError, UsageError
+from runner._secrets import scrub
+
+Outcome = Literal["ok", "auth_failed", "unreachable", "timeout", "error"]
+
+_OUTCOMES: Final[dict[str, Outcome]] = {
+    "auth_failed": "auth_failed",
+    "permission_denied": "auth_failed",
+    "connection_error": "unreachable",
+    "timeout": "timeout",
+}
+_HEADERS: Final = ("PROVIDER", "TYPE", "OUTCOME", "DETAIL", "TIME")
+
+
+class CheckResult(Struct, frozen=True, kw_only=True):
+    """One provider's check: its outcome, a scrubbed detail and the seconds it took."""
+
+    provider: str
+    type: str
+    outcome: Outcome
+    detail: str
+    elapsed: float
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+async def check_providers(
+    config: Config,
+    timeout: float,  # noqa: ASYNC109 - each provider's own deadline, reported as its outcome
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[CheckResult]:
+    """Check every provider of ``config`` in parallel; results in config order.
+
+    A caller's cancel scope could not do this: a provider that runs out of
+    time is a ``timeout`` row while the others still report.
+    """
+    results: list[CheckResult | None] = [None] * len(config.providers)
+
+    async def run(index: int, provider: ProviderConfig) -> None:
+        results[index] = await check_provider(provider, timeout, clock=clock)
+
+    async with anyio.create_task_group() as tg:
+        for index, provider in enumerate(config.providers):
+            tg.start_soon(run, index, provider)
+    return [r for r in results if r is not None]
+
+
+async def check_provider(
+    config: ProviderConfig,
+    timeout: float,  # noqa: ASYNC109 - see check_providers
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+) -> CheckResult:
+    """Check one provider's credentials within ``timeout`` seconds; never raises."""
+    from workers._factory import open_provider
+
+    start = clock()
+    outcome: Outcome
+    try:
+        provider = open_provider(config)
+    except Exception as exc:  # a config the adapter refuses is a failed check, not a crash
+        outcome, detail = "error", f"cannot open the provider: {exc}"
+    else:
+        try:
+            with anyio.move_on_after(timeout) as scope:
+                await provider.check_credentials()
+            if scope.cancelled_caught:
+                outcome, detail = "timeout", f"no answer within {timeout:g} s"
+            else:
+                outcome = "ok"
+                detail = "nothing to check" if config.type == "simulated" else "key accepted"
+        except ProviderError as exc:
+            outcome = _OUTCOMES.get(exc.code, "error")
+            detail = exc.message if outcome != "error" else f"{exc.code}: {exc.message}"
+        except Exception as exc:  # one broken adapter must not hide the others' results
+            outcome, detail = "error", f"{type(exc).__name__}: {exc}"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await provider.aclose()
+    return CheckResult(
+        provider=config.id,
+        type=config.type,
+        outcome=outcome,
+        detail=scrub(detail, [config.api_key]),
+        elapsed=clock() - start,
+    )
+
+
+def render(results: Sequence[CheckResult], out: TextIO, *, rich: bool | None = None) -> None:
+    """Print the results table: rich on a terminal, plain aligned text otherwise."""
+    use_rich = out.isatty() if rich is None else rich
+    rows: list[tuple[str, ...]] = [
+        (r.provider, r.type, r.outcome, r.detail, f"{r.elapsed:.2f}s") for r in results
+    ]
+    failed = sum(not r.ok for r in results)
+    summary = (
+        f"all {len(results)} providers ok"
+        if not failed
+        else f"{failed} of {len(results)} providers failed"
+    )
+    if use_rich:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*_HEADERS)
+        for row in rows:
+            style = "green" if row[2] == "ok" else "red"
+            table.add_row(row[0], row[1], f"[{style}]{row[2]}[/]", row[3], row[4])
+        console = Console(file=out, highlight=False)
+        console.print(table)
+        console.print(summary, markup=False)
+        return
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(_HEADERS)]
+    for row in [_HEADERS, *rows]:
+        cells = [cell.ljust(w) for cell, w in zip(row[:3], widths, strict=False)]
+        # Time before detail would read better, but columns follow the header
+        # order; the detail is padded so the times still line up.
+        line = "  ".join([*cells, row[3].ljust(widths[3]), row[4].rjust(widths[4])])
+        print(line.rstrip(), file=out)
+    print(summary, file=out)
+
+
+def cmd_providers_check(args: argparse.Namespace) -> int:
+    """``providers check [--config P] [--timeout S]``: exit 0 if every check passed, else 1."""
+    from runner._config import discover_config
+
+    timeout: float = args.timeout
+    if not timeout > 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
+    config = discover_config(args.config)
+    results = anyio.run(check_providers, config, timeout)
+    render(results, sys.stdout)
+    return 0 if all(r.ok for r in results) else 1
