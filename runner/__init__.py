@@ -11,6 +11,8 @@ package.  Everything public is re-exported here.
 
 from __future__ import annotations
 
+from runner._api import Runner, RunnerStatistics, TaskHandle
+from runner._context import TaskExecutionContext
 from runner._errors import (
     ConfigError,
     ProviderError,
@@ -30,10 +32,14 @@ __all__ = [
     "Parameters",
     "ProviderError",
     "Result",
+    "Runner",
     "RunnerError",
+    "RunnerStatistics",
     "StageResult",
     "Task",
     "TaskError",
+    "TaskExecutionContext",
+    "TaskHandle",
     "TransitionError",
     "Usage",
     "UsageError",

@@ -1,0 +1,447 @@
+"""The async Python API: :class:`Runner`, :class:`TaskHandle`, :class:`RunnerStatistics`.
+
+::
+
+    async with Runner.from_config("runner.yaml") as runner:
+        result = await runner.run(Task(role="coder", prompt="..."))
+        handle = await runner.submit(Task(role="reviewer", prompt="..."))
+        await handle.cancel()                  # or: result = await handle
+        async for result in runner.run_many(tasks):
+            ...
+        result = await runner.run_workflow("default", input="...")
+
+A Runner owns one task group: the dispatcher's worker pool and the running
+workflows live in it, and leaving the ``async with`` block shuts it down
+(gracefully on a normal exit; at once on an error or a cancelled scope).
+Every task it accepts ends with exactly one Result, whatever happens.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import uuid
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Mapping,
+)
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, TextIO
+
+import anyio
+from anyio.abc import TaskGroup
+from msgspec import Struct
+
+from runner._config_model import Config, WorkflowConfig
+from runner._context import TaskExecutionContext, new_context, resolve
+from runner._dispatcher import Dispatcher, Observer
+from runner._errors import UsageError
+from runner._log import ExecutionLog, configure_logging
+from runner._metrics_writer import MetricsSink, open_metrics_writer
+from runner._policy import RetryPolicy
+from runner._registry import Registry
+from runner._task import ErrorInfo, FinalStatus, Result, Status, Task
+from runner._task_check import task_problem
+from runner._workflow import known_workflows, run_workflow
+from workers._base import Provider
+
+#: Seconds closing the provider adapters may take when the runner exits.
+CLOSE_DEADLINE = 5.0
+
+
+class RunnerStatistics(Struct, frozen=True, kw_only=True):
+    """A snapshot of a runner's tasks (plain tasks and workflow stages, not workflows).
+
+    ``queued`` and ``running`` are now; the rest are totals since the start.
+    """
+
+    queued: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    rejected: int
+    retries: int
+    fallbacks: int
+
+
+class TaskHandle:
+    """A submitted task: await it (or :meth:`wait`) for its Result, or cancel it."""
+
+    __slots__ = ("_ctx", "_dispatcher", "id")
+
+    def __init__(self, ctx: TaskExecutionContext, dispatcher: Dispatcher) -> None:
+        self._ctx = ctx
+        self._dispatcher = dispatcher
+        #: The task's id (generated when the Task had none).
+        self.id = ctx.id
+
+    def status(self) -> Status | FinalStatus:
+        """The current status; once done, the Result's (which may be ``rejected``)."""
+        result = self._ctx.result
+        return result.status if result is not None else self._ctx.status
+
+    def done(self) -> bool:
+        """Whether the Result is there."""
+        return self._ctx.result is not None
+
+    async def wait(self) -> Result:
+        """The task's Result, once it has one."""
+        return await self._dispatcher.wait(self._ctx)
+
+    async def cancel(self) -> None:
+        """Cancel the task in whatever state it is, and wait until it has its Result.
+
+        The Result is ``cancelled`` unless the task had already finished.
+        """
+        self._dispatcher.request_cancel(self._ctx)
+        await self._dispatcher.wait(self._ctx)
+
+    def __await__(self) -> Generator[Any, None, Result]:
+        return self.wait().__await__()
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle id={self.id!r} status={self.status()!r}>"
+
+
+class Runner:
+    """Runs tasks and workflows for one config; use it as an async context manager."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        concurrency: int | None = None,
+        metrics: MetricsSink | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        observer: Observer | None = None,
+        log_stream: TextIO | None = None,
+    ) -> None:
+        if concurrency is not None and concurrency < 1:
+            raise UsageError(f"concurrency must be at least 1, not {concurrency}")
+        self.config = config
+        self._concurrency = concurrency if concurrency is not None else config.concurrency
+        self._metrics = metrics
+        self._given_providers = dict(providers or {})
+        self._clock = clock if clock is not None else time.monotonic
+        self._sleep = sleep if sleep is not None else anyio.sleep
+        self._observer = observer
+        self._log_stream = log_stream
+        self._workflows: dict[str, WorkflowConfig] = known_workflows(config)
+        self._ids = itertools.count(1)
+        self._id_prefix = uuid.uuid4().hex[:8]
+        self._stack: AsyncExitStack | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._registry: Registry | None = None
+        self._tg: TaskGroup | None = None
+        self._rejected = 0
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config | str | os.PathLike[str] | None = None,
+        *,
+        concurrency: int | None = None,
+        metrics: MetricsSink | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        observer: Observer | None = None,
+        log_stream: TextIO | None = None,
+    ) -> Runner:
+        """A runner for ``config``: a Config, a path, or ``None`` to discover one.
+
+        Discovery follows DESIGN.md (``$RUNNER_CONFIG``, ``./runner.yaml``, then
+        the bundled simulated config).  ``metrics`` and ``providers`` replace
+        the configured metrics store and adapters (tests, embedding);
+        ``clock``/``sleep`` replace monotonic time and waiting; ``observer`` is
+        called on every status move; ``log_stream`` replaces stderr for the
+        execution log.
+        """
+        if not isinstance(config, Config):
+            from runner._config import discover_config, load_config
+
+            config = discover_config(None) if config is None else load_config(config)
+        return cls(
+            config,
+            concurrency=concurrency,
+            metrics=metrics,
+            providers=providers,
+            clock=clock,
+            sleep=sleep,
+            observer=observer,
+            log_stream=log_stream,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runner:
+        if self._stack is not None:
+            raise UsageError("a Runner can be entered only once; make a new one")
+        stack = self._stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await self._open(stack)
+        except BaseException as exc:
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        config = self.config
+        sink = self._metrics
+        if sink is None:
+            sink = await stack.enter_async_context(open_metrics_writer(config.metrics))
+        providers: dict[str, Provider] = {}
+        for pc in config.providers:
+            given = self._given_providers.get(pc.id)
+            if given is not None:
+                providers[pc.id] = given
+                continue
+            from workers._factory import open_provider
+
+            provider = providers[pc.id] = open_provider(pc)
+            stack.push_async_callback(_close_quietly, provider)
+        registry = self._registry = Registry.from_config(config, clock=self._clock)
+        log_config = config.logging
+        dispatcher = self._dispatcher = Dispatcher(
+            registry,
+            providers,
+            {pc.id: pc for pc in config.providers},
+            sink=sink,
+            policy=RetryPolicy(config.retry),
+            log=ExecutionLog(
+                configure_logging(log_config, stream=self._log_stream), log_config.level
+            ),
+            concurrency=self._concurrency,
+            queue_size=self._concurrency,
+            clock=self._clock,
+            wall=time.time,
+            sleep=self._sleep,
+            observer=self._observer,
+        )
+        # Registered before the task group, so it runs after the task group has
+        # wound down: whatever no worker reached is settled as cancelled.
+        stack.callback(dispatcher.sweep)
+        tg = self._tg = await stack.enter_async_context(anyio.create_task_group())
+        await tg.start(dispatcher.serve)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack = self._stack
+        dispatcher = self._dispatcher
+        if stack is None or dispatcher is None:
+            return None
+        try:
+            if exc_type is None:
+                await self.shutdown()
+            else:
+                # An error or a cancelled scope: no grace period.
+                dispatcher.close()
+                for ctx in list(dispatcher.live):
+                    dispatcher.request_cancel(ctx)
+        except BaseException as inner:
+            await stack.__aexit__(type(inner), inner, inner.__traceback__)
+            raise
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop intake, let running tasks finish within ``grace`` seconds, cancel the rest.
+
+        ``grace`` defaults to the config's ``grace_period``.  Afterwards every
+        task accepted has its Result, and ``submit``/``run`` raise UsageError.
+        """
+        dispatcher = self._require_open()
+        await dispatcher.shutdown(self.config.grace_period if grace is None else grace)
+
+    def statistics(self) -> RunnerStatistics:
+        """An immutable snapshot of the counts (all zero before the runner is entered)."""
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return RunnerStatistics(
+                queued=0, running=0, completed=0, failed=0, cancelled=0,
+                rejected=self._rejected, retries=0, fallbacks=0,
+            )  # fmt: skip
+        queued = running = 0
+        for ctx in dispatcher.live:
+            if ctx.chain is None:
+                continue
+            if ctx.status == "pending":
+                queued += 1
+            else:
+                running += 1
+        c = dispatcher.counters
+        return RunnerStatistics(
+            queued=queued,
+            running=running,
+            completed=c.completed,
+            failed=c.failed,
+            cancelled=c.cancelled,
+            rejected=self._rejected,
+            retries=c.retries,
+            fallbacks=c.fallbacks,
+        )
+
+    # -- running tasks --------------------------------------------------------------
+
+    async def submit(self, task: Task) -> TaskHandle:
+        """Queue ``task`` (waiting while the queue is full) and return its handle.
+
+        An invalid task is not raised: its handle is already done, with a
+        ``rejected`` Result (code ``invalid_task``).
+        """
+        return await self._submit(task, None)
+
+    async def run(self, task: Task) -> Result:
+        """Run ``task`` (or a workflow task) to its one terminal Result.
+
+        Cancelling the caller cancels the task.
+        """
+        handle = await self._submit(task, None)
+        try:
+            return await handle.wait()
+        except anyio.get_cancelled_exc_class():
+            handle._dispatcher.request_cancel(handle._ctx)
+            raise
+
+    async def run_workflow(
+        self, name: str = "default", *, input: str, id: str | None = None
+    ) -> Result:
+        """Run workflow ``name`` over ``input``; the Result lists every stage."""
+        return await self.run(Task(id=id, workflow=name, input=input))
+
+    async def run_many(self, tasks: Iterable[Task] | AsyncIterable[Task]) -> AsyncIterator[Result]:
+        """Run ``tasks``, yielding their Results in completion order.
+
+        Tasks are pulled only as results come out (at most twice the
+        concurrency in flight), so any length of input runs in bounded memory.
+        Every task pulled yields exactly one Result: after a shutdown the
+        ones that could not be accepted come back ``cancelled``.  Leaving the
+        loop early cancels the tasks still in flight.
+        """
+        window = 2 * self._concurrency
+        send, receive = anyio.create_memory_object_stream[Result](window)
+        handles: dict[TaskExecutionContext, None] = {}
+        source = _pull(tasks)
+        in_flight = 0
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and in_flight < window:
+                    task = await anext(source, None)
+                    if task is None:
+                        exhausted = True
+                        break
+                    in_flight += 1
+                    try:
+                        handle = await self._submit(task, send.send_nowait)
+                    except UsageError as exc:
+                        send.send_nowait(self._refused(task, str(exc)))
+                        exhausted = True
+                        break
+                    if not handle.done():
+                        handles[handle._ctx] = None
+                if in_flight == 0:
+                    return
+                result = await receive.receive()
+                in_flight -= 1
+                if len(handles) > 2 * window:
+                    _forget_done(handles)  # amortised: keeps the map bounded by the window
+                yield result
+        finally:
+            await source.aclose()
+            dispatcher = self._dispatcher
+            if dispatcher is not None:
+                for ctx in handles:
+                    dispatcher.request_cancel(ctx)
+            send.close()
+            receive.close()
+
+    async def _submit(self, task: Task, notify: Callable[[Result], None] | None) -> TaskHandle:
+        dispatcher = self._require_open()
+        if dispatcher.closing:
+            raise UsageError("the runner is shutting down; no new tasks are accepted")
+        task_id = task.id if task.id is not None else f"{self._id_prefix}-{next(self._ids)}"
+        now = self._clock()
+        wall = time.time()
+        problem = task_problem(task, self._workflows)
+        if problem is not None:
+            ctx = new_context(task, task_id, None, now=now, wall=wall, notify=notify)
+            self._rejected += 1
+            resolve(
+                ctx,
+                Result(
+                    id=task_id,
+                    status="rejected",
+                    role=task.role,
+                    workflow=task.workflow,
+                    error=ErrorInfo(code="invalid_task", message=problem),
+                ),
+            )
+            return TaskHandle(ctx, dispatcher)
+        registry = self._registry
+        tg = self._tg
+        if registry is None or tg is None:
+            raise UsageError("the runner is not open")
+        if task.workflow is not None:
+            ctx = new_context(task, task_id, None, now=now, wall=wall, notify=notify)
+            dispatcher.accept(ctx)
+            tg.start_soon(run_workflow, dispatcher, registry, ctx, self._workflows[task.workflow])
+        else:
+            ctx = new_context(
+                task, task_id, registry.chain(task.role), now=now, wall=wall, notify=notify
+            )
+            await dispatcher.enqueue(ctx)
+        return TaskHandle(ctx, dispatcher)
+
+    def _refused(self, task: Task, why: str) -> Result:
+        return Result(
+            id=task.id if task.id is not None else f"{self._id_prefix}-{next(self._ids)}",
+            status="cancelled",
+            role=task.role,
+            workflow=task.workflow,
+            error=ErrorInfo(code="cancelled", message=why, retryable=False),
+        )
+
+    def _require_open(self) -> Dispatcher:
+        if self._dispatcher is None:
+            raise UsageError(
+                "the runner is not open; use 'async with Runner.from_config(...) as runner:'"
+            )
+        return self._dispatcher
+
+
+async def _pull(tasks: Iterable[Task] | AsyncIterable[Task]) -> AsyncGenerator[Task, None]:
+    if isinstance(tasks, AsyncIterable):
+        async for task in tasks:
+            yield task
+    else:
+        for task in tasks:
+            yield task
+
+
+def _forget_done(handles: dict[TaskExecutionContext, None]) -> None:
+    done = [ctx for ctx in handles if ctx.result is not None]
+    for ctx in done:
+        del handles[ctx]
+
+
+async def _close_quietly(provider: Provider) -> None:
+    # Shielded: closing connections must finish even when the runner exits
+    # because its scope was cancelled.
+    with anyio.move_on_after(CLOSE_DEADLINE, shield=True):
+        await provider.aclose()
