@@ -49,10 +49,6 @@ _PROVIDER_INFO: Final = cast(mi.StructType, mi.type_info(ProviderConfig))
 _SINGLE_PROVIDER_KEYS: Final = frozenset(
     f.encode_name for f in _PROVIDER_INFO.fields if f.name not in ("id", "type")
 )
-#: Top-level keys the single-provider form shares with the multi-provider form.
-_SHARED_KEYS: Final = frozenset(
-    f.encode_name for f in _CONFIG_INFO.fields if f.name not in ("providers", "roles", "source")
-)
 #: Hosted provider types, which need a model name (simulated ones do not).
 _EXAMPLE_MODELS: Final = {
     "openai": "gpt-4o",
@@ -61,6 +57,10 @@ _EXAMPLE_MODELS: Final = {
 }
 #: Top-level keys that only the multi-provider form has.
 _MULTI_ONLY_KEYS: Final = ("providers", "roles", "default_provider")
+#: Top-level keys the single-provider form shares with the multi-provider form.
+_SHARED_KEYS: Final = frozenset(
+    f.encode_name for f in _CONFIG_INFO.fields if f.name not in (*_MULTI_ONLY_KEYS, "source")
+)
 
 
 class Loaded(NamedTuple):
@@ -193,10 +193,10 @@ def _load_text(text: str, source: str, environ: Mapping[str, str] | None) -> Loa
         config = msgspec.convert({**checked, "source": source}, Config, dec_hook=_keep_secret)
     except msgspec.ValidationError as exc:  # a gap in the checker; still no traceback
         raise ConfigError([Problem("", str(exc), file=source)]) from None
-    key_variables = {
-        p.id: (expanded.variables.get(form.remap(("providers", i, "api_key"))) or (None,))[0]
-        for i, p in enumerate(config.providers)
-    }
+    key_variables: dict[str, str | None] = {}
+    for i, provider in enumerate(config.providers):
+        named = expanded.variables.get(form.remap(("providers", i, "api_key")), ())
+        key_variables[provider.id] = named[0] if named else None
     return Loaded(config, form.single, key_variables)
 
 
@@ -246,7 +246,7 @@ class _Form(NamedTuple):
         provider_id = provider_type if isinstance(provider_type, str) else "provider"
         provider = {"id": provider_id, "type": provider_type}
         provider.update({k: data[k] for k in single_keys[1:]})
-        rest = {k: v for k, v in data.items() if k in _SHARED_KEYS and k != "default_provider"}
+        rest = {k: v for k, v in data.items() if k in _SHARED_KEYS}
         return _Form(
             {**rest, "providers": [provider], "default_provider": provider_id}, single=True
         )

@@ -191,10 +191,10 @@ class Checker:
             )
         )
 
-    def _shown(self, path: Path, value: object, *, secret: bool = False) -> str:
-        """``value`` in a message, unless it may be (or hold) a secret."""
+    def _shown(self, path: Path, value: object) -> str:
+        """``value`` in a message, unless it came from the environment (it may be a secret)."""
         kind = describe(value)
-        if secret or self.remap(path) in self.expanded:
+        if self.remap(path) in self.expanded:
             return kind
         if isinstance(value, bool):
             return "true" if value else "false"
