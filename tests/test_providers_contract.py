@@ -21,6 +21,7 @@ from runner._task import Message, Usage
 from tests.fakes import FakeAnthropic, FakeGoogle, FakeOpenAI, FakeServer, Reply
 from workers._base import CompletionRequest, CompletionResponse, Provider
 from workers._factory import open_provider
+from workers.openai import OpenAIProvider
 from workers.simulated import SimulatedProvider
 
 pytestmark = pytest.mark.anyio
@@ -57,7 +58,7 @@ def _sent_openai(body: dict[str, Any]) -> Sent:
     return Sent(
         system,
         turns,
-        body.get("max_completion_tokens"),
+        body.get("max_completion_tokens", body.get("max_tokens")),
         body.get("stop"),
         body.get("temperature"),
         body.get("top_p"),
@@ -263,8 +264,25 @@ async def test_adapter_satisfies_the_protocol(harness: Harness) -> None:
 # Wire details, provider by provider.
 
 
+@pytest.mark.parametrize(
+    ("base_url", "field"),
+    [
+        (None, "max_completion_tokens"),
+        ("https://api.openai.com/v1", "max_completion_tokens"),
+        ("http://localhost:11434/v1", "max_tokens"),
+        ("http://vllm.internal:8000/v1", "max_tokens"),
+    ],
+)
+async def test_openai_output_cap_name_follows_the_server(base_url: str | None, field: str) -> None:
+    """api.openai.com gets max_completion_tokens; compatible servers get max_tokens."""
+    config = ProviderConfig(id="o", type="openai", model="m", base_url=base_url)
+    body = OpenAIProvider(config).build_body(_request(max_tokens=5))
+    assert body[field] == 5
+    assert ({"max_tokens", "max_completion_tokens"} - {field}).isdisjoint(body)
+
+
 async def test_openai_body_and_headers() -> None:
-    """OpenAI gets a system message first, max_completion_tokens and a Bearer key."""
+    """OpenAI gets a system message first, the output cap and a Bearer key."""
     async with FakeOpenAI() as fake:
         provider = open_provider(fake.provider_config())
         try:
@@ -277,7 +295,7 @@ async def test_openai_body_and_headers() -> None:
     assert sent.json == {
         "model": "gpt-4.1-mini",
         "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Say hello"}],
-        "max_completion_tokens": 5,
+        "max_tokens": 5,
         "stop": ["x"],
         "seed": 1,
     }

@@ -3,13 +3,15 @@
 Any server that speaks ``POST {base_url}/chat/completions`` works: Ollama
 (``http://localhost:11434/v1``), vLLM (``http://localhost:8000/v1``) and the
 llama.cpp server (``http://localhost:8080/v1``).  Without an ``api_key`` no
-``Authorization`` header is sent, as local servers need none.
+``Authorization`` header is sent, as local servers need none.  The output cap
+is ``max_completion_tokens`` on api.openai.com and ``max_tokens`` elsewhere.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Final
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Struct
@@ -19,6 +21,9 @@ from runner._errors import ErrorCode
 from runner._task import FinishReason, Usage
 from workers._base import CompletionRequest, CompletionResponse
 from workers._http import HttpProvider, WireError, split_system
+
+#: The host whose API takes ``max_completion_tokens``; other servers get ``max_tokens``.
+OPENAI_HOST: Final = "api.openai.com"
 
 _FINISH: Final[dict[str, FinishReason]] = {
     "stop": "stop",
@@ -86,6 +91,13 @@ class OpenAIProvider(HttpProvider[_ErrorBody]):
 
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config, _ERROR)
+        # OpenAI deprecated max_tokens and its reasoning models refuse it;
+        # Ollama, llama.cpp and most compatible servers only know max_tokens.
+        self._max_tokens_field = (
+            "max_completion_tokens"
+            if urlsplit(self._base_url).hostname == OPENAI_HOST
+            else "max_tokens"
+        )
 
     def _auth_headers(self) -> dict[str, str]:
         key = self._config.api_key
@@ -99,8 +111,7 @@ class OpenAIProvider(HttpProvider[_ErrorBody]):
         body: dict[str, object] = {"model": self._config.model, "messages": messages}
         p = request.parameters
         if p.max_tokens is not None:
-            # max_tokens is deprecated and refused by reasoning models.
-            body["max_completion_tokens"] = p.max_tokens
+            body[self._max_tokens_field] = p.max_tokens
         if p.temperature is not None:
             body["temperature"] = p.temperature
         if p.top_p is not None:
