@@ -357,7 +357,10 @@ class Runner:
                         handles[handle._ctx] = None
                 if in_flight == 0:
                     return
-                result = await receive.receive()
+                try:
+                    result = receive.receive_nowait()
+                except anyio.WouldBlock:
+                    result = await receive.receive()
                 in_flight -= 1
                 if len(handles) > 2 * window:
                     _forget_done(handles)  # amortised: keeps the map bounded by the window
