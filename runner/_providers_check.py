@@ -39,7 +39,8 @@ _OUTCOMES: Final[dict[str, Outcome]] = {
     "connection_error": "unreachable",
     "timeout": "timeout",
 }
-_HEADERS: Final = ("PROVIDER", "TYPE", "OUTCOME", "DETAIL", "TIME")
+# Time before detail: details vary in length, so the times stay in one column.
+_HEADERS: Final = ("PROVIDER", "TYPE", "OUTCOME", "TIME", "DETAIL")
 
 
 class CheckResult(Struct, frozen=True, kw_only=True):
@@ -123,7 +124,7 @@ def render(results: Sequence[CheckResult], out: TextIO, *, rich: bool | None = N
     """Print the results table: rich on a terminal, plain aligned text otherwise."""
     use_rich = out.isatty() if rich is None else rich
     rows: list[tuple[str, ...]] = [
-        (r.provider, r.type, r.outcome, r.detail, f"{r.elapsed:.2f}s") for r in results
+        (r.provider, r.type, r.outcome, f"{r.elapsed:.2f}s", r.detail) for r in results
     ]
     failed = sum(not r.ok for r in results)
     summary = (
@@ -134,22 +135,27 @@ def render(results: Sequence[CheckResult], out: TextIO, *, rich: bool | None = N
     if use_rich:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(*_HEADERS)
+        table.columns[3].justify = "right"
         for row in rows:
             style = "green" if row[2] == "ok" else "red"
-            table.add_row(row[0], row[1], f"[{style}]{row[2]}[/]", row[3], row[4])
+            # Text, not markup: a provider's message may contain "[...]".
+            table.add_row(
+                *(Text(cell, style=style if i == 2 else "") for i, cell in enumerate(row))
+            )
         console = Console(file=out, highlight=False)
         console.print(table)
         console.print(summary, markup=False)
         return
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(_HEADERS)]
     for row in [_HEADERS, *rows]:
-        cells = [cell.ljust(w) for cell, w in zip(row[:3], widths, strict=False)]
-        # Time before detail would read better, but columns follow the header
-        # order; the detail is padded so the times still line up.
-        line = "  ".join([*cells, row[3].ljust(widths[3]), row[4].rjust(widths[4])])
-        print(line.rstrip(), file=out)
+        cells = [
+            *(c.ljust(w) for c, w in zip(row[:3], widths, strict=False)),
+            row[3].rjust(widths[3]),
+        ]
+        print("  ".join([*cells, row[4]]).rstrip(), file=out)
     print(summary, file=out)
 
 

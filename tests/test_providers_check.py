@@ -158,21 +158,26 @@ def test_plain_table_is_aligned() -> None:
     out = io.StringIO()
     render(_results(), out, rich=False)
     assert out.getvalue().splitlines() == [
-        "PROVIDER  TYPE       OUTCOME      DETAIL                                             TIME",
-        "sim       simulated  ok           ok                                                0.00s",
-        "claude    anthropic  auth_failed  HTTP 401 authentication_error: invalid x-api-key  0.25s",
+        "PROVIDER  TYPE       OUTCOME       TIME  DETAIL",
+        "sim       simulated  ok           0.00s  ok",
+        "claude    anthropic  auth_failed  0.25s  HTTP 401 authentication_error: invalid x-api-key",
         "1 of 2 providers failed",
     ]
 
 
 def test_rich_table_names_every_provider() -> None:
-    """On a terminal a rich table shows the same rows."""
+    """On a terminal a rich table shows the same rows, provider text taken literally."""
     out = io.StringIO()
-    render(_results(), out, rich=True)
+    results = [
+        *_results(),
+        CheckResult(provider="p", type="openai", outcome="error", detail="[/] [bold]", elapsed=1),
+    ]
+    render(results, out, rich=True)
     text = out.getvalue()
     assert "claude" in text
     assert "auth_failed" in text
-    assert "1 of 2 providers failed" in text
+    assert "[/] [bold]" in text
+    assert "2 of 3 providers failed" in text
 
 
 def _write_config(tmp_path: Path, body: str) -> str:
