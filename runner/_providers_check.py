@@ -149,7 +149,7 @@ def render(results: Sequence[CheckResult], out: TextIO, *, rich: bool | None = N
         console.print(table)
         console.print(summary, markup=False)
         return
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(_HEADERS)]
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(_HEADERS)]
     for row in [_HEADERS, *rows]:
         cells = [
             *(c.ljust(w) for c, w in zip(row[:3], widths, strict=False)),

@@ -165,6 +165,16 @@ def test_plain_table_is_aligned() -> None:
     ]
 
 
+def test_plain_table_without_rows_still_prints_the_summary() -> None:
+    """No results still gives a header and a summary rather than a crash."""
+    out = io.StringIO()
+    render([], out, rich=False)
+    assert out.getvalue().splitlines() == [
+        "PROVIDER  TYPE  OUTCOME  TIME  DETAIL",
+        "all 0 providers ok",
+    ]
+
+
 def test_rich_table_names_every_provider() -> None:
     """On a terminal a rich table shows the same rows, provider text taken literally."""
     out = io.StringIO()

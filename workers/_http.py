@@ -15,7 +15,9 @@ that may refine the status table's code (``insufficient_quota`` on a 429 is
 retry-after parsing, ``x-should-retry``, message trimming and key scrubbing
 are common.
 
-Adapters never retry; a ``CancelledError`` always propagates.
+Adapters never retry; a ``CancelledError`` always propagates.  aiohttp runs
+on asyncio only, so the HTTP adapters do too (the simulated provider does not
+care).
 """
 
 from __future__ import annotations
