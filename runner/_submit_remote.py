@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, Final, cast
+from urllib.parse import quote
 
 import aiohttp
 import anyio
@@ -284,7 +285,7 @@ class WorkerClient:
             async for task_id in receive:
                 while True:
                     status, answer, _ = await self._request(
-                        "GET", f"/v1/tasks/{task_id}?wait={POLL_WAIT}"
+                        "GET", f"/v1/tasks/{quote(task_id, safe='')}?wait={POLL_WAIT}"
                     )
                     if status == 404:
                         self._settle(record, _lost(task_id))
@@ -303,7 +304,7 @@ class WorkerClient:
 
     async def _delete(self, task_id: str, limit: anyio.Semaphore) -> None:
         async with limit:
-            await self._request("DELETE", f"/v1/tasks/{task_id}")
+            await self._request("DELETE", f"/v1/tasks/{quote(task_id, safe='')}")
 
     # -- HTTP -------------------------------------------------------------
 

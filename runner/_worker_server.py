@@ -295,8 +295,8 @@ def make_app(
     app[_LIMIT] = max_request_bytes
     api = _Api(worker, tee, known_workflows)
     app.router.add_post("/v1/tasks", api.post_tasks)
-    app.router.add_get("/v1/tasks/{id}", api.get_task)
-    app.router.add_delete("/v1/tasks/{id}", api.delete_task)
+    app.router.add_get("/v1/tasks/{id:.+}", api.get_task)
+    app.router.add_delete("/v1/tasks/{id:.+}", api.delete_task)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/metrics", api.metrics)
     return app

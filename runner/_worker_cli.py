@@ -1,0 +1,192 @@
+"""``python -m runner worker``: start-time checks, the serving loop, and signals.
+
+Order of start: check the bind address against the token rule, open the
+journal (refused if another worker holds it), purge expired results, open
+the metrics writer behind the Prometheus tee, open the Runner, resume the
+journal's unfinished tasks, and only then listen.  The line
+``runner worker: listening on http://HOST:PORT`` on stderr says it is ready
+(tests read the port from it when they bind port 0).
+
+Signals: the first SIGTERM/SIGINT stops intake (POST answers 503), lets the
+Runner finish running tasks within ``grace_period`` and leaves the rest
+unfinished in the journal for the next start; GET keeps answering meanwhile.
+A second signal stops at once.  Neither loses an accepted task: it was
+committed before its 202.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import signal
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TextIO
+
+import anyio
+import anyio.abc
+from aiohttp import web
+
+from runner._cli import EXIT_INTERRUPTED, EXIT_OK
+from runner._config_model import Config
+from runner._context import TaskExecutionContext
+from runner._errors import UsageError
+from runner._journal import Journal, open_journal
+from runner._metrics_writer import open_metrics_writer
+from runner._prometheus import PrometheusTee
+from runner._task import HistoryEntry, Status
+from runner._worker import Worker
+from runner._worker_server import make_app
+
+if TYPE_CHECKING:
+    from runner._api import Runner
+
+#: Longest pause between two retention purges, in seconds.
+MAX_PURGE_INTERVAL: Final = 3600.0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Serve until signalled; 0 after a graceful drain, 130 after a forced stop."""
+    from runner._config import discover_config
+
+    config = discover_config(args.config)
+    host = args.host or config.worker.host
+    port = config.worker.port if args.port is None else args.port
+    check_bind(host, config)
+    service = Service(config, host, port, stderr=sys.stderr)
+    anyio.run(service.main)
+    return EXIT_INTERRUPTED if service.forced else EXIT_OK
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_bind(host: str, config: Config) -> None:
+    """Refuse to listen beyond loopback without ``worker.auth_token``."""
+    if not is_loopback(host) and not config.worker.auth_token:
+        raise UsageError(
+            f"refusing to listen on {host} without a token: anyone who can reach it could run"
+            " tasks on your providers. Set worker.auth_token (for example"
+            " auth_token: ${RUNNER_TOKEN}) or bind 127.0.0.1"
+        )
+
+
+class Service:
+    """One run of the worker process: everything it opens, in order, and its signals."""
+
+    def __init__(self, config: Config, host: str, port: int, *, stderr: TextIO) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self.stderr = stderr
+        #: True when a second signal cut the drain short.
+        self.forced = False
+        self._stop = anyio.Event()
+
+    def say(self, text: str) -> None:
+        print(f"runner worker: {text}", file=self.stderr, flush=True)
+
+    async def main(self) -> None:
+        from runner._api import Runner
+
+        wc = self.config.worker
+        async with open_journal(wc.journal) as journal, anyio.create_task_group() as outer:
+            purged = await journal.purge(wc.retention)
+            if purged:
+                self.say(f"removed {purged} results older than worker.retention")
+            outer.start_soon(self._watch_signals, outer.cancel_scope)
+            outer.start_soon(self._purge, journal, wc.retention)
+            async with open_metrics_writer(self.config.metrics) as sink:
+                tee = PrometheusTee(sink)
+                observe = _Relay()
+                runner = Runner.from_config(self.config, metrics=tee, observer=observe)
+                async with runner:
+                    worker = Worker(runner, journal, queue_size=wc.queue_size)
+                    observe.target = worker.on_status
+                    await self._serve(runner, worker, journal, tee)
+            outer.cancel_scope.cancel()
+
+    async def _serve(
+        self, runner: Runner, worker: Worker, journal: Journal, tee: PrometheusTee
+    ) -> None:
+        wc = self.config.worker
+        workflows = {"default", *self.config.workflows}
+        app = make_app(
+            worker,
+            tee,
+            known_workflows=workflows,
+            auth_token=wc.auth_token,
+            max_request_bytes=wc.max_request_bytes,
+        )
+        http = web.AppRunner(app, access_log=None, handle_signals=False)
+        await http.setup()
+        try:
+            async with anyio.create_task_group() as tg:
+                resumed = await tg.start(worker.run)
+                site = web.TCPSite(http, self.host, self.port)
+                try:
+                    await site.start()
+                except OSError as exc:
+                    raise UsageError(
+                        f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
+                    ) from None
+                url = _url(http, self.host)
+                self.say(f"listening on {url} (journal {wc.journal}, {resumed} tasks resumed)")
+                await self._stop.wait()
+                worker.begin_drain()
+                grace = self.config.grace_period
+                self.say(
+                    f"draining: finishing running tasks (up to {grace:g} s); again to stop at once"
+                )
+                await runner.shutdown(grace)
+                # worker.run returns (ending this task group) once every
+                # task the Runner gave back is journaled.
+                worker.close()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await http.cleanup()
+        self.say(
+            f"stopped; {worker.unfinished} unfinished tasks stay in the journal for the next start"
+        )
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                if not self._stop.is_set():
+                    self._stop.set()
+                    continue
+                self.forced = True
+                self.say("stopping at once; unfinished tasks stay in the journal")
+                scope.cancel()
+                return
+
+    async def _purge(self, journal: Journal, retention: float) -> None:
+        interval = min(max(retention / 10, 1.0), MAX_PURGE_INTERVAL)
+        while True:
+            await anyio.sleep(interval)
+            await journal.purge(retention)
+
+
+class _Relay:
+    """The Runner's observer, forwarding to the worker once it exists."""
+
+    def __init__(self) -> None:
+        self.target: Callable[[str, Status], None] | None = None
+
+    def __call__(self, ctx: TaskExecutionContext, entry: HistoryEntry) -> None:
+        if self.target is not None:
+            self.target(ctx.id, entry.status)
+
+
+def _url(http: web.AppRunner, host: str) -> str:
+    for address in http.addresses:
+        if isinstance(address, tuple):
+            return f"http://{host}:{address[1]}"
+    return f"http://{host}"

@@ -1,0 +1,318 @@
+"""``python -m runner worker`` as a real process: crash, restart, drain, refusals, leaks.
+
+Each test starts the worker on 127.0.0.1 port 0 and reads the port from its
+``listening on`` line.  Marked ``slow``: they spawn interpreters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _config(
+    tmp: Path, *, latency: int = 150, jitter: int = 50, grace: str = "5s", extra: str = ""
+) -> Path:
+    path = tmp / "worker.yaml"
+    path.write_text(
+        f"""\
+version: 1
+providers:
+  - id: sim
+    type: simulated
+    model: sim-1
+    latency_ms: {{mean: {latency}, jitter: {jitter}}}
+    max_concurrency: 64
+    pricing: {{input_per_million: 1.0, output_per_million: 2.0}}
+{extra}default_provider: sim
+concurrency: 50
+grace_period: {grace}
+metrics: {{store: sqlite, path: {tmp / "metrics.db"}}}
+logging: {{level: warning}}
+worker: {{journal: {tmp / "journal.db"}, port: 0}}
+"""
+    )
+    return path
+
+
+class Worker:
+    """A worker subprocess and a tiny HTTP client for it."""
+
+    def __init__(
+        self, config: Path, tmp: Path, *args: str, env: dict[str, str] | None = None
+    ) -> None:
+        self.log = tmp / f"worker-{time.monotonic_ns()}.log"
+        self._out = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "runner", "worker", "--config", str(config), *args],
+            cwd=ROOT,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.url = self._wait_for_port()
+        self.bodies: list[bytes] = []
+
+    def _wait_for_port(self) -> str:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", self.log.read_bytes())
+            if found:
+                return found[1].decode()
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited: {self.log.read_text()}")
+            time.sleep(0.05)
+        raise AssertionError("worker did not start")
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        url = self.url + path  # always http://127.0.0.1:<port>: our own worker
+        request = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=70) as response:  # noqa: S310
+                raw = response.read()
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            status = exc.code
+        self.bodies.append(raw)
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode()
+
+    def post_jsonl(self, lines: list[dict[str, Any]]) -> tuple[int, Any]:
+        body = "\n".join(json.dumps(x) for x in lines).encode()
+        return self.call("POST", "/v1/tasks", body, {"Content-Type": "application/x-ndjson"})
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=30)
+        self._out.close()
+        return code
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for w in started:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+        w._out.close()
+
+
+def _journal_rows(tmp: Path) -> list[tuple[str, str, str | None]]:
+    with closing(sqlite3.connect(tmp / "journal.db")) as db:
+        return db.execute("SELECT id, status, result FROM tasks ORDER BY id").fetchall()
+
+
+def test_sigkill_mid_run_then_restart_gives_every_task_one_result(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    """1,000 tasks, SIGKILL mid-run, restart: every id has one retrievable terminal result."""
+    config = _config(tmp_path)
+    first = Worker(config, tmp_path)
+    workers.append(first)
+    ids = [f"t-{i:04d}" for i in range(1000)]
+    for start in (0, 500):
+        status, body = first.post_jsonl(
+            [{"id": i, "prompt": f"task {i}"} for i in ids[start : start + 500]]
+        )
+        assert status == 202, body
+        assert body["accepted"] == 500
+    # Let some finish, then kill it without warning.
+    while first.call("GET", f"/v1/tasks/{ids[100]}?wait=10")[1]["status"] != "completed":
+        pass
+    first.proc.kill()
+    first.proc.wait()
+    done_before = {i: r for i, s, r in _journal_rows(tmp_path) if r is not None}
+    assert 0 < len(done_before) < 1000
+
+    second = Worker(config, tmp_path)
+    workers.append(second)
+    resumed = re.search(rb"(\d+) tasks resumed", second.log.read_bytes())
+    assert resumed is not None
+    assert int(resumed[1]) == 1000 - len(done_before)
+    for task_id in ids:
+        status, view = second.call("GET", f"/v1/tasks/{task_id}?wait=30")
+        assert status == 200
+        assert view["status"] == "completed", view
+        assert view["result"]["id"] == task_id
+    # A resubmission after all that still runs nothing new.
+    status, body = second.post_jsonl([{"id": ids[0], "prompt": "again"}])
+    assert body == {"accepted": 0, "duplicates": 1, "tasks": [{"id": ids[0], "duplicate": True}]}
+    assert second.stop() == 0  # the journal is locked while a worker holds it
+    rows = _journal_rows(tmp_path)
+    assert [r[0] for r in rows] == ids
+    assert all(s == "completed" and r is not None for _, s, r in rows)
+    # Results written before the crash were kept, not run again.
+    assert {i: r for i, _, r in rows if i in done_before} == done_before
+
+
+def test_sigterm_drains_and_leaves_unstarted_tasks_for_the_next_start(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    """SIGTERM: intake stops, the rest stays unfinished (not cancelled) and runs on restart."""
+    config = _config(tmp_path, latency=2000, jitter=0, grace="100ms")
+    first = Worker(config, tmp_path)
+    workers.append(first)
+    status, _ = first.post_jsonl([{"id": f"d{i}", "prompt": "p"} for i in range(80)])
+    assert status == 202
+    time.sleep(0.3)
+    assert first.stop() == 0
+    rows = _journal_rows(tmp_path)
+    assert len(rows) == 80
+    assert all(r is None for _, _, r in rows), "no task may be marked finished by the shutdown"
+    assert "cancelled" not in {s for _, s, _ in rows}
+
+    fast = _config(tmp_path, latency=1, jitter=0)
+    second = Worker(fast, tmp_path)
+    workers.append(second)
+    assert b"80 tasks resumed" in second.log.read_bytes()
+    for i in range(80):
+        assert second.call("GET", f"/v1/tasks/d{i}?wait=30")[1]["status"] == "completed"
+    assert second.stop() == 0
+
+
+def test_binding_beyond_loopback_without_a_token_is_refused(tmp_path: Path) -> None:
+    """--host 0.0.0.0 with no worker.auth_token: exit 2 and one clear message."""
+    config = _config(tmp_path)
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "runner", "worker", "--config", str(config), "--host", "0.0.0.0"],  # noqa: S104
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: refusing to listen on 0.0.0.0 without a token: anyone who can reach it could run"
+        " tasks on your providers. Set worker.auth_token (for example auth_token: ${RUNNER_TOKEN})"
+        " or bind 127.0.0.1\n"
+    )
+
+
+def test_no_response_or_log_carries_a_provider_key_or_the_token(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    """A failing keyed provider: its key and the bearer token appear in no body or log line."""
+    key = "sk-unique-worker-leak-check-0123456789"
+    token = "tok-unique-worker-4242"
+    extra = (
+        "  - id: leaky\n    type: openai\n    model: gpt-x\n    api_key: ${LEAK_KEY}\n"
+        "    base_url: http://127.0.0.1:9/v1\n    timeout: 2\n"
+        "roles:\n  coder: {provider: leaky}\n"
+    )
+    config = _config(tmp_path, extra=extra)
+    text = config.read_text().replace("port: 0}", 'port: 0, auth_token: "${RUNNER_TOKEN}"}')
+    config.write_text(text.replace("level: warning", "level: debug"))
+    w = Worker(config, tmp_path, env={"LEAK_KEY": key, "RUNNER_TOKEN": token})
+    workers.append(w)
+    auth = {"Authorization": f"Bearer {token}"}
+    assert w.call("GET", "/metrics")[0] == 401
+    body = json.dumps({"id": "k", "role": "coder", "prompt": "p"}).encode()
+    assert w.call("POST", "/v1/tasks", body, headers=auth)[0] == 202
+    _, view = w.call("GET", "/v1/tasks/k?wait=30", headers=auth)
+    # The keyed provider failed (nothing listens there); the default provider took over.
+    assert view["result"]["fallback_used"] is True
+    assert "leaky" in {h.get("provider") for h in view["result"]["history"]}
+    w.call("GET", "/metrics", headers=auth)
+    w.call("GET", "/healthz")
+    w.call("DELETE", "/v1/tasks/k", headers=auth)
+    assert w.stop() == 0
+    everything = b"".join(w.bodies) + w.log.read_bytes()
+    assert key.encode() not in everything
+    assert key[: len(key) // 2].encode() not in everything
+    assert token.encode() not in everything
+
+
+def test_metrics_page_agrees_with_the_metrics_store(tmp_path: Path, workers: list[Worker]) -> None:
+    """Per provider and role, /metrics counts what the metrics store recorded."""
+    extra = (
+        "  - id: flaky\n    type: simulated\n    failure_rate: 0.4\n    seed: 3\n"
+        "    failure_codes: [rate_limited, server_error]\n"
+        "roles:\n  coder: {provider: flaky, fallbacks: [sim]}\n"
+    )
+    config = _config(tmp_path, latency=1, jitter=0, extra=extra)
+    text = (
+        config.read_text() + "retry: {max_attempts: 2, initial_delay: 0, max_delay: 0, jitter: 0}\n"
+    )
+    config.write_text(text)
+    w = Worker(config, tmp_path)
+    workers.append(w)
+    tasks = [
+        {"id": f"m{i}", "role": "coder" if i % 2 else "reviewer", "prompt": "x" * i}
+        for i in range(200)
+    ]
+    assert w.post_jsonl(tasks)[0] == 202
+    for t in tasks:
+        assert w.call("GET", f"/v1/tasks/{t['id']}?wait=30")[1]["status"] == "completed"
+    _, page = w.call("GET", "/metrics")
+    assert w.stop() == 0
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(page):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    with closing(sqlite3.connect(tmp_path / "metrics.db")) as db:
+        groups = db.execute(
+            "SELECT provider, role, COUNT(*), SUM(1 - success), SUM(input_tokens),"
+            " SUM(output_tokens) FROM events GROUP BY provider, role"
+        ).fetchall()
+        codes = db.execute(
+            "SELECT provider, role, error_code, COUNT(*) FROM events WHERE success = 0"
+            " GROUP BY provider, role, error_code"
+        ).fetchall()
+    assert len(groups) == 3  # flaky/coder, sim/coder (fallback), sim/reviewer
+    for provider, role, requests, failures, tokens_in, tokens_out in groups:
+        labels = (("provider", provider), ("role", role))
+        assert samples[("runner_provider_requests_total", labels)] == requests
+        assert samples[("runner_provider_latency_seconds_count", labels)] == requests
+        assert (
+            samples[("runner_provider_tokens_total", (("direction", "input"), *labels))]
+            == tokens_in
+        )
+        assert (
+            samples[("runner_provider_tokens_total", (("direction", "output"), *labels))]
+            == tokens_out
+        )
+        page_failures = sum(
+            v
+            for (name, lab), v in samples.items()
+            if name == "runner_provider_failures_total"
+            and dict(lab).get("provider") == provider
+            and dict(lab).get("role") == role
+        )
+        assert page_failures == failures
+    assert codes, "the flaky provider should have failed some attempts"
+    for provider, role, code, n in codes:
+        key = ("code", code), ("provider", provider), ("role", role)
+        assert samples[("runner_provider_failures_total", key)] == n
+    assert samples[("runner_tasks_finished_total", (("status", "completed"),))] == 200
