@@ -146,10 +146,15 @@ class Dispatcher:
 
         Ready (``task_status.started()``) once every worker is waiting for work.
         """
-        async with anyio.create_task_group() as tg:
-            for _ in range(self._concurrency):
-                tg.start_soon(self._worker)
-            task_status.started()
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self._concurrency):
+                    tg.start_soon(self._worker)
+                task_status.started()
+        finally:
+            # Senders still waiting (there are none after close()) would get
+            # BrokenResourceError; the stream must not outlive the pool.
+            self._receive.close()
 
     async def _worker(self) -> None:
         receive = self._receive

@@ -1,0 +1,81 @@
+"""The task state machine: the table of legal moves, terminal states, and move()."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+
+from runner._context import new_context
+from runner._errors import TransitionError
+from runner._registry import Chain
+from runner._states import STATUSES, TERMINAL, TRANSITIONS, is_legal, iso_ms, move
+from runner._task import Status, Task
+
+LEGAL = {
+    ("pending", "running"),
+    ("pending", "cancelled"),
+    ("running", "completed"),
+    ("running", "failed"),
+    ("running", "retrying"),
+    ("running", "cancelled"),
+    ("retrying", "running"),
+    ("retrying", "failed"),
+    ("retrying", "cancelled"),
+}
+
+
+def ctx_in(status: Status):  # type: ignore[no-untyped-def]
+    ctx = new_context(Task(prompt="p"), "t-1", Chain(role="coder", routes=()), now=0.0, wall=0.0)
+    ctx.status = status
+    return ctx
+
+
+@pytest.mark.parametrize(("current", "new"), list(itertools.product(STATUSES, STATUSES)))
+def test_every_pair_of_states(current: Status, new: Status) -> None:
+    """Each of the nine legal moves succeeds; every other pair of states raises."""
+    ctx = ctx_in(current)
+    if (current, new) in LEGAL:
+        entry = move(ctx, new, provider="a", at=1_700_000_000.25, attempt=2)
+        assert ctx.status == new
+        assert ctx.history[-1] is entry
+        assert (entry.status, entry.provider, entry.attempt) == (new, "a", 2)
+    else:
+        with pytest.raises(TransitionError, match=f"illegal status move {current} -> {new}"):
+            move(ctx, new, provider="a", at=0.0)
+        assert ctx.status == current
+        assert len(ctx.history) == 1
+
+
+def test_table_matches_design() -> None:
+    """The table holds exactly DESIGN.md's nine moves and is_legal agrees with it."""
+    table = {(a, b) for a, targets in TRANSITIONS.items() for b in targets}
+    assert table == LEGAL
+    assert all(is_legal(a, b) == ((a, b) in LEGAL) for a in STATUSES for b in STATUSES)
+
+
+def test_terminal_states_have_no_way_out() -> None:
+    """completed, failed and cancelled are terminal: nothing leaves them."""
+    assert frozenset({"completed", "failed", "cancelled"}) == TERMINAL
+    assert all(not TRANSITIONS[s] for s in TERMINAL)
+    assert all(TRANSITIONS[s] for s in STATUSES if s not in TERMINAL)
+
+
+def test_history_is_iso_utc_with_milliseconds() -> None:
+    """History timestamps are ISO 8601 UTC with milliseconds and a Z."""
+    assert iso_ms(0.0) == "1970-01-01T00:00:00.000Z"
+    assert iso_ms(1_795_726_800.123456) == "2026-11-26T21:00:00.123Z"
+    ctx = ctx_in("pending")
+    move(ctx, "running", provider="a", at=1_795_726_800.5)
+    assert ctx.history[-1].at == "2026-11-26T21:00:00.500Z"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ctx.history[0].at)
+
+
+def test_error_message_lists_legal_moves() -> None:
+    """A refused move says which moves the current status allows."""
+    ctx = ctx_in("completed")
+    with pytest.raises(
+        TransitionError, match=r"completed -> running \(legal from completed: none\)"
+    ):
+        move(ctx, "running", provider=None, at=0.0)
