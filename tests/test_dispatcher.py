@@ -6,6 +6,7 @@ Pure core: runs on asyncio and trio, with fake time (no real waiting).
 from __future__ import annotations
 
 import io
+import itertools
 from collections import Counter
 from typing import Any
 
@@ -47,7 +48,7 @@ def running_providers(result: Result) -> list[str | None]:
 def assert_legal_history(result: Result) -> None:
     statuses = [h.status for h in result.history]
     assert statuses[0] == "pending"
-    for a, b in zip(statuses, statuses[1:], strict=False):
+    for a, b in itertools.pairwise(statuses):
         assert b in TRANSITIONS[a], f"{a} -> {b}"
 
 
@@ -73,9 +74,11 @@ async def test_success_fills_every_result_field() -> None:
     assert result.status == "completed"
     assert (result.provider, result.model, result.attempts) == ("a", "model-a", 1)
     assert result.fallback_used is False
-    assert result.output is not None and result.output.endswith("reply to: hi")
+    assert result.output is not None
+    assert result.output.endswith("reply to: hi")
     assert result.finish_reason == "stop"
-    assert result.usage is not None and result.usage.total_tokens > 0
+    assert result.usage is not None
+    assert result.usage.total_tokens > 0
     expected_cost = (result.usage.input_tokens * 1.0 + result.usage.output_tokens * 2.0) / 1e6
     assert result.cost_usd == pytest.approx(expected_cost)
     assert result.latency_ms == pytest.approx(250.0)
@@ -206,7 +209,8 @@ async def test_exhausted_attempts_fall_back_then_fail_with_last_error() -> None:
     assert result.provider == "d"
     assert (result.output, result.usage, result.cost_usd) == (None, None, None)
     assert t.sleeps == [0.5, 1.0, 0.5, 1.0]
-    assert len(sink.events) == 6 and not any(e.success for e in sink.events)
+    assert len(sink.events) == 6
+    assert not any(e.success for e in sink.events)
     assert result.history[-1].status == "failed"
     assert_legal_history(result)
 
@@ -350,8 +354,12 @@ async def test_concurrency_limits_are_never_exceeded() -> None:
     tasks = [Task(id=f"t{i}", role=roles[i % 4], prompt="x") for i in range(80)]
     async with open_runner(config, providers=providers) as runner:
         results = [r async for r in runner.run_many(tasks)]
-    assert len(results) == 80 and all(r.status == "completed" for r in results)
-    assert peaks["a"] <= 2 and peaks["b"] <= 3 and peaks["c"] <= 1 and peaks["d"] <= 4
+    assert len(results) == 80
+    assert all(r.status == "completed" for r in results)
+    assert peaks["a"] <= 2
+    assert peaks["b"] <= 3
+    assert peaks["c"] <= 1
+    assert peaks["d"] <= 4
     assert 2 <= peaks["*"] <= 6
 
 
@@ -444,7 +452,8 @@ async def test_cancelling_a_queued_task() -> None:
     assert result.status == "cancelled"
     assert (result.attempts, result.provider) == (0, None)
     assert [h.status for h in result.history] == ["pending", "cancelled"]
-    assert result.error is not None and result.error.code == "cancelled"
+    assert result.error is not None
+    assert result.error.code == "cancelled"
     assert {e.task_id for e in sink.events} == {"busy"}
 
 
@@ -460,7 +469,8 @@ async def test_cancelling_a_running_task_records_a_cancelled_attempt() -> None:
             await anyio.lowlevel.checkpoint()
         assert handle.status() == "running"
         await handle.cancel()
-        assert handle.done() and handle.status() == "cancelled"
+        assert handle.done()
+        assert handle.status() == "cancelled"
     result = await handle
     assert [h.status for h in result.history] == ["pending", "running", "cancelled"]
     assert result.history[-1].provider == "a"
@@ -498,7 +508,8 @@ async def test_cancelling_a_finished_task_keeps_its_result() -> None:
         handle = await runner.submit(Task(id="t1", role="coder", prompt="x"))
         result = await handle
         await handle.cancel()
-    assert (await handle) is result and result.status == "completed"
+    assert (await handle) is result
+    assert result.status == "completed"
 
 
 async def test_provider_error_message_reaches_the_result_scrubbed_by_adapter() -> None:
