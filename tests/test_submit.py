@@ -1,0 +1,230 @@
+"""``python -m runner submit`` in local mode: one result per line, summary, exit codes."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from runner._cli import main
+from runner._task import Result
+
+CONFIG = """\
+version: 1
+providers:
+  - {id: sim-a, type: simulated, model: a-1, pricing: {input_per_million: 1, output_per_million: 1}}
+  - {id: sim-b, type: simulated, model: b-1}
+  - {id: sim-broken, type: simulated, model: x-1, failure_rate: 1.0, failure_codes: [auth_failed]}
+  - {id: sim-busy, type: simulated, model: y-1, failure_rate: 1.0, failure_codes: [server_error]}
+roles:
+  coder: {provider: sim-a}
+  reviewer: {provider: sim-b}
+  fragile: {provider: sim-broken, fallbacks: [sim-b]}
+  doomed: {provider: sim-broken}
+  busy: {provider: sim-busy}
+default_provider: sim-a
+retry: {max_attempts: 3, initial_delay: 0, max_delay: 0, jitter: 0}
+cooldown: {failures: 1000, seconds: 1}
+metrics: {store: none}
+logging: {level: warning}
+workflows:
+  quick:
+    stages:
+      - {name: planning, role: reviewer}
+      - {name: generation, role: coder}
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "runner.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def write_tasks(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def results(path: Path) -> list[Result]:
+    decoder = msgspec.json.Decoder(Result)
+    return [decoder.decode(line) for line in path.read_bytes().splitlines()]
+
+
+def submit(tmp_path: Path, config: Path, tasks: Path, *extra: str) -> tuple[int, Path]:
+    out = tmp_path / "out" / "results.jsonl"
+    code = main(["submit", str(tasks), "--config", str(config), "--out", str(out), *extra])
+    return code, out
+
+
+def test_every_line_gets_one_result_and_exit_0(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """All tasks completing gives exit 0, one completed result per line and a summary on stdout."""
+    tasks = write_tasks(
+        tmp_path,
+        [
+            '{"id": "t-1", "role": "coder", "prompt": "a"}',
+            '{"id": "t-2", "role": "reviewer", "messages": [{"role": "user", "content": "b"}]}',
+            "",
+            '{"prompt": "no id, no role"}',
+            '{"id": "w-1", "workflow": "quick", "input": "a slugify function"}',
+        ],
+    )
+    code, out = submit(tmp_path, config, tasks)
+    assert code == 0
+    got = results(out)
+    assert sorted(r.id for r in got) == ["line-4", "t-1", "t-2", "w-1"]
+    assert {r.status for r in got} == {"completed"}
+    by_id = {r.id: r for r in got}
+    assert by_id["line-4"].provider == "sim-a"
+    assert [s.stage for s in by_id["w-1"].stages or []] == ["planning", "generation"]
+    printed = capsys.readouterr().out
+    assert "4 tasks in " in printed
+    assert "4 completed, 0 failed, 0 cancelled, 0 rejected" in printed
+    assert f"results: {out}" in printed
+
+
+def test_bad_lines_are_rejected_by_number_while_the_rest_run(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Invalid lines get rejected results naming their line; valid ones complete; exit 1."""
+    tasks = write_tasks(
+        tmp_path,
+        [
+            '{"id": "t-1", "role": "coder", "prompt": "a"}',
+            "{oops",
+            '{"id": "t-3", "role": "coder", "promt": "a"}',
+            '{"id": "t-4", "role": "coder"}',
+            '{"id": "t-1", "role": "coder", "prompt": "again"}',
+            '{"id": "t-6", "role": "coder", "prompt": "b"}',
+        ],
+    )
+    code, out = submit(tmp_path, config, tasks)
+    assert code == 1
+    got = {r.id: r for r in results(out)}
+    assert len(got) == 6
+    assert {i: got[i].status for i in ("t-1", "t-6")} == {"t-1": "completed", "t-6": "completed"}
+    rejected = {r.line: r.error.message for r in got.values() if r.error and r.line}
+    assert rejected == {
+        2: "line 2: not valid JSON: JSON is malformed: object keys must be strings (column 2)",
+        3: "line 3: unknown field 'promt' (did you mean 'prompt'?)",
+        4: "line 4: missing 'prompt' or 'messages'",
+        5: "line 5: id 't-1' repeats line 1",
+    }
+    printed = capsys.readouterr().out
+    assert "2 completed, 0 failed, 0 cancelled, 4 rejected" in printed
+    assert "rejected lines (4):" in printed
+    assert "  line 5: id 't-1' repeats line 1" in printed
+
+
+def test_failed_task_gives_exit_1(tmp_path: Path) -> None:
+    """A task whose whole chain fails is reported failed, with its error, and exit is 1."""
+    # The default provider ends every chain, so here it is the broken one too.
+    config = tmp_path / "broken.yaml"
+    config.write_text(CONFIG.replace("default_provider: sim-a", "default_provider: sim-broken"))
+    tasks = write_tasks(tmp_path, ['{"id": "d-1", "role": "doomed", "prompt": "a"}'])
+    code, out = submit(tmp_path, config, tasks)
+    assert code == 1
+    (result,) = results(out)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.code == "auth_failed"
+
+
+def test_summary_counts_retries_and_fallbacks(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The summary counts fallbacks and same-provider retries, overall and per provider/role."""
+    tasks = write_tasks(
+        tmp_path,
+        [
+            '{"id": "f-1", "role": "fragile", "prompt": "a"}',
+            '{"id": "f-2", "role": "fragile", "prompt": "b"}',
+            '{"id": "b-1", "role": "busy", "prompt": "c"}',
+        ],
+    )
+    code, _ = submit(tmp_path, config, tasks)
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "3 completed, 0 failed, 0 cancelled, 0 rejected" in printed
+    # busy: 3 attempts on sim-busy (2 retries), then the default provider (a fallback);
+    # fragile: auth_failed moves on to sim-b at once (a fallback, no retry).
+    assert "retries 2, fallbacks 3," in printed
+    rows = {tuple(line.split()[:2]): line.split()[2:8] for line in printed.splitlines()[4:6]}
+    assert rows == {
+        ("sim-a", "busy"): ["1", "1", "0", "0", "2", "1"],
+        ("sim-b", "fragile"): ["2", "2", "0", "0", "0", "2"],
+    }
+
+
+def test_results_to_stdout_put_the_summary_on_stderr(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --out -, results go to stdout as JSONL and the summary to stderr."""
+    tasks = write_tasks(tmp_path, ['{"id": "t-1", "prompt": "a"}', '{"id": "t-2", "prompt": "b"}'])
+    code = main(["submit", str(tasks), "--config", str(config), "--out", "-"])
+    assert code == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert sorted(msgspec.json.decode(line)["id"] for line in lines) == ["t-1", "t-2"]
+    assert "2 tasks in " in captured.err
+
+
+def test_tasks_from_stdin(tmp_path: Path, config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'-' as FILE reads the tasks from standard input."""
+    data = b'{"id": "s-1", "prompt": "a"}\n{"id": "s-2", "prompt": "b"}\n'
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, out = submit(tmp_path, config, Path("-"))
+    assert code == 0
+    assert sorted(r.id for r in results(out)) == ["s-1", "s-2"]
+
+
+def test_missing_tasks_file_is_exit_2(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tasks file that does not exist is one clear message and exit 2."""
+    code, out = submit(tmp_path, config, tmp_path / "nope.jsonl")
+    assert code == 2
+    assert capsys.readouterr().err == f"error: tasks file not found: {tmp_path / 'nope.jsonl'}\n"
+    assert not out.exists()
+
+
+def test_bad_config_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config that does not validate is exit 2, with its problems and no traceback."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nproviders: []\ndefault_provider: nowhere\n")
+    tasks = write_tasks(tmp_path, ['{"prompt": "a"}'])
+    code, _ = submit(tmp_path, bad, tasks)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the config is not valid")
+    assert "Traceback" not in err
+
+
+def test_bad_concurrency_is_exit_2(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--concurrency below 1 is a usage error."""
+    tasks = write_tasks(tmp_path, ['{"prompt": "a"}'])
+    code, _ = submit(tmp_path, config, tasks, "--concurrency", "0")
+    assert code == 2
+    assert capsys.readouterr().err == "error: --concurrency must be at least 1 (got 0)\n"
+
+
+def test_long_file_gives_every_id_once(tmp_path: Path, config: Path) -> None:
+    """A 20,000-line file streams through with every id in the results exactly once."""
+    path = tmp_path / "tasks.jsonl"
+    with path.open("w") as f:
+        for i in range(20_000):
+            f.write(f'{{"id": "t-{i}", "role": "coder", "prompt": "p{i}"}}\n')
+    code, out = submit(tmp_path, config, path, "--concurrency", "256")
+    assert code == 0
+    ids = [r.id for r in results(out)]
+    assert len(ids) == 20_000
+    assert set(ids) == {f"t-{i}" for i in range(20_000)}
