@@ -33,10 +33,17 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+# The benchmarks also need LiteLLM (the `compare` extra) for the side-by-side case.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,compare]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks
 
-bench-full: $(STAMP)
+bench-full: $(BENCH_STAMP)
 	$(PY) -m benchmarks --full
 
 clean:

@@ -126,8 +126,8 @@ ROLES = ("coder", "reviewer", "planner", "clarifier")
 ERRORS = ("rate_limited", "server_error", "timeout", "overloaded")
 
 
-def metric_events(count: int, *, span_s: float = 86_400.0) -> list[MetricEvent]:
-    """``count`` varied, realistic events over the ``span_s`` seconds before now.
+def metric_events(count: int, *, span_s: float = 86_400.0) -> Iterator[MetricEvent]:
+    """``count`` varied, realistic events over the ``span_s`` seconds before now, lazily.
 
     Six providers by four roles, about 5 % failures over four codes, spread
     (log-normal) latencies and token counts.  Event ids follow the
@@ -138,26 +138,22 @@ def metric_events(count: int, *, span_s: float = 86_400.0) -> list[MetricEvent]:
     prefix = uuid.uuid4().hex[:16]
     end = datetime.now(UTC)
     step = span_s / max(count, 1)
-    events = []
     for i in range(count):
         ok = rng.random() >= 0.05
         tokens_in = rng.randint(10, 2_000)
         tokens_out = rng.randint(1, 1_000) if ok else 0
-        events.append(
-            MetricEvent(
-                event_id=f"{prefix}{i + 1:x}",
-                task_id=f"t-{i // 2}",
-                provider=PROVIDERS[i % len(PROVIDERS)],
-                role=ROLES[(i // len(PROVIDERS)) % len(ROLES)],
-                model="bench-model",
-                attempt=1 + i % 2,
-                ts=end - timedelta(seconds=span_s - i * step),
-                latency_ms=round(rng.lognormvariate(6.0, 0.6), 3),
-                success=ok,
-                error_code=None if ok else ERRORS[i % len(ERRORS)],
-                input_tokens=tokens_in,
-                output_tokens=tokens_out,
-                cost_usd=(tokens_in * 2.5 + tokens_out * 10.0) / 1e6,
-            )
+        yield MetricEvent(
+            event_id=f"{prefix}{i + 1:x}",
+            task_id=f"t-{i // 2}",
+            provider=PROVIDERS[i % len(PROVIDERS)],
+            role=ROLES[(i // len(PROVIDERS)) % len(ROLES)],
+            model="bench-model",
+            attempt=1 + i % 2,
+            ts=end - timedelta(seconds=span_s - i * step),
+            latency_ms=round(rng.lognormvariate(6.0, 0.6), 3),
+            success=ok,
+            error_code=None if ok else ERRORS[i % len(ERRORS)],
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            cost_usd=(tokens_in * 2.5 + tokens_out * 10.0) / 1e6,
         )
-    return events

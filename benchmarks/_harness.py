@@ -14,6 +14,7 @@ single repetition can be off by a lot, and the spread says how much.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import platform
 import statistics
@@ -197,8 +198,8 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0-100) of already sorted values, nearest rank."""
     if not ordered:
         raise ValueError("no values")
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    rank = math.ceil(q / 100 * len(ordered))  # 1-based: the smallest value with q % at or below
+    return ordered[max(0, min(len(ordered), rank) - 1)]
 
 
 def evaluate(metric: Metric) -> MetricResult:

@@ -45,7 +45,7 @@ def stored(path: Path) -> int:
 
 def run(settings: Settings) -> Sequence[Metric]:
     count = 1_000_000 if settings.full else 200_000
-    events = metric_events(count)
+    events = list(metric_events(count))
     runs = 0
 
     def once() -> dict[str, float]:

@@ -1,0 +1,159 @@
+"""The benchmark harness: statistics, outcomes, the JSON document and the table.
+
+No timing is asserted (the machine is shared); a tiny fake case stands in for
+the real ones, which ``make bench`` runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from benchmarks import CASE_MODULES
+from benchmarks._cli import load_case, main
+from benchmarks._harness import (
+    Case,
+    Metric,
+    Settings,
+    Skip,
+    Target,
+    collect,
+    percentile,
+    print_table,
+    run_cases,
+    summarise,
+    write_json,
+)
+
+
+def tiny(settings: Settings) -> Sequence[Metric]:
+    counter = iter(range(100))
+    samples = collect(lambda: {"value": float(next(counter))}, settings.repetitions)
+    return [
+        Metric(
+            name="value",
+            unit="x",
+            samples=samples["value"],
+            target=Target(op=">=", value=2, text="at least two"),
+        ),
+        Metric(name="plain", unit="s", samples=[0.5]),
+    ]
+
+
+def skipped(settings: Settings) -> Sequence[Metric]:
+    raise Skip("litellm is not installed")
+
+
+def broken(settings: Settings) -> Sequence[Metric]:
+    raise RuntimeError("3 of 4 tasks completed")
+
+
+CASES = [
+    Case(name="tiny", title="a tiny case", run=tiny),
+    Case(name="skip", title="a skipped case", run=skipped),
+    Case(name="broken", title="a failing case", run=broken),
+]
+
+
+def quiet(line: str) -> None:
+    return None
+
+
+def test_summarise_gives_median_quartiles_and_range() -> None:
+    """Median, inclusive quartiles, min and max come from the samples."""
+    stats = summarise([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (stats.n, stats.median, stats.q1, stats.q3, stats.min, stats.max) == (
+        5,
+        3.0,
+        2.0,
+        4.0,
+        1.0,
+        5.0,
+    )
+    assert summarise([7.0]).q1 == summarise([7.0]).q3 == 7.0
+
+
+def test_percentile_is_nearest_rank() -> None:
+    """p50 and p99 of 1..100 are 50 and 99; the extremes stay in range."""
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([3.0], 99) == 3.0
+
+
+def test_collect_runs_warmup_untimed_then_repetitions() -> None:
+    """The warm-up's figures are discarded; each repetition adds one sample per name."""
+    calls = iter(range(10))
+    samples = collect(lambda: {"n": float(next(calls))}, 3, warmup=2)
+    assert samples == {"n": [2.0, 3.0, 4.0]}
+
+
+def test_report_records_ok_skipped_and_error_cases(tmp_path: Path) -> None:
+    """One failing case does not stop the others; each outcome keeps its note."""
+    report = run_cases(CASES, Settings(repetitions=3, scratch=str(tmp_path)), log=quiet)
+    outcomes = {c.case: (c.status, c.note) for c in report.cases}
+    assert outcomes == {
+        "tiny": ("ok", None),
+        "skip": ("skipped", "litellm is not installed"),
+        "broken": ("error", "RuntimeError: 3 of 4 tasks completed"),
+    }
+    value = report.cases[0].metrics[0]
+    assert value.samples == [1.0, 2.0, 3.0]  # the warm-up's 0 is not among them
+    assert value.stats.median == 2.0
+    assert value.met is True
+    assert report.cases[0].metrics[1].met is None
+
+
+def test_json_document_has_machine_and_per_case_statistics(tmp_path: Path) -> None:
+    """The JSON names the machine and gives every metric its median and spread."""
+    report = run_cases(CASES[:2], Settings(repetitions=2, scratch=str(tmp_path)), log=quiet)
+    path = write_json(report, tmp_path / "out" / "latest.json")
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == 1
+    assert doc["mode"] == "quick"
+    machine = doc["machine"]
+    assert machine["cpu_count"] >= 1
+    assert machine["python"].count(".") == 2
+    assert machine["packages"]["msgspec"]
+    assert "litellm" in machine["packages"]
+    metric = doc["cases"][0]["metrics"][0]
+    assert set(metric["stats"]) == {"n", "median", "q1", "q3", "min", "max"}
+    assert metric["target"] == {"op": ">=", "value": 2, "text": "at least two"}
+    assert metric["samples"] == [1.0, 2.0]
+    assert doc["cases"][1]["status"] == "skipped"
+
+
+def test_table_shows_every_metric_and_outcome(tmp_path: Path) -> None:
+    """The printed table lists each metric with its median and target, and each skip."""
+    report = run_cases(CASES, Settings(repetitions=3, scratch=str(tmp_path)), log=quiet)
+    out = io.StringIO()
+    print_table(report, file=out)
+    text = out.getvalue()
+    assert "2 x" in text
+    assert ">= 2" in text
+    assert "litellm is not installed" in text
+    assert "RuntimeError" in text
+
+
+def test_every_case_module_exposes_its_case() -> None:
+    """Each registered case module has a CASE named as registered."""
+    for name in CASE_MODULES:
+        assert load_case(name).name == name
+
+
+def test_cli_runs_only_the_chosen_case_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--only selection --repetitions 1`` prints the table and writes the JSON."""
+    out = tmp_path / "r.json"
+    assert main(["--only", "selection", "--repetitions", "1", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [c["case"] for c in doc["cases"]] == ["selection"]
+    names = [m["name"] for m in doc["cases"][0]["metrics"]]
+    assert names[:2] == ["p50", "p99"]
+    assert "selection" in capsys.readouterr().out
