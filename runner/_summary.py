@@ -94,10 +94,13 @@ class Summary:
             self.cost_usd += result.cost_usd
 
     def headline(self, wall: float) -> str:
-        """``N tasks in S s (R tasks/s): 3 completed, ...`` for the first line."""
+        """``N tasks in S s (R tasks/s)``: the first line."""
         rate = self.total / wall if wall > 0 else 0.0
-        counts = ", ".join(f"{self.by_status[s]} {s}" for s in STATUSES)
-        return f"{self.total} tasks in {wall:.2f} s ({rate:,.1f} tasks/s): {counts}"
+        return f"{self.total} tasks in {wall:.2f} s ({rate:,.1f} tasks/s)"
+
+    def counts(self) -> str:
+        """``3 completed, 0 failed, 0 cancelled, 1 rejected``."""
+        return ", ".join(f"{self.by_status[s]} {s}" for s in STATUSES)
 
     def totals(self) -> str:
         return (
@@ -129,21 +132,28 @@ class Summary:
 
     def plain(self, *, wall: float, results: str | None = None) -> str:
         """The summary as plain text, columns aligned with spaces."""
-        lines = [self.headline(wall), self.totals()]
-        header, rows = self.table()
-        if rows:
-            widths = [max(len(c) for c in column) for column in zip(header, *rows, strict=True)]
+        lines = [self.headline(wall), self.counts(), self.totals()]
+        table = self._aligned_table()
+        if table:
             lines.append("")
-            for cells in [header, *rows]:
-                text = [
-                    c.ljust(w) if i < 2 else c.rjust(w)
-                    for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-                ]
-                lines.append("  ".join(text).rstrip())
+            lines.extend(table)
         lines.extend(self._rejection_lines())
         if results is not None:
             lines.append(f"results: {results}")
         return "\n".join(lines) + "\n"
+
+    def _aligned_table(self) -> list[str]:
+        header, rows = self.table()
+        if not rows:
+            return []
+        widths = [max(len(c) for c in column) for column in zip(header, *rows, strict=True)]
+        return [
+            "  ".join(
+                c.ljust(w) if i < 2 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+            for cells in [header, *rows]
+        ]
 
     def _rejection_lines(self) -> list[str]:
         rejected = self.by_status["rejected"]
@@ -156,21 +166,30 @@ class Summary:
         return out
 
     def _render_rich(self, stream: TextIO, *, wall: float, results: str | None) -> None:
+        from rich import box
         from rich.console import Console
         from rich.table import Table
 
         console = Console(file=stream, highlight=False)
         console.print(self.headline(wall), style="bold")
+        console.print(self.counts())
         console.print(self.totals())
         header, rows = self.table()
         if rows:
-            table = Table(show_edge=False, pad_edge=False)
+            table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
             for i, name in enumerate(header):
-                table.add_column(name, justify="left" if i < 2 else "right")
+                table.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
             for cells in rows:
                 table.add_row(*cells)
-            console.print(table)
+            aligned = self._aligned_table()
+            # The plain table's width plus rich's padding: rich would cut cells short otherwise.
+            if max(len(line) for line in aligned) + len(header) <= console.width:
+                console.print(table)
+            else:  # too narrow for the table: lines may wrap, but no number is cut short
+                console.print()
+                for line in aligned:
+                    console.print(line, markup=False, crop=False, soft_wrap=True)
         for line in self._rejection_lines():
-            console.print(line, markup=False)
+            console.print(line, markup=False, soft_wrap=True)
         if results is not None:
-            console.print(f"results: {results}", markup=False)
+            console.print(f"results: {results}", markup=False, soft_wrap=True)

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from runner._cli import main
+from runner._summary import Summary
 from runner._task import Result
 
 CONFIG = """\
@@ -156,7 +157,7 @@ def test_summary_counts_retries_and_fallbacks(
     # busy: 3 attempts on sim-busy (2 retries), then the default provider (a fallback);
     # fragile: auth_failed moves on to sim-b at once (a fallback, no retry).
     assert "retries 2, fallbacks 3," in printed
-    rows = {tuple(line.split()[:2]): line.split()[2:8] for line in printed.splitlines()[4:6]}
+    rows = {tuple(line.split()[:2]): line.split()[2:8] for line in printed.splitlines()[5:7]}
     assert rows == {
         ("sim-a", "busy"): ["1", "1", "0", "0", "2", "1"],
         ("sim-b", "fragile"): ["2", "2", "0", "0", "0", "2"],
@@ -228,3 +229,34 @@ def test_long_file_gives_every_id_once(tmp_path: Path, config: Path) -> None:
     ids = [r.id for r in results(out)]
     assert len(ids) == 20_000
     assert set(ids) == {f"t-{i}" for i in range(20_000)}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_summary_on_a_terminal_is_a_table() -> None:
+    """On a terminal the summary is a rich table with the same numbers; too narrow, plain rows."""
+    summary = Summary()
+    summary.add(Result(id="a", status="completed", role="coder", provider="sim-a", attempts=1))
+    summary.add(Result(id="b", status="failed", role="coder", provider="sim-a", attempts=3))
+    stream = _Terminal()
+    summary.render(stream, wall=2.0)
+    text = stream.getvalue()
+    assert "2 tasks in 2.00 s (1.0 tasks/s)" in text
+    assert "1 completed, 1 failed, 0 cancelled, 0 rejected" in text
+    row = next(line for line in text.splitlines() if line.startswith("sim-a"))
+    assert row.split()[:6] == ["sim-a", "coder", "2", "1", "1", "0"]
+
+
+def test_unwritable_results_file_is_exit_2(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A results path that cannot be created is a usage error, before any task runs."""
+    (tmp_path / "taken").write_text("a file, not a directory")
+    tasks = write_tasks(tmp_path, ['{"prompt": "a"}'])
+    out = tmp_path / "taken" / "results.jsonl"
+    code = main(["submit", str(tasks), "--config", str(config), "--out", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f"error: cannot write results to {out}: ")
