@@ -21,6 +21,8 @@ rows are inserted with ``INSERT OR IGNORE``.
 from __future__ import annotations
 
 import sqlite3
+import sys
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +44,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         """CREATE TABLE events (
             id INTEGER PRIMARY KEY,
-            event_id TEXT NOT NULL UNIQUE,
+            event_id TEXT NOT NULL,
             task_id TEXT NOT NULL,
             provider TEXT NOT NULL,
             role TEXT NOT NULL,
@@ -56,11 +58,11 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             output_tokens INTEGER NOT NULL,
             cost_nusd INTEGER NOT NULL
         )""",
-        # Serves exact percentiles (an ordered walk per provider and role)
-        # and, with ts_us in the key, time-filtered walks without table reads.
-        "CREATE INDEX events_latency ON events (provider, role, latency_us, ts_us)",
-        # Serves --since/--until and export's time order.
-        "CREATE INDEX events_ts ON events (ts_us)",
+        # The identity of an event for idempotent import.  Time first, so
+        # inserts land at the end of the index (event ids are random; a
+        # random-position index costs more than the insert itself) and the
+        # same index serves --since/--until.
+        "CREATE UNIQUE INDEX events_identity ON events (ts_us, event_id)",
         # outcome is '' for a success, else the error code ('unknown' if none).
         """CREATE TABLE rollup (
             provider TEXT NOT NULL,
@@ -74,6 +76,31 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             cost_nusd INTEGER NOT NULL,
             PRIMARY KEY (provider, role, outcome)
         ) WITHOUT ROWID""",
+        # One row per (write batch, provider, role): that batch's totals,
+        # failures by code (JSON) and latencies, sorted and packed as
+        # little-endian int64 microseconds.  Percentiles merge these runs
+        # instead of sorting events or keeping a latency index (whose
+        # random-position inserts halve write speed); time-filtered summaries
+        # add up the runs inside the window.  Every event of the series with
+        # an id in [first_id, last_id] is in the run, so a run straddling a
+        # time edge is replaced by its events, read by id range.
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,
+            role TEXT NOT NULL,
+            first_id INTEGER NOT NULL,
+            last_id INTEGER NOT NULL,
+            min_ts_us INTEGER NOT NULL,
+            max_ts_us INTEGER NOT NULL,
+            requests INTEGER NOT NULL,
+            latency_us_sum INTEGER NOT NULL,
+            latency_us_max INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cost_nusd INTEGER NOT NULL,
+            errors TEXT NOT NULL,
+            latencies BLOB NOT NULL
+        )""",
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -103,7 +130,21 @@ ON CONFLICT (provider, role, outcome) DO UPDATE SET
     cost_nusd = cost_nusd + excluded.cost_nusd
 """
 
+INSERT_RUN: Final = (
+    "INSERT INTO runs (provider, role, first_id, last_id, min_ts_us, max_ts_us, requests,"
+    " latency_us_sum, latency_us_max, input_tokens, output_tokens, cost_nusd, errors, latencies)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The rows a batch really added, for building runs when some were duplicates.
+NEW_EVENTS: Final = (
+    "SELECT id, provider, role, ts_us, latency_us, success, error_code, input_tokens,"
+    " output_tokens, cost_nusd FROM events WHERE id > ?"
+)
+
 Row = tuple[str, str, str, str, str, int, int, int, int, str | None, int, int, int]
+RunRow = tuple[str, str, int, int, int, int, int, int, int, int, int, int, str, bytes]
+#: An event with its id, in :data:`NEW_EVENTS` column order.
+NewEvent = tuple[int, str, str, int, int, int, str | None, int, int, int]
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(MetricEvent)
@@ -142,6 +183,71 @@ def to_row(e: MetricEvent) -> Row:
         e.input_tokens,
         e.output_tokens,
         round(e.cost_usd * 1e9),
+    )
+
+
+def pack_latencies(values: list[int]) -> bytes:
+    """Sorted latencies as little-endian int64, the ``latency_runs.latencies`` format."""
+    packed = array("q", sorted(values))
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def unpack_latencies(blob: bytes, into: array[int]) -> None:
+    """Append the latencies of a packed run to ``into``."""
+    start = len(into)
+    into.frombytes(blob)
+    if sys.byteorder == "big":
+        tail = into[start:]
+        tail.byteswap()
+        into[start:] = tail
+
+
+def build_runs(items: Iterable[NewEvent]) -> list[RunRow]:
+    """One run per (provider, role) from a batch's events, in id order."""
+    series: dict[tuple[str, str], list[NewEvent]] = {}
+    for item in items:
+        events = series.get((item[1], item[2]))
+        if events is None:
+            series[(item[1], item[2])] = [item]
+        else:
+            events.append(item)
+    runs: list[RunRow] = []
+    for (provider, role), events in series.items():
+        latencies = [e[4] for e in events]
+        ts = [e[3] for e in events]
+        errors: dict[str, int] = {}
+        for e in events:
+            if not e[5]:
+                code = e[6] or "unknown"
+                errors[code] = errors.get(code, 0) + 1
+        runs.append(
+            (
+                provider,
+                role,
+                events[0][0],
+                events[-1][0],
+                min(ts),
+                max(ts),
+                len(events),
+                sum(latencies),
+                max(latencies),
+                sum(e[7] for e in events),
+                sum(e[8] for e in events),
+                sum(e[9] for e in events),
+                _encoder.encode(dict(sorted(errors.items()))).decode(),
+                pack_latencies(latencies),
+            )
+        )
+    return runs
+
+
+def batch_runs(first_id: int, rows: Sequence[Row]) -> list[RunRow]:
+    """The runs of a batch that was inserted whole, its ids starting at ``first_id``."""
+    return build_runs(
+        (first_id + i, r[2], r[3], r[6], r[7], r[8], r[9], r[10], r[11], r[12])
+        for i, r in enumerate(rows)
     )
 
 
@@ -242,12 +348,22 @@ def open_for_reading(path: str | Path) -> sqlite3.Connection:
 
 def insert_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> int:
     """Insert rows and fold them into the rollup in one transaction; return how many were new."""
-    with conn:
-        conn.execute("BEGIN")
+    rows = list(rows)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
         (last,) = conn.execute(LAST_ID).fetchone()
-        cur = conn.executemany(INSERT_EVENTS, rows)
-        added = cur.rowcount
+        added = conn.executemany(INSERT_EVENTS, rows).rowcount
+        if added == len(rows):
+            runs = batch_runs(last + 1, rows)
+        else:
+            runs = build_runs(conn.execute(NEW_EVENTS, (last,)).fetchall())
+        conn.executemany(INSERT_RUN, runs)
         conn.execute(UPDATE_ROLLUP, (last,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
     return added
 
 

@@ -32,7 +32,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, cast
 
 import aiosqlite
 import anyio
@@ -44,9 +44,14 @@ from runner._errors import UsageError
 from runner._events import MetricEvent
 from runner._metrics_store import (
     INSERT_EVENTS,
+    INSERT_RUN,
     LAST_ID,
+    NEW_EVENTS,
     UPDATE_ROLLUP,
+    NewEvent,
     append_jsonl,
+    batch_runs,
+    build_runs,
     prepare_database,
     spill_path,
     to_row,
@@ -147,8 +152,16 @@ class SqliteStore:
         try:
             async with conn.execute(LAST_ID) as cur:
                 row = await cur.fetchone()
-            await conn.executemany(INSERT_EVENTS, rows)
-            await conn.execute(UPDATE_ROLLUP, (row[0] if row else 0,))
+            last = row[0] if row else 0
+            async with conn.executemany(INSERT_EVENTS, rows) as cur:
+                added = cur.rowcount
+            if added == len(rows):
+                runs = batch_runs(last + 1, rows)
+            else:  # some were already stored (a re-sent batch): runs from what was added
+                async with conn.execute(NEW_EVENTS, (last,)) as cur:
+                    runs = build_runs(cast(list[NewEvent], await cur.fetchall()))
+            await conn.executemany(INSERT_RUN, runs)
+            await conn.execute(UPDATE_ROLLUP, (last,))
             await conn.execute("COMMIT")
         except Exception:
             if conn.in_transaction:
