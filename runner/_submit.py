@@ -207,7 +207,7 @@ class Submission:
         with Progress(*columns, transient=True) as progress:
             bar = progress.add_task("submit", total=None, rate="0", bad="")
             async with anyio.create_task_group() as tg:
-                if self.tasks.regular:
+                if self.tasks.rereadable:
                     tg.start_soon(self._count_lines, progress, bar)
                 started = time.perf_counter()
                 while True:

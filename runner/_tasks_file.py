@@ -187,11 +187,11 @@ class TasksFile:
             mode = os.fstat(stream.fileno()).st_mode
         except (OSError, ValueError):  # an in-memory stream in tests
             mode = 0
-        self.regular = stat.S_ISREG(mode)
-        # Offsets count from where reading began, so only a file opened here
-        # (at its start) can be re-read by offset.
-        seekable = self.regular and close
-        self._ids: _ExactIds | _FileIds = _FileIds(self._recall) if seekable else _ExactIds()
+        # Offsets count from where reading began, so only a regular file opened
+        # here (at its start) can be re-read by offset, or counted by name.
+        #: True for a regular file opened by path (not standard input).
+        self.rereadable = stat.S_ISREG(mode) and close
+        self._ids: _ExactIds | _FileIds = _FileIds(self._recall) if self.rereadable else _ExactIds()
 
     @classmethod
     def open(cls, path: str, *, known_workflows: Collection[str]) -> TasksFile:
