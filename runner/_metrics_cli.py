@@ -1,0 +1,298 @@
+"""``python -m runner metrics summary | export | migrate``.
+
+Where the events are: ``--db PATH`` if given (a path ending in ``.jsonl`` is
+read as a JSONL store), else the config's ``metrics.path`` (found as every
+command finds its config).  An empty store, or filters that match nothing,
+say so on stderr and exit 0 (``--format json`` still prints ``[]``); a
+missing store, a bad ``--since``/``--until``/``--group-by`` is exit 2 with
+one message (raised as :class:`UsageError`, turned into the exit code by
+``runner._cli``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sqlite3
+import sys
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+import msgspec
+
+from runner._errors import UsageError
+from runner._events import MetricEvent
+from runner._metrics_query import (
+    Filters,
+    SummaryRow,
+    count_events,
+    export_db,
+    parse_grouping,
+    parse_time,
+    summarize_db,
+    summarize_events,
+)
+from runner._metrics_store import import_jsonl, open_for_reading, read_jsonl
+
+_EVENT_FIELDS = MetricEvent.__struct_fields__
+_encoder = msgspec.json.Encoder()
+
+
+def _store(args: argparse.Namespace) -> tuple[str, str]:
+    """(kind, path) of the store to read: ``--db`` or the config's."""
+    if args.db:
+        return ("jsonl" if args.db.endswith(".jsonl") else "sqlite"), args.db
+    from runner._config import discover_config
+
+    config = discover_config(args.config)
+    if config.metrics.store == "none":
+        raise UsageError(
+            f"metrics are off in {config.source} (metrics.store: none), so none were"
+            " recorded; pass --db PATH to read a metrics database"
+        )
+    return config.metrics.store, config.metrics.path
+
+
+def _filters(args: argparse.Namespace) -> Filters:
+    now = datetime.now(UTC)
+    since = parse_time(args.since, now=now) if args.since else None
+    until = parse_time(args.until, now=now) if args.until else None
+    if since is not None and until is not None and since >= until:
+        raise UsageError(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
+    return Filters(provider=args.provider, role=args.role, since=since, until=until)
+
+
+def _missing_jsonl(path: str) -> UsageError:
+    return UsageError(
+        f"no metrics file at {path}; run 'python -m runner submit' with"
+        f" metrics.store: jsonl and metrics.path: {path} to create it"
+    )
+
+
+class _Counted:
+    """An event iterable that remembers whether it yielded anything."""
+
+    def __init__(self, events: Iterable[MetricEvent]) -> None:
+        self._events = events
+        self.seen = 0
+
+    def __iter__(self) -> Iterator[MetricEvent]:
+        for e in self._events:
+            self.seen += 1
+            yield e
+
+
+def _nothing(path: str, total: int, filters: Filters) -> str:
+    if total == 0:
+        return f"no metric events in {path}"
+    return f"no events match {filters.describe()} in {path}"
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Print the summary as a table, JSON or CSV."""
+    filters = _filters(args)
+    grouping = parse_grouping(args.group_by)
+    kind, path = _store(args)
+    if kind == "sqlite":
+        conn = open_for_reading(path)
+        try:
+            total = count_events(conn)
+            rows = summarize_db(conn, filters, grouping) if total else []
+        finally:
+            conn.close()
+    else:
+        if not Path(path).is_file():
+            raise _missing_jsonl(path)
+        counted = _Counted(read_jsonl(path, stderr=sys.stderr))
+        rows = summarize_events(counted, filters, grouping)
+        total = counted.seen
+    if not rows:
+        print(_nothing(path, total, filters), file=sys.stderr)
+        if args.format == "json":
+            print("[]")
+        return 0
+    if args.format == "json":
+        print(msgspec.json.format(msgspec.json.encode(rows), indent=2).decode())
+    elif args.format == "csv":
+        _write_summary_csv(rows, sys.stdout)
+    elif sys.stdout.isatty():
+        _print_rich(rows, grouping.provider, grouping.role)
+    else:
+        _print_plain(rows, grouping.provider, grouping.role, sys.stdout)
+    return 0
+
+
+def _table(rows: list[SummaryRow], provider: bool, role: bool) -> tuple[list[str], list[list[str]]]:
+    head = [*(["provider"] if provider else []), *(["role"] if role else [])]
+    head += ["requests", "ok %", "avg ms", "p50 ms", "p95 ms", "p99 ms", "max ms"]
+    head += ["in tok", "out tok", "cost $", "errors"]
+    body = []
+    for r in rows:
+        lat = r.latency_ms
+        cells = [*([r.provider or ""] if provider else []), *([r.role or ""] if role else [])]
+        cells += [str(r.requests), f"{r.success_rate * 100:.1f}"]
+        cells += [f"{v:.1f}" for v in (lat.avg, lat.p50, lat.p95, lat.p99, lat.max)]
+        cells += [str(r.input_tokens), str(r.output_tokens), f"{r.cost_usd:.6f}"]
+        cells.append(" ".join(f"{code}={n}" for code, n in r.errors.items()) or "-")
+        body.append(cells)
+    return head, body
+
+
+def _print_plain(rows: list[SummaryRow], provider: bool, role: bool, out: TextIO) -> None:
+    head, body = _table(rows, provider, role)
+    keys = int(provider) + int(role)
+    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
+    for line in [head, *body]:
+        cells = [
+            c.ljust(w) if i < keys or i == len(head) - 1 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip(), file=out)
+
+
+def _print_rich(rows: list[SummaryRow], provider: bool, role: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    head, body = _table(rows, provider, role)
+    keys = int(provider) + int(role)
+    table = Table(title="metrics summary")
+    for i, name in enumerate(head):
+        numeric = keys <= i < len(head) - 1
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=numeric)
+    for line in body:
+        table.add_row(*line)
+    Console().print(table)
+
+
+def _write_summary_csv(rows: list[SummaryRow], out: TextIO) -> None:
+    codes = sorted({code for r in rows for code in r.errors})
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        [
+            "provider",
+            "role",
+            "requests",
+            "successes",
+            "failures",
+            "success_rate",
+            *(f"latency_{k}_ms" for k in ("avg", "p50", "p95", "p99", "max")),
+            "input_tokens",
+            "output_tokens",
+            "total_tokens",
+            "cost_usd",
+            *(f"errors.{code}" for code in codes),
+        ]
+    )
+    for r in rows:
+        lat = r.latency_ms
+        writer.writerow(
+            [
+                r.provider or "",
+                r.role or "",
+                r.requests,
+                r.successes,
+                r.failures,
+                r.success_rate,
+                lat.avg,
+                lat.p50,
+                lat.p95,
+                lat.p99,
+                lat.max,
+                r.input_tokens,
+                r.output_tokens,
+                r.total_tokens,
+                r.cost_usd,
+                *(r.errors.get(code, 0) for code in codes),
+            ]
+        )
+
+
+def _iso(ts: datetime) -> str:
+    return _encoder.encode(ts).decode().strip('"')
+
+
+def write_events(events: Iterable[MetricEvent], fmt: str, out: TextIO) -> int:
+    """Write events as csv, json (an array) or jsonl; return how many."""
+    n = 0
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(_EVENT_FIELDS)
+        for e in events:
+            values = [getattr(e, f) for f in _EVENT_FIELDS]
+            values[_EVENT_FIELDS.index("ts")] = _iso(e.ts)
+            writer.writerow(values)
+            n += 1
+    elif fmt == "json":
+        out.write("[")
+        for e in events:
+            out.write(("\n" if n == 0 else ",\n") + _encoder.encode(e).decode())
+            n += 1
+        out.write("\n]\n" if n else "]\n")
+    else:
+        for e in events:
+            out.write(_encoder.encode(e).decode() + "\n")
+            n += 1
+    return n
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write every matching event to ``--output`` or stdout."""
+    filters = _filters(args)
+    kind, path = _store(args)
+    conn: sqlite3.Connection | None = None
+    if kind == "sqlite":
+        conn = open_for_reading(path)
+        total = count_events(conn)
+        events: Iterable[MetricEvent] = export_db(conn, filters)
+    else:
+        if not Path(path).is_file():
+            raise _missing_jsonl(path)
+        counted = _Counted(read_jsonl(path, stderr=sys.stderr))
+        events = (e for e in counted if filters.matches(e))
+    try:
+        if args.output:
+            try:
+                with Path(args.output).open("w", encoding="utf-8", newline="") as out:
+                    n = write_events(events, args.format, out)
+            except OSError as exc:
+                raise UsageError(f"cannot write {args.output}: {exc.strerror}") from exc
+        else:
+            n = write_events(events, args.format, sys.stdout)
+    finally:
+        if conn is not None:
+            conn.close()
+    if kind != "sqlite":
+        total = counted.seen
+    if n == 0:
+        print(_nothing(path, total, filters), file=sys.stderr)
+    elif args.output:
+        print(f"exported {n} events to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Import a JSONL store into SQLite (idempotent: known event ids are skipped)."""
+    source = Path(args.file)
+    if not source.is_file():
+        raise UsageError(f"no such file: {source}")
+    if args.db:
+        db = args.db
+    else:
+        from runner._config import discover_config
+
+        config = discover_config(args.config)
+        if config.metrics.store != "sqlite":
+            raise UsageError(
+                f"the config ({config.source}) has metrics.store: {config.metrics.store};"
+                " name the target database with --db PATH"
+            )
+        db = config.metrics.path
+    try:
+        read, added = import_jsonl(db, source, stderr=sys.stderr)
+    except (sqlite3.Error, OSError) as exc:
+        raise UsageError(f"cannot import into {db}: {exc}") from exc
+    print(f"imported {added} new events from {source} into {db} ({read - added} already there)")
+    return 0
