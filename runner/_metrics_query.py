@@ -11,8 +11,8 @@ Definitions (per group):
   the rest; ``success_rate``: ``successes / requests``.
 * ``errors``: failures counted by ``error_code`` (a failure without a code
   counts as ``unknown``).
-* ``latency_ms.avg``: the mean in µs, then ms, rounded to 3 decimals (1 µs);
-  ``max``: the largest.
+* ``latency_ms.avg``: the exact mean, rounded half-even to 3 decimals of a
+  ms (1 µs); ``max``: the largest.
 * ``latency_ms.p50/p95/p99``: **nearest rank**.  With the n latencies sorted
   ascending, the p-th percentile is the value at 1-based rank
   ``ceil(p * n / 100)``: always an observed latency, never interpolated.
@@ -38,6 +38,7 @@ import sqlite3
 from array import array
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Final
 
 import msgspec
@@ -187,7 +188,7 @@ class _Group:
             failures=failures,
             success_rate=(n - failures) / n,
             latency_ms=LatencySummary(
-                avg=round(self.lat_sum / n / 1000, 3),
+                avg=float(round(Fraction(self.lat_sum, n * 1000), 3)),
                 p50=ranked[0],
                 p95=ranked[1],
                 p99=ranked[2],
