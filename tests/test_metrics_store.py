@@ -1,0 +1,140 @@
+"""The metrics stores: schema versions, JSONL reading, idempotent import.
+
+Asyncio only where the aiosqlite writer is involved.
+"""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from runner._config_model import MetricsConfig
+from runner._errors import UsageError
+from runner._events import MetricEvent
+from runner._metrics_store import (
+    SCHEMA_VERSION,
+    append_jsonl,
+    from_row,
+    import_jsonl,
+    open_for_reading,
+    prepare_database,
+    read_jsonl,
+    schema_version,
+    spill_path,
+    to_row,
+)
+from runner._metrics_writer import open_metrics_writer
+
+BASE = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
+
+
+def event(n: int, **kw: object) -> MetricEvent:
+    fields: dict[str, object] = {
+        "event_id": f"e{n}",
+        "task_id": f"t{n}",
+        "provider": "p1",
+        "role": "coder",
+        "model": "m",
+        "attempt": 1,
+        "ts": BASE + timedelta(milliseconds=n),
+        "latency_ms": 812.4,
+        "success": False,
+        "error_code": "timeout",
+        "input_tokens": 12,
+        "output_tokens": 30,
+        "cost_usd": 0.00048,
+    }
+    fields.update(kw)
+    return MetricEvent(**fields)  # type: ignore[arg-type]
+
+
+def test_a_new_database_has_the_current_schema_version(tmp_path: Path) -> None:
+    """Preparing a database records its schema version; preparing again changes nothing."""
+    db = tmp_path / "sub" / "m.db"
+    prepare_database(db)
+    prepare_database(db)
+    conn = sqlite3.connect(db)
+    assert schema_version(conn) == SCHEMA_VERSION
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn.close()
+
+
+def test_a_database_from_a_newer_runner_is_refused(tmp_path: Path) -> None:
+    """A schema version above ours is a UsageError, not a silent misread."""
+    db = tmp_path / "m.db"
+    prepare_database(db)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO schema_version VALUES (99)")
+    conn.close()
+    with pytest.raises(UsageError, match="schema version 99 is newer"):
+        open_for_reading(db)
+
+
+def test_rows_keep_events_to_the_microsecond_and_nano_dollar() -> None:
+    """An event survives the row form (times and latencies in µs, cost in nano-USD)."""
+    e = event(7)
+    assert from_row(to_row(e)) == e
+
+
+def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    """A crash mid-line loses only that line, and says so."""
+    path = tmp_path / "m.jsonl"
+    append_jsonl(path, [event(0), event(1)])
+    with path.open("ab") as f:
+        f.write(b'{"event_id": "e2", "task')
+    err = io.StringIO()
+    assert list(read_jsonl(path, stderr=err)) == [event(0), event(1)]
+    assert f"warning: {path}:3: skipped a torn last line" in err.getvalue()
+
+
+def test_a_bad_line_in_the_middle_is_an_error_naming_it(tmp_path: Path) -> None:
+    """A complete invalid line is a UsageError with its line number."""
+    path = tmp_path / "m.jsonl"
+    append_jsonl(path, [event(0)])
+    with path.open("ab") as f:
+        f.write(b'{"nope": 1}\n')
+    append_jsonl(path, [event(2)])
+    with pytest.raises(UsageError, match=rf"{path.name}:2: not a metric event"):
+        list(read_jsonl(path))
+
+
+def test_importing_the_same_file_twice_adds_nothing(tmp_path: Path) -> None:
+    """The second import of a JSONL file reads every event and adds none."""
+    source = tmp_path / "m.jsonl"
+    append_jsonl(source, [event(n) for n in range(25)])
+    db = tmp_path / "m.db"
+    assert import_jsonl(db, source) == (25, 25)
+    assert import_jsonl(db, source) == (25, 0)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM events").fetchone() == (25,)
+    assert conn.execute("SELECT sum(requests) FROM runs").fetchone() == (25,)
+    assert conn.execute("SELECT sum(requests) FROM rollup").fetchone() == (25,)
+    conn.close()
+
+
+@pytest.mark.anyio
+async def test_a_database_failing_mid_run_spills_every_event(tmp_path: Path) -> None:
+    """Inserts that fail (as on a full disk) are rolled back, retried, then spilled: none lost."""
+    db = tmp_path / "m.db"
+    prepare_database(db)
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TRIGGER full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    conn.commit()
+    conn.close()
+    err = io.StringIO()
+    async with open_metrics_writer(MetricsConfig(path=str(db)), stderr=err) as sink:
+        for n in range(40):
+            await sink.send(event(n))
+    assert list(read_jsonl(spill_path(db))) == [event(n) for n in range(40)]
+    assert f"cannot write to {db} (disk full)" in err.getvalue()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    conn.close()
