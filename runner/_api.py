@@ -257,6 +257,11 @@ class Runner:
         except BaseException as inner:
             await stack.__aexit__(type(inner), inner, inner.__traceback__)
             raise
+        if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
+            # The caller's own error: the task group is an implementation detail,
+            # so it must not wrap the error in an exception group.
+            await stack.__aexit__(None, None, None)
+            return None
         return await stack.__aexit__(exc_type, exc, tb)
 
     async def shutdown(self, grace: float | None = None) -> None:
@@ -309,13 +314,17 @@ class Runner:
     async def run(self, task: Task) -> Result:
         """Run ``task`` (or a workflow task) to its one terminal Result.
 
-        Cancelling the caller cancels the task.
+        Cancelling the caller cancels the task (settled before run() returns).
         """
         handle = await self._submit(task, None)
         try:
             return await handle.wait()
         except anyio.get_cancelled_exc_class():
+            # The task is settled before the caller's cancellation goes on, so
+            # its Result (cancelled) and metric event exist once run() is gone.
             handle._dispatcher.request_cancel(handle._ctx)
+            with anyio.move_on_after(CLOSE_DEADLINE, shield=True):
+                await handle.wait()
             raise
 
     async def run_workflow(
@@ -330,8 +339,9 @@ class Runner:
         Tasks are pulled only as results come out (at most twice the
         concurrency in flight), so any length of input runs in bounded memory.
         Every task pulled yields exactly one Result: after a shutdown the
-        ones that could not be accepted come back ``cancelled``.  Leaving the
-        loop early cancels the tasks still in flight.
+        ones that could not be accepted come back ``cancelled``.  Closing the
+        iterator early (``contextlib.aclosing``, or leaving the runner)
+        cancels the tasks still in flight.
         """
         window = 2 * self._concurrency
         send, receive = anyio.create_memory_object_stream[Result](window)
@@ -370,6 +380,9 @@ class Runner:
             dispatcher = self._dispatcher
             if dispatcher is not None:
                 for ctx in handles:
+                    # Nobody reads the stream any more: the Result still goes
+                    # to the handle, not to the closed stream.
+                    ctx.notify = None
                     dispatcher.request_cancel(ctx)
             send.close()
             receive.close()
