@@ -25,7 +25,6 @@ import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Generator,
@@ -333,7 +332,9 @@ class Runner:
         """Run workflow ``name`` over ``input``; the Result lists every stage."""
         return await self.run(Task(id=id, workflow=name, input=input))
 
-    async def run_many(self, tasks: Iterable[Task] | AsyncIterable[Task]) -> AsyncIterator[Result]:
+    async def run_many(
+        self, tasks: Iterable[Task] | AsyncIterable[Task]
+    ) -> AsyncGenerator[Result, None]:
         """Run ``tasks``, yielding their Results in completion order.
 
         Tasks are pulled only as results come out (at most twice the

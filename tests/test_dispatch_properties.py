@@ -22,7 +22,7 @@ from runner._config_model import CooldownConfig, LoggingConfig, RetryConfig, Rol
 from runner._context import TaskExecutionContext
 from runner._metrics_writer import MemorySink
 from runner._states import TERMINAL, TRANSITIONS
-from runner._task import HistoryEntry, Result
+from runner._task import HistoryEntry, Result, Status
 from tests.dispatch_support import FakeTime, Scripts, make_config, open_runner, sim, simulated
 from workers.simulated import Fault, Success
 
@@ -96,7 +96,7 @@ async def play(scenario: dict[str, Any]) -> None:
             scripts.plan(pid, spec["id"], *plan)
     t = FakeTime()
     sink = MemorySink()
-    moves: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    moves: dict[int, list[tuple[Status, Status]]] = defaultdict(list)
     terminal_moves: Counter[int] = Counter()
 
     def observe(ctx: TaskExecutionContext, entry: HistoryEntry) -> None:

@@ -66,7 +66,7 @@ async def test_each_stage_prompt_carries_input_and_earlier_outputs() -> None:
     assert result.stages is not None
     prompts = [r.messages[-1].content for _, r in scripts.requests]
     for i, prompt in enumerate(prompts):
-        assert DEFAULT_WORKFLOW.stages[i].instruction in prompt
+        assert (DEFAULT_WORKFLOW.stages[i].instruction or "") in prompt
         assert "## Input\n\nphoto renamer" in prompt
         for earlier in result.stages[:i]:
             assert f"## Output of stage '{earlier.stage}'\n\n{earlier.output}" in prompt
