@@ -389,7 +389,7 @@ class Dispatcher:
                 else:
                     counters.cancelled += 1
         if self._log.enabled:
-            self._log.move(ctx.id, ctx.role, entry, latency_ms=latency_ms)
+            self._log.move(ctx.id, ctx.role, entry, latency_ms=latency_ms, workflow=ctx.workflow)
         if self._observer is not None:
             try:
                 self._observer(ctx, entry)

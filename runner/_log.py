@@ -91,15 +91,22 @@ class ExecutionLog:
         entry: HistoryEntry,
         *,
         latency_ms: float | None = None,
+        workflow: str | None = None,
     ) -> None:
-        """Log one move; the caller checks :attr:`enabled` first on the hot path."""
-        fields: dict[str, Any] = {
-            "task_id": task_id,
-            "role": role,
-            "provider": entry.provider,
-            "attempt": entry.attempt,
-            "status": entry.status,
-        }
+        """Log one move; the caller checks :attr:`enabled` first on the hot path.
+
+        Fields that do not apply (no provider yet, a workflow's role) are left out.
+        """
+        fields: dict[str, Any] = {"task_id": task_id}
+        if workflow is not None:
+            fields["workflow"] = workflow
+        if role is not None:
+            fields["role"] = role
+        if entry.provider is not None:
+            fields["provider"] = entry.provider
+        if entry.attempt is not None:
+            fields["attempt"] = entry.attempt
+        fields["status"] = entry.status
         if latency_ms is not None:
             fields["latency_ms"] = round(latency_ms, 1)
         if entry.error_code is not None:
