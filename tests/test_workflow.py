@@ -187,3 +187,23 @@ async def test_cancelling_a_workflow_cancels_its_running_stage() -> None:
     ]
     assert [h.status for h in result.history] == ["pending", "running", "cancelled"]
     assert [e.error_code for e in sink.events if e.task_id == "w1/planning"] == ["cancelled"]
+
+
+async def test_workflow_moves_are_logged_with_its_name() -> None:
+    """The workflow's own moves appear in the log with its name; stages with their role."""
+    import io
+
+    from tests.dispatch_support import log_lines
+
+    log = io.StringIO()
+    async with open_runner(make_config(), log=log) as runner:
+        await runner.run_workflow(input="secret input text", id="w1")
+    lines = log_lines(log)
+    own = [(ln["status"], ln.get("workflow")) for ln in lines if ln["task_id"] == "w1"]
+    assert own == [("running", "default"), ("completed", "default")]
+    stage = [ln for ln in lines if ln["task_id"] == "w1/review"]
+    assert [(ln["role"], ln["provider"], ln["status"]) for ln in stage] == [
+        ("reviewer", "b", "running"),
+        ("reviewer", "b", "completed"),
+    ]
+    assert "secret input text" not in log.getvalue()
