@@ -72,10 +72,10 @@ class _Lane:
 class Counters:
     """Running totals for :meth:`runner.Runner.statistics`."""
 
-    __slots__ = ("cancelled", "completed", "failed", "fallbacks", "rejected", "retries")
+    __slots__ = ("cancelled", "completed", "failed", "fallbacks", "retries")
 
     def __init__(self) -> None:
-        self.completed = self.failed = self.cancelled = self.rejected = 0
+        self.completed = self.failed = self.cancelled = 0
         self.retries = self.fallbacks = 0
 
 
