@@ -119,6 +119,11 @@ def cost_of(usage: Usage, provider: ProviderConfig) -> float:
     ) / 1_000_000
 
 
+def _usd(amount: float | None) -> float | None:
+    """Costs to a tenth of a micro-dollar: float sums otherwise print 17 digits."""
+    return None if amount is None else round(amount, 10)
+
+
 def build_result(ctx: TaskExecutionContext) -> Result:
     """The Result line of a terminal plain task (workflows build their own)."""
     status = ctx.status
@@ -128,7 +133,7 @@ def build_result(ctx: TaskExecutionContext) -> Result:
     queued_ms = None
     if ctx.started_at is not None:
         queued_ms = round((ctx.started_at - ctx.enqueued_at) * 1000, 3)
-    latency_ms = ctx.latency_ms
+    latency_ms = None if ctx.latency_ms is None else round(ctx.latency_ms, 3)
     if response is None and ctx.started_at is not None and ctx.finished_at is not None:
         latency_ms = round((ctx.finished_at - ctx.started_at) * 1000, 3)
     return Result(
@@ -142,7 +147,7 @@ def build_result(ctx: TaskExecutionContext) -> Result:
         output=response.text if response is not None else None,
         finish_reason=response.finish_reason if response is not None else None,
         usage=response.usage if response is not None else None,
-        cost_usd=ctx.cost_usd if response is not None else None,
+        cost_usd=_usd(ctx.cost_usd) if response is not None else None,
         latency_ms=latency_ms,
         queued_ms=queued_ms,
         error=ctx.error if status != "completed" else None,
@@ -184,7 +189,7 @@ def workflow_result(ctx: TaskExecutionContext) -> Result:
         )
         if usages
         else None,
-        cost_usd=sum(costs) if costs else None,
+        cost_usd=_usd(sum(costs)) if costs else None,
         latency_ms=latency_ms,
         queued_ms=done[0].queued_ms if done else None,
         error=ctx.error if status != "completed" else None,
