@@ -34,7 +34,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -84,7 +84,15 @@ class _Refusal(msgspec.Struct):
 class _View(msgspec.Struct):
     id: str
     status: str
-    result: msgspec.Raw | None = None
+    # msgspec cannot decode Raw inside an Optional; JSON null arrives as b"null".
+    result: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _Health(msgspec.Struct):
+    queue_size: int = 0
+
+
+S = TypeVar("S", _Refusal, _View, _Health)
 
 
 class _AnyWorkflow(Collection[str]):
@@ -120,7 +128,14 @@ def submit_remote(args: argparse.Namespace) -> int:
     ):
         run = RemoteSubmission(tasks, out, grace=grace)
         client = WorkerClient(url, token, line_of=lambda: tasks.line)
-        anyio.run(run.main_remote, client, not args.no_progress and sys.stderr.isatty())
+        try:
+            anyio.run(run.main_remote, client, not args.no_progress and sys.stderr.isatty())
+        except BaseExceptionGroup as group:
+            # One clear message (exit 2) rather than the task group's traceback.
+            usage, _ = group.split(UsageError)
+            if usage is None:
+                raise
+            raise _first(usage) from None
     summary_stream = sys.stderr if args.out == "-" else sys.stdout
     run.summary.render(
         summary_stream,
@@ -182,10 +197,11 @@ class WorkerClient:
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, headers=self._headers
         )
-        health = await self._request("GET", "/healthz")
-        queue_size = health[1].get("queue_size") if isinstance(health[1], dict) else None
-        if isinstance(queue_size, int) and queue_size > 0:
-            self._batch = min(self._batch, queue_size)
+        status, raw, _ = await self._request("GET", "/healthz")
+        if status == 200:
+            health = _decode(raw, _Health)
+            if health is not None and health.queue_size > 0:
+                self._batch = min(self._batch, health.queue_size)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -242,7 +258,7 @@ class WorkerClient:
                     self._settle(record, cancelled(task))
                 return
             body = b"\n".join(_ENCODER.encode(task) for _, task in batch)
-            status, answer, headers = await self._request(
+            status, raw, headers = await self._request(
                 "POST", "/v1/tasks", data=body, content_type="application/x-ndjson"
             )
             if status == 202:
@@ -251,7 +267,7 @@ class WorkerClient:
                     self._outstanding.add(task_id)
                     send.send_nowait(task_id)
                 return
-            refusal = msgspec.convert(answer, _Refusal) if isinstance(answer, dict) else _Refusal()
+            refusal = _decode(raw, _Refusal) or _Refusal()
             if status == 400 and refusal.lines:
                 bad = {e.line: e.message for e in refusal.lines}
                 keep: list[tuple[int, Task]] = []
@@ -284,16 +300,19 @@ class WorkerClient:
         async with receive:
             async for task_id in receive:
                 while True:
-                    status, answer, _ = await self._request(
+                    status, raw, _ = await self._request(
                         "GET", f"/v1/tasks/{quote(task_id, safe='')}?wait={POLL_WAIT}"
                     )
                     if status == 404:
                         self._settle(record, _lost(task_id))
                         break
                     if status != 200:
-                        raise UsageError(self._explain(status, msgspec.convert(answer, _Refusal)))
-                    view = msgspec.convert(answer, _View)
-                    if view.result is not None:
+                        refusal = _decode(raw, _Refusal) or _Refusal()
+                        raise UsageError(self._explain(status, refusal))
+                    view = _decode(raw, _View)
+                    if view is None:
+                        raise UsageError(f"the worker at {self._url} sent an unreadable answer")
+                    if bytes(view.result) != b"null":
                         self._settle(record, _RESULT.decode(view.result))
                         break
 
@@ -310,8 +329,8 @@ class WorkerClient:
 
     async def _request(
         self, method: str, path: str, *, data: bytes | None = None, content_type: str | None = None
-    ) -> tuple[int, Any, Any]:
-        """One request, retried while the worker cannot be reached; ``(status, JSON, headers)``."""
+    ) -> tuple[int, bytes, Any]:
+        """One request, retried while the worker cannot be reached; ``(status, body, headers)``."""
         assert self._session is not None
         headers = {"Content-Type": content_type} if content_type else None
         deadline = time.monotonic() + RECONNECT_FOR
@@ -320,8 +339,7 @@ class WorkerClient:
                 async with self._session.request(
                     method, self._url + path, data=data, headers=headers
                 ) as response:
-                    raw = await response.read()
-                    return response.status, _decode(raw), response.headers
+                    return response.status, await response.read(), response.headers
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 if time.monotonic() >= deadline:
                     raise UsageError(f"cannot reach the worker at {self._url}: {exc}") from None
@@ -336,9 +354,15 @@ class WorkerClient:
         return f"the worker at {self._url} answered {status}: {refusal.message or refusal.error}"
 
 
-def _decode(raw: bytes) -> Any:
+def _first(group: BaseExceptionGroup[UsageError]) -> UsageError:
+    error = group.exceptions[0]
+    return _first(error) if isinstance(error, BaseExceptionGroup) else error
+
+
+def _decode(raw: bytes, kind: type[S]) -> S | None:
+    """The answer as ``kind``, or ``None`` if it is not such JSON."""
     try:
-        return msgspec.json.decode(raw)
+        return msgspec.json.decode(raw, type=kind)
     except msgspec.DecodeError:
         return None
 

@@ -316,3 +316,83 @@ def test_metrics_page_agrees_with_the_metrics_store(tmp_path: Path, workers: lis
         key = ("code", code), ("provider", provider), ("role", role)
         assert samples[("runner_provider_failures_total", key)] == n
     assert samples[("runner_tasks_finished_total", (("status", "completed"),))] == 200
+
+
+TASKS_FILE = [
+    *(json.dumps({"id": f"s-{i}", "prompt": f"say {i}"}) for i in range(12)),
+    '{"prompt": "no id: becomes line-13"}',
+    "{not json",
+    "",
+    '{"id": "no-prompt", "role": "coder"}',
+    '{"id": "wf", "workflow": "default", "input": "a tool"}',
+    '{"id": "wf-bad", "workflow": "nope", "input": "x"}',
+    *(json.dumps({"id": f"u-{i}", "prompt": f"more {i}"}) for i in range(12)),
+]
+
+
+def _results(path: Path) -> dict[str, dict[str, Any]]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    by_id = {r["id"]: r for r in lines}
+    assert len(by_id) == len(lines), "one result per id"
+    return by_id
+
+
+def test_submit_url_gives_the_same_results_as_a_local_submit(
+    tmp_path: Path, workers: list[Worker], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Same ids, statuses and rejection messages, same exit code; a small queue forces 503s."""
+    from runner._cli import main
+
+    config = _config(tmp_path, latency=20, jitter=0)
+    text = config.read_text().replace("port: 0}", "port: 0, queue_size: 8}")
+    config.write_text(text.replace("store: sqlite", "store: none"))
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("\n".join(TASKS_FILE) + "\n")
+    w = Worker(config, tmp_path)
+    workers.append(w)
+    local_out, remote_out = tmp_path / "local.jsonl", tmp_path / "remote.jsonl"
+    local = main(["submit", str(tasks), "--config", str(config), "--out", str(local_out)])
+    remote = main(["submit", str(tasks), "--url", w.url, "--out", str(remote_out), "--no-progress"])
+    assert local == remote == 1  # rejected lines make it 1 in both
+    mine, theirs = _results(local_out), _results(remote_out)
+    assert {i: r["status"] for i, r in theirs.items()} == {i: r["status"] for i, r in mine.items()}
+    rejected = {i for i, r in mine.items() if r["status"] == "rejected"}
+    assert rejected == {"line-14", "no-prompt", "wf-bad"}
+    for task_id in rejected:
+        assert theirs[task_id]["error"] == mine[task_id]["error"]
+        assert theirs[task_id]["line"] == mine[task_id]["line"]
+    assert theirs["wf-bad"]["error"]["message"] == (
+        "line 18: unknown workflow 'nope'; known: default"
+    )
+    assert "line-13" in theirs
+    assert w.stop() == 0
+    out = capsys.readouterr().out
+    assert out.count("29 tasks in") == 2  # both runs end with the same summary
+
+
+def test_submit_url_without_the_token_stops_with_one_clear_message(
+    tmp_path: Path, workers: list[Worker], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker that wants a token, none given: exit 2 and what to do."""
+    from runner._cli import main
+
+    config = _config(tmp_path)
+    text = config.read_text().replace("port: 0}", 'port: 0, auth_token: "${RUNNER_TOKEN}"}')
+    config.write_text(text)
+    w = Worker(config, tmp_path, env={"RUNNER_TOKEN": "right-token"})
+    workers.append(w)
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"id": "a", "prompt": "p"}\n')
+    code = main(["submit", str(tasks), "--url", w.url, "--token", "wrong", "--out", "-"])
+    assert code == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: the worker at {w.url} refused the request: give its token with --token"
+        " or $RUNNER_TOKEN\n"
+    )
+    os.environ["RUNNER_TOKEN"] = "right-token"
+    try:
+        code = main(["submit", str(tasks), "--url", w.url, "--out", str(tmp_path / "r.jsonl")])
+    finally:
+        del os.environ["RUNNER_TOKEN"]
+    assert code == 0
+    assert _results(tmp_path / "r.jsonl")["a"]["status"] == "completed"
