@@ -187,6 +187,7 @@ def test_sigterm_drains_and_leaves_unstarted_tasks_for_the_next_start(
     assert status == 202
     time.sleep(0.3)
     assert first.stop() == 0
+    assert b"Traceback" not in first.log.read_bytes()
     rows = _journal_rows(tmp_path)
     assert len(rows) == 80
     assert all(r is None for _, _, r in rows), "no task may be marked finished by the shutdown"
@@ -396,3 +397,24 @@ def test_submit_url_without_the_token_stops_with_one_clear_message(
         del os.environ["RUNNER_TOKEN"]
     assert code == 0
     assert _results(tmp_path / "r.jsonl")["a"]["status"] == "completed"
+
+
+def test_a_second_signal_stops_at_once_and_loses_nothing(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    """SIGTERM twice: exit 130 without waiting out the grace; every task stays resumable."""
+    config = _config(tmp_path, latency=20_000, jitter=0, grace="60s")
+    w = Worker(config, tmp_path)
+    workers.append(w)
+    assert w.post_jsonl([{"id": f"h{i}", "prompt": "p"} for i in range(20)])[0] == 202
+    w.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while b"draining" not in w.log.read_bytes():
+        assert time.monotonic() < deadline, w.log.read_text()
+        time.sleep(0.05)
+    assert w.stop(signal.SIGTERM) == 130
+    assert b"stopping at once" in w.log.read_bytes()
+    assert b"Traceback" not in w.log.read_bytes()
+    rows = _journal_rows(tmp_path)
+    assert len(rows) == 20
+    assert all(r is None for _, _, r in rows)
