@@ -25,10 +25,13 @@ so every row has the same shape.
 
 How it stays fast on a million events: with no time filter, the counters
 come from ``rollup`` (one row per provider, role and outcome) and the
-percentiles from the sorted ``latency_runs`` (merged, then indexed by rank);
-no event row is read.  A time filter aggregates the matching events through
-the ``(ts_us, event_id)`` index and reads runs that straddle its edges event
-by event.
+percentiles from the sorted ``runs`` (merged, then indexed by rank); no
+event row is read.  With a time filter, runs inside the window are added
+whole, and a run that straddles an edge is replaced by its series' events in
+its id range that fall inside the window.  Compaction
+(:class:`~runner._metrics_store.Compaction`) keeps the runs few and merges
+only consecutive runs of a series, so "every event of the series in the
+run's id range is in the run" holds for merged runs too.
 """
 
 from __future__ import annotations

@@ -7,7 +7,11 @@ Two stores hold the same :class:`~runner._events.MetricEvent` records:
   the same transaction as every insert, so an unfiltered summary never scans
   the events.  Times, latencies and costs are stored as integers
   (microseconds since the epoch, microseconds, nano-USD) so every sum is
-  exact and independent of insertion order.
+  exact and independent of insertion order.  ``runs`` keeps each write
+  batch's sorted latencies per (provider, role) for percentiles; every write
+  also *compacts* (:class:`Compaction`): it merges a series' newest runs when
+  they are all small, so events that trickle in one or two per batch do not
+  leave one run per batch for the summary to unpack.
 * **JSONL** (``metrics.store: jsonl``, the spill file, ``metrics export``):
   one MetricEvent JSON object per line.  A torn last line (a crash mid-write)
   is skipped with a warning; a bad line anywhere else is an error.
@@ -102,6 +106,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             latencies BLOB NOT NULL
         )""",
     ),
+    # Compaction looks up a series' newest runs after every write; the index
+    # (with the implicit rowid) gives them newest first without a scan.
+    ("CREATE INDEX runs_series ON runs (provider, role)",),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -141,13 +148,57 @@ NEW_EVENTS: Final = (
     " output_tokens, cost_nusd FROM events WHERE id > ?"
 )
 
+# A series' newest runs, newest first, for deciding whether to compact.
+TAIL_RUNS: Final = (
+    "SELECT id, requests FROM runs WHERE provider = ? AND role = ? ORDER BY id DESC LIMIT ?"
+)
+# The runs to merge (ids bound by :func:`_ids_sql`), in id order.
+MERGE_SOURCE: Final = (
+    "SELECT first_id, last_id, min_ts_us, max_ts_us, requests, latency_us_sum, latency_us_max,"
+    " input_tokens, output_tokens, cost_nusd, errors, latencies FROM runs WHERE id IN ({})"
+    " ORDER BY id"
+)
+MERGE_UPDATE: Final = (
+    "UPDATE runs SET first_id = ?, last_id = ?, min_ts_us = ?, max_ts_us = ?, requests = ?,"
+    " latency_us_sum = ?, latency_us_max = ?, input_tokens = ?, output_tokens = ?,"
+    " cost_nusd = ?, errors = ?, latencies = ? WHERE id = ?"
+)
+MERGE_DELETE: Final = "DELETE FROM runs WHERE id IN ({})"
+
 Row = tuple[str, str, str, str, str, int, int, int, int, str | None, int, int, int]
 RunRow = tuple[str, str, int, int, int, int, int, int, int, int, int, int, str, bytes]
 #: An event with its id, in :data:`NEW_EVENTS` column order.
 NewEvent = tuple[int, str, str, int, int, int, str | None, int, int, int]
 
+#: A run's columns from ``first_id`` on, in :data:`MERGE_SOURCE` order.
+RunBody = tuple[int, int, int, int, int, int, int, int, int, int, str, bytes]
+
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(MetricEvent)
+_errors_decoder: Final = msgspec.json.Decoder(dict[str, int])
+
+
+class Compaction(msgspec.Struct, frozen=True, kw_only=True):
+    """When a write merges a series' newest runs into one.
+
+    A run with fewer than ``small`` events is small.  When a series' newest
+    ``count`` runs are all small, they are merged into one run.  A series
+    therefore ends in at most ``count - 1`` small runs.  While its batches
+    are small, every earlier run holds at least ``small`` events (a merge
+    still below ``small`` is merged again the next time); a big batch only
+    leaves the fewer than ``count`` small runs before it as they are.  So
+    the runs a summary unpacks stay few however small the write batches are.
+    A merged run holds fewer than ``count * small`` events, which bounds what
+    a time edge through it reads.  Each merge costs about ``small``
+    latencies once every ``count - 1`` writes of the series: a few per write.
+    """
+
+    small: int = 1024
+    count: int = 8
+
+
+#: What writers use unless told otherwise.
+DEFAULT_COMPACTION: Final = Compaction()
 
 
 def spill_path(db_path: str | Path) -> Path:
@@ -187,7 +238,7 @@ def to_row(e: MetricEvent) -> Row:
 
 
 def pack_latencies(values: list[int]) -> bytes:
-    """Sorted latencies as little-endian int64, the ``latency_runs.latencies`` format."""
+    """Sorted latencies as little-endian int64, the ``runs.latencies`` format."""
     packed = array("q", sorted(values))
     if sys.byteorder == "big":
         packed.byteswap()
@@ -249,6 +300,76 @@ def batch_runs(first_id: int, rows: Sequence[Row]) -> list[RunRow]:
         (first_id + i, r[2], r[3], r[6], r[7], r[8], r[9], r[10], r[11], r[12])
         for i, r in enumerate(rows)
     )
+
+
+def to_merge(tail: Sequence[tuple[int, int]], compaction: Compaction) -> list[int]:
+    """The ids of the runs to merge, given a series' newest runs (id, requests), newest first.
+
+    Empty unless the newest ``compaction.count`` runs are all small.
+    """
+    if compaction.count < 2 or len(tail) < compaction.count:
+        return []
+    newest = tail[: compaction.count]
+    if any(requests >= compaction.small for _, requests in newest):
+        return []
+    return sorted(run_id for run_id, _ in newest)
+
+
+def merge_runs(bodies: Sequence[RunBody]) -> RunBody:
+    """One run holding the events of consecutive runs of one series (given in id order).
+
+    Consecutive runs of a series hold every event of the series between the
+    first one's ``first_id`` and the last one's ``last_id``, so the merged
+    run keeps the promise the time-edge reads rely on.
+    """
+    latencies: array[int] = array("q")
+    errors: dict[str, int] = {}
+    for body in bodies:
+        unpack_latencies(body[11], latencies)
+        for code, count in _errors_decoder.decode(body[10]).items():
+            errors[code] = errors.get(code, 0) + count
+    return (
+        bodies[0][0],
+        bodies[-1][1],
+        min(b[2] for b in bodies),
+        max(b[3] for b in bodies),
+        sum(b[4] for b in bodies),
+        sum(b[5] for b in bodies),
+        max(b[6] for b in bodies),
+        sum(b[7] for b in bodies),
+        sum(b[8] for b in bodies),
+        sum(b[9] for b in bodies),
+        _encoder.encode(dict(sorted(errors.items()))).decode(),
+        # Sorting concatenated sorted runs is a linear merge for Timsort.
+        pack_latencies(latencies.tolist()),
+    )
+
+
+def ids_sql(template: str, ids: Sequence[int]) -> str:
+    """``template`` with its ``IN ({})`` holding one placeholder per id."""
+    return template.format(", ".join("?" * len(ids)))
+
+
+def series_of(runs: Iterable[RunRow]) -> set[tuple[str, str]]:
+    """The (provider, role) pairs a batch's runs belong to."""
+    return {(r[0], r[1]) for r in runs}
+
+
+def compact_series(
+    conn: sqlite3.Connection, provider: str, role: str, compaction: Compaction
+) -> bool:
+    """Merge the series' newest runs if they are all small (see :class:`Compaction`).
+
+    Runs inside the caller's transaction; returns whether it merged.
+    """
+    tail = conn.execute(TAIL_RUNS, (provider, role, compaction.count)).fetchall()
+    ids = to_merge(tail, compaction)
+    if not ids:
+        return False
+    bodies = conn.execute(ids_sql(MERGE_SOURCE, ids), ids).fetchall()
+    conn.execute(MERGE_UPDATE, (*merge_runs(bodies), ids[0]))
+    conn.execute(ids_sql(MERGE_DELETE, ids[1:]), ids[1:])
+    return True
 
 
 def from_row(r: Sequence[object]) -> MetricEvent:
@@ -346,8 +467,17 @@ def open_for_reading(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
-def insert_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> int:
-    """Insert rows and fold them into the rollup in one transaction; return how many were new."""
+def insert_rows(
+    conn: sqlite3.Connection,
+    rows: Iterable[Row],
+    *,
+    compaction: Compaction | None = DEFAULT_COMPACTION,
+) -> int:
+    """Insert rows and fold them into the rollup in one transaction; return how many were new.
+
+    In the same transaction, every series the batch added to is compacted
+    (:class:`Compaction`); ``None`` leaves the runs as written.
+    """
     rows = list(rows)
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -359,6 +489,9 @@ def insert_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> int:
             runs = build_runs(conn.execute(NEW_EVENTS, (last,)).fetchall())
         conn.executemany(INSERT_RUN, runs)
         conn.execute(UPDATE_ROLLUP, (last,))
+        if compaction is not None:
+            for provider, role in series_of(runs):
+                compact_series(conn, provider, role, compaction)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

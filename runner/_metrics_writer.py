@@ -43,17 +43,28 @@ from runner._config_model import MetricsConfig
 from runner._errors import UsageError
 from runner._events import MetricEvent
 from runner._metrics_store import (
+    DEFAULT_COMPACTION,
     INSERT_EVENTS,
     INSERT_RUN,
     LAST_ID,
+    MERGE_DELETE,
+    MERGE_SOURCE,
+    MERGE_UPDATE,
     NEW_EVENTS,
+    TAIL_RUNS,
     UPDATE_ROLLUP,
+    Compaction,
     NewEvent,
+    RunBody,
     append_jsonl,
     batch_runs,
     build_runs,
+    ids_sql,
+    merge_runs,
     prepare_database,
+    series_of,
     spill_path,
+    to_merge,
     to_row,
 )
 
@@ -129,13 +140,22 @@ class _StreamSink:
 class SqliteStore:
     """The SQLite store, through one aiosqlite connection (asyncio only)."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
+    def __init__(
+        self, conn: aiosqlite.Connection, path: str, compaction: Compaction | None
+    ) -> None:
         self._conn = conn
         self.name = path
+        self._compaction = compaction
 
     @classmethod
-    async def open(cls, path: str) -> SqliteStore:
-        """Create or migrate the database at ``path`` and connect to it."""
+    async def open(
+        cls, path: str, *, compaction: Compaction | None = DEFAULT_COMPACTION
+    ) -> SqliteStore:
+        """Create or migrate the database at ``path`` and connect to it.
+
+        Every write compacts the series it added to (see
+        :class:`~runner._metrics_store.Compaction`); ``None`` never does.
+        """
         await anyio.to_thread.run_sync(prepare_database, path)
         conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
         try:
@@ -143,7 +163,7 @@ class SqliteStore:
         except BaseException:
             await conn.close()
             raise
-        return cls(conn, path)
+        return cls(conn, path, compaction)
 
     async def write(self, events: Sequence[MetricEvent]) -> None:
         rows = [to_row(e) for e in events]
@@ -162,11 +182,26 @@ class SqliteStore:
                     runs = build_runs(cast(list[NewEvent], await cur.fetchall()))
             await conn.executemany(INSERT_RUN, runs)
             await conn.execute(UPDATE_ROLLUP, (last,))
+            if self._compaction is not None:
+                for provider, role in series_of(runs):
+                    await self._compact(provider, role, self._compaction)
             await conn.execute("COMMIT")
         except Exception:
             if conn.in_transaction:
                 await conn.execute("ROLLBACK")
             raise
+
+    async def _compact(self, provider: str, role: str, compaction: Compaction) -> None:
+        """``compact_series`` of the store module, through aiosqlite, in the open transaction."""
+        conn = self._conn
+        async with conn.execute(TAIL_RUNS, (provider, role, compaction.count)) as cur:
+            ids = to_merge(cast(list[tuple[int, int]], await cur.fetchall()), compaction)
+        if not ids:
+            return
+        async with conn.execute(ids_sql(MERGE_SOURCE, ids), ids) as cur:
+            bodies = cast(list[RunBody], await cur.fetchall())
+        await conn.execute(MERGE_UPDATE, (*merge_runs(bodies), ids[0]))
+        await conn.execute(ids_sql(MERGE_DELETE, ids[1:]), ids[1:])
 
     async def aclose(self) -> None:
         await self._conn.close()

@@ -6,7 +6,9 @@ Asyncio only where the aiosqlite writer is involved.
 from __future__ import annotations
 
 import io
+import itertools
 import sqlite3
+from array import array
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,15 +19,20 @@ from runner._errors import UsageError
 from runner._events import MetricEvent
 from runner._metrics_store import (
     SCHEMA_VERSION,
+    Compaction,
     append_jsonl,
     from_row,
     import_jsonl,
+    insert_rows,
+    migrate_schema,
     open_for_reading,
     prepare_database,
     read_jsonl,
     schema_version,
     spill_path,
+    to_merge,
     to_row,
+    unpack_latencies,
 )
 from runner._metrics_writer import open_metrics_writer
 
@@ -138,3 +145,71 @@ async def test_a_database_failing_mid_run_spills_every_event(tmp_path: Path) -> 
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
     conn.close()
+
+
+def trickle(conn: sqlite3.Connection, count: int, compaction: Compaction) -> list[MetricEvent]:
+    """Write ``count`` events over four series in batches of 1, 2, 3, 1, 2, 3, ... events."""
+    events = [
+        event(n, provider=f"p{n % 2}", role=("coder", "reviewer")[n // 2 % 2], latency_ms=n % 97)
+        for n in range(count)
+    ]
+    start = 0
+    for size in itertools.cycle((1, 2, 3)):
+        if start >= count:
+            break
+        insert_rows(conn, [to_row(e) for e in events[start : start + size]], compaction=compaction)
+        start += size
+    return events
+
+
+def test_runs_stay_few_when_events_trickle_in() -> None:
+    """Batches of 1-3 events leave about events/small runs per series, not one per batch."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate_schema(conn)
+    compaction = Compaction(small=64, count=4)
+    trickle(conn, 5_000, compaction)
+    per_series = conn.execute("SELECT count(*) FROM runs GROUP BY provider, role").fetchall()
+    # 1,250 events a series: at most 1250 / 64 full runs and count - 1 small ones at the end.
+    assert len(per_series) == 4
+    assert all(n <= 1_250 // 64 + 3 for (n,) in per_series)
+    assert conn.execute("SELECT sum(requests) FROM runs").fetchone() == (5_000,)
+
+
+def test_compacted_runs_hold_exactly_the_events_of_their_id_range() -> None:
+    """Each merged run's counts, times and packed latencies are those of its series' id range."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate_schema(conn)
+    trickle(conn, 600, Compaction(small=16, count=3))
+    runs = conn.execute(
+        "SELECT provider, role, first_id, last_id, min_ts_us, max_ts_us, requests, latencies"
+        " FROM runs"
+    ).fetchall()
+    assert max(r[6] for r in runs) > 16  # merges happened
+    for provider, role, first, last, lo, hi, n, blob in runs:
+        rows = conn.execute(
+            "SELECT ts_us, latency_us FROM events WHERE id BETWEEN ? AND ?"
+            " AND provider = ? AND role = ?",
+            (first, last, provider, role),
+        ).fetchall()
+        latencies: array[int] = array("q")
+        unpack_latencies(blob, latencies)
+        assert len(rows) == n
+        assert (min(ts for ts, _ in rows), max(ts for ts, _ in rows)) == (lo, hi)
+        assert list(latencies) == sorted(lat for _, lat in rows)
+
+
+def test_without_compaction_every_batch_keeps_its_run() -> None:
+    """compaction=None leaves one run per batch and series, as written."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate_schema(conn)
+    for n in range(10):
+        insert_rows(conn, [to_row(event(n))], compaction=None)
+    assert conn.execute("SELECT count(*) FROM runs").fetchone() == (10,)
+
+
+def test_to_merge_needs_count_small_runs_at_the_end() -> None:
+    """Only when the newest `count` runs are all small are they merged, oldest id first."""
+    c = Compaction(small=10, count=3)
+    assert to_merge([(9, 1), (8, 2), (7, 9), (6, 500)], c) == [7, 8, 9]
+    assert to_merge([(9, 1), (8, 10), (7, 9)], c) == []
+    assert to_merge([(9, 1), (8, 2)], c) == []

@@ -18,11 +18,13 @@ import pytest
 from runner._config_model import MetricsConfig
 from runner._errors import UsageError
 from runner._events import MetricEvent
-from runner._metrics_store import read_jsonl, spill_path
+from runner._metrics_query import Filters, Grouping, summarize_db, summarize_events
+from runner._metrics_store import Compaction, open_for_reading, read_jsonl, spill_path
 from runner._metrics_writer import (
     JsonlStore,
     MemorySink,
     NullSink,
+    SqliteStore,
     open_event_writer,
     open_metrics_writer,
 )
@@ -98,6 +100,28 @@ async def test_concurrent_producers_have_every_event_stored(tmp_path: Path) -> N
             for k in range(10):
                 tg.start_soon(produce, k)
     assert stored_ids(db) == sorted(f"e{k * 1000 + n}" for k in range(10) for n in range(300))
+
+
+@pytest.mark.anyio
+async def test_the_writer_compacts_runs_when_events_trickle_in(tmp_path: Path) -> None:
+    """One event per transaction: the writer merges small runs, and the summary stays exact."""
+    db = tmp_path / "m.db"
+    store = await SqliteStore.open(str(db), compaction=Compaction(small=8, count=3))
+    sent = [event(n) for n in range(200)]
+    async with open_event_writer(
+        store, spill=JsonlStore(spill_path(db)), batch_size=1, buffer_size=1
+    ) as sink:
+        for e in sent:
+            await sink.send(e)
+    conn = open_for_reading(db)
+    try:
+        (runs,) = conn.execute("SELECT count(*) FROM runs").fetchone()
+        summary = summarize_db(conn, Filters(), Grouping())
+    finally:
+        conn.close()
+    # Two series of 100 events: at most 100 / 8 full runs and 2 small ones each, not 200 runs.
+    assert runs <= 2 * (100 // 8 + 2)
+    assert summary == summarize_events(sent, Filters(), Grouping())
 
 
 @pytest.mark.anyio
