@@ -255,18 +255,21 @@ def test_no_response_or_log_carries_a_provider_key_or_the_token(
     assert token.encode() not in everything
 
 
-def test_metrics_page_agrees_with_the_metrics_store(tmp_path: Path, workers: list[Worker]) -> None:
-    """Per provider and role, /metrics counts what the metrics store recorded."""
+def test_metrics_page_agrees_with_metrics_summary(
+    tmp_path: Path, workers: list[Worker], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a fresh database, /metrics counts per provider and role what metrics summary shows."""
+    from runner._cli import main
+
     extra = (
         "  - id: flaky\n    type: simulated\n    failure_rate: 0.4\n    seed: 3\n"
         "    failure_codes: [rate_limited, server_error]\n"
+        "    pricing: {input_per_million: 3.0, output_per_million: 5.0}\n"
         "roles:\n  coder: {provider: flaky, fallbacks: [sim]}\n"
     )
     config = _config(tmp_path, latency=1, jitter=0, extra=extra)
-    text = (
-        config.read_text() + "retry: {max_attempts: 2, initial_delay: 0, max_delay: 0, jitter: 0}\n"
-    )
-    config.write_text(text)
+    retry = "retry: {max_attempts: 2, initial_delay: 0, max_delay: 0, jitter: 0}\n"
+    config.write_text(config.read_text() + retry)
     w = Worker(config, tmp_path)
     workers.append(w)
     tasks = [
@@ -277,45 +280,38 @@ def test_metrics_page_agrees_with_the_metrics_store(tmp_path: Path, workers: lis
     for t in tasks:
         assert w.call("GET", f"/v1/tasks/{t['id']}?wait=30")[1]["status"] == "completed"
     _, page = w.call("GET", "/metrics")
-    assert w.stop() == 0
+    assert w.stop() == 0  # flushes the metrics writer
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for family in text_string_to_metric_families(page):
         for s in family.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    with closing(sqlite3.connect(tmp_path / "metrics.db")) as db:
-        groups = db.execute(
-            "SELECT provider, role, COUNT(*), SUM(1 - success), SUM(input_tokens),"
-            " SUM(output_tokens) FROM events GROUP BY provider, role"
-        ).fetchall()
-        codes = db.execute(
-            "SELECT provider, role, error_code, COUNT(*) FROM events WHERE success = 0"
-            " GROUP BY provider, role, error_code"
-        ).fetchall()
-    assert len(groups) == 3  # flaky/coder, sim/coder (fallback), sim/reviewer
-    for provider, role, requests, failures, tokens_in, tokens_out in groups:
-        labels = (("provider", provider), ("role", role))
-        assert samples[("runner_provider_requests_total", labels)] == requests
-        assert samples[("runner_provider_latency_seconds_count", labels)] == requests
-        assert (
-            samples[("runner_provider_tokens_total", (("direction", "input"), *labels))]
-            == tokens_in
-        )
-        assert (
-            samples[("runner_provider_tokens_total", (("direction", "output"), *labels))]
-            == tokens_out
-        )
-        page_failures = sum(
-            v
+    capsys.readouterr()
+    assert main(["metrics", "summary", "--config", str(config), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    # flaky/coder, sim/coder (the fallback) and sim/reviewer
+    assert {(r["provider"], r["role"]) for r in rows} == {
+        ("flaky", "coder"),
+        ("sim", "coder"),
+        ("sim", "reviewer"),
+    }
+    for row in rows:
+        labels = (("provider", row["provider"]), ("role", row["role"]))
+        assert samples[("runner_provider_requests_total", labels)] == row["requests"]
+        assert samples[("runner_provider_latency_seconds_count", labels)] == row["requests"]
+        tokens_in = ("runner_provider_tokens_total", (("direction", "input"), *labels))
+        tokens_out = ("runner_provider_tokens_total", (("direction", "output"), *labels))
+        assert samples[tokens_in] == row["input_tokens"]
+        assert samples[tokens_out] == row["output_tokens"]
+        cost = samples[("runner_provider_cost_usd_total", labels)]
+        assert cost == pytest.approx(row["cost_usd"], abs=1e-9)
+        failures = {
+            dict(lab)["code"]: v
             for (name, lab), v in samples.items()
-            if name == "runner_provider_failures_total"
-            and dict(lab).get("provider") == provider
-            and dict(lab).get("role") == role
-        )
-        assert page_failures == failures
-    assert codes, "the flaky provider should have failed some attempts"
-    for provider, role, code, n in codes:
-        key = ("code", code), ("provider", provider), ("role", role)
-        assert samples[("runner_provider_failures_total", key)] == n
+            if name == "runner_provider_failures_total" and (lab[1], lab[2]) == labels
+        }
+        assert failures == row["errors"]
+        assert sum(failures.values()) == row["failures"]
+    assert any(r["errors"] for r in rows), "the flaky provider should have failed some attempts"
     assert samples[("runner_tasks_finished_total", (("status", "completed"),))] == 200
 
 
