@@ -54,7 +54,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     port = config.worker.port if args.port is None else args.port
     check_bind(host, config)
     service = Service(config, host, port, stderr=sys.stderr)
-    anyio.run(service.main)
+    try:
+        anyio.run(service.main)
+    except BaseExceptionGroup as group:
+        # A start-time refusal inside a task group: one clear message, exit 2.
+        usage, _ = group.split(UsageError)
+        if usage is None:
+            raise
+        raise _first(usage) from None
     return EXIT_INTERRUPTED if service.forced else EXIT_OK
 
 
@@ -183,6 +190,11 @@ class _Relay:
     def __call__(self, ctx: TaskExecutionContext, entry: HistoryEntry) -> None:
         if self.target is not None:
             self.target(ctx.id, entry.status)
+
+
+def _first(group: BaseExceptionGroup[UsageError]) -> UsageError:
+    error = group.exceptions[0]
+    return _first(error) if isinstance(error, BaseExceptionGroup) else error
 
 
 def _url(http: web.AppRunner, host: str) -> str:

@@ -414,3 +414,30 @@ def test_a_second_signal_stops_at_once_and_loses_nothing(
     rows = _journal_rows(tmp_path)
     assert len(rows) == 20
     assert all(r is None for _, _, r in rows)
+
+
+def test_a_busy_port_or_journal_is_refused_with_one_message(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    """A second worker on a used port, or on a journal in use, exits 2 with what to do."""
+    first = Worker(_config(tmp_path), tmp_path)
+    workers.append(first)
+    port = first.url.rsplit(":", 1)[1]
+    other = tmp_path / "other"
+    other.mkdir()
+    for config, args, message in (
+        (_config(other), ["--port", port], f"cannot listen on 127.0.0.1:{port}: "),
+        (tmp_path / "worker.yaml", [], "is in use by another worker"),
+    ):
+        done = subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "runner", "worker", "--config", str(config), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("error: ")
+        assert message in done.stderr
+        assert "Traceback" not in done.stderr
