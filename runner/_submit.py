@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
 import anyio.abc
@@ -62,20 +62,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     ):
         run = Submission(tasks, out, grace=config.grace_period)
         anyio.run(run.main, runner, not args.no_progress and sys.stderr.isatty())
-    summary_stream = sys.stderr if args.out == "-" else sys.stdout
-    run.summary.render(
-        summary_stream,
-        wall=time.perf_counter() - started,
-        results=None if args.out == "-" else args.out,
-    )
-    if run.interrupted:
-        if run.unread:
-            print(
-                f"interrupted again: lines after {tasks.line} have no result line",
-                file=sys.stderr,
-            )
-        return EXIT_INTERRUPTED
-    return EXIT_OK if run.summary.by_status["completed"] == run.summary.total else EXIT_FAILED
+    return run.finish(args.out, wall=time.perf_counter() - started)
+
+
+class Drainable(Protocol):
+    """What a signal needs of whatever runs the tasks: a Runner, or a worker client."""
+
+    async def shutdown(self, grace: float | None = None) -> None: ...
 
 
 def cancelled(task: Task) -> Result:
@@ -104,6 +97,26 @@ class Submission:
         self._runner_open = False
         self._drained = anyio.Event()
         self._drain_scope: anyio.CancelScope | None = None
+
+    def finish(self, out: str, *, wall: float) -> int:
+        """Print the closing summary and return the run's exit code.
+
+        The summary goes to stdout, or to stderr when the results do.
+        """
+        self.summary.render(
+            sys.stderr if out == "-" else sys.stdout,
+            wall=wall,
+            results=None if out == "-" else out,
+        )
+        if self.interrupted:
+            if self.unread:
+                print(
+                    f"interrupted again: lines after {self.tasks.line} have no result line",
+                    file=sys.stderr,
+                )
+            return EXIT_INTERRUPTED
+        completed = self.summary.by_status["completed"] == self.summary.total
+        return EXIT_OK if completed else EXIT_FAILED
 
     def record(self, result: Result) -> None:
         self.out.write(result)
@@ -162,7 +175,7 @@ class Submission:
     async def _watch(
         self,
         signals: AsyncIterator[int],
-        runner: Runner,
+        runner: Drainable,
         tg: anyio.abc.TaskGroup,
     ) -> None:
         async for _ in signals:

@@ -34,7 +34,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -43,7 +43,6 @@ import anyio.abc
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from runner._cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from runner._errors import UsageError
 from runner._results_file import ResultsFile
 from runner._submit import Submission, cancelled
@@ -51,7 +50,7 @@ from runner._task import ErrorInfo, Result, Task
 from runner._tasks_file import TasksFile, rejection
 
 if TYPE_CHECKING:
-    from runner._api import Runner
+    pass
 
 #: Tasks per POST (fewer if the worker's queue is smaller).
 BATCH: Final = 500
@@ -136,15 +135,7 @@ def submit_remote(args: argparse.Namespace) -> int:
             if usage is None:
                 raise
             raise _first(usage) from None
-    summary_stream = sys.stderr if args.out == "-" else sys.stdout
-    run.summary.render(
-        summary_stream,
-        wall=time.perf_counter() - started,
-        results=None if args.out == "-" else args.out,
-    )
-    if run.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if run.summary.by_status["completed"] == run.summary.total else EXIT_FAILED
+    return run.finish(args.out, wall=time.perf_counter() - started)
 
 
 class RemoteSubmission(Submission):
@@ -153,8 +144,7 @@ class RemoteSubmission(Submission):
     async def main_remote(self, client: WorkerClient, progress: bool) -> None:
         async with anyio.create_task_group() as tg:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                # _watch only calls shutdown(grace), which the client has too.
-                tg.start_soon(self._watch, signals, cast("Runner", client), tg)
+                tg.start_soon(self._watch, signals, client, tg)
                 if progress:
                     tg.start_soon(self._show_progress)
                 async with client:
