@@ -18,6 +18,7 @@ from runner._config_model import MetricsConfig
 from runner._errors import UsageError
 from runner._events import MetricEvent
 from runner._metrics_store import (
+    MIGRATIONS,
     SCHEMA_VERSION,
     Compaction,
     append_jsonl,
@@ -213,3 +214,21 @@ def test_to_merge_needs_count_small_runs_at_the_end() -> None:
     assert to_merge([(9, 1), (8, 2), (7, 9), (6, 500)], c) == [7, 8, 9]
     assert to_merge([(9, 1), (8, 10), (7, 9)], c) == []
     assert to_merge([(9, 1), (8, 2)], c) == []
+
+
+def test_a_version_1_database_gains_the_runs_index_and_keeps_its_events(tmp_path: Path) -> None:
+    """Opening a database written before compaction adds version 2 and loses nothing."""
+    db = tmp_path / "m.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1)")
+    insert_rows(conn, [to_row(event(n)) for n in range(5)], compaction=None)
+    conn.close()
+    conn = open_for_reading(db)
+    assert schema_version(conn) == 2
+    indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    assert ("runs_series",) in indexes
+    assert conn.execute("SELECT sum(requests) FROM runs").fetchone() == (5,)
+    conn.close()
