@@ -423,5 +423,6 @@ def print_table(report: Report, *, file: object = None) -> None:
     for row in table_rows(report):
         style = "bold red" if row[6] == "NO" or row[1] == "error" else None
         table.add_row(*row, style=style)
-    console = Console(file=file or sys.stdout, width=max(140, Console().width))  # type: ignore[arg-type]
+    # Wide enough for the notes even when printing to a file or a pipe.
+    console = Console(file=file or sys.stdout, width=max(160, Console().width))  # type: ignore[arg-type]
     console.print(table)
