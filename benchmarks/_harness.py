@@ -249,17 +249,29 @@ def run_case(case: Case, settings: Settings, *, log: Callable[[str], None]) -> C
     )
 
 
+def log_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+#: Runs one case to its result: :func:`run_case` here, or in a process of its own.
+CaseRunner = Callable[[Case, Settings], CaseResult]
+
+
 def run_cases(
     cases: Iterable[Case],
     settings: Settings,
     *,
-    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    log: Callable[[str], None] = log_to_stderr,
+    run_one: CaseRunner | None = None,
 ) -> Report:
-    """Run every case in order and assemble the report."""
+    """Run every case in order (with ``run_one``, default in this process); assemble the report."""
     started_at = datetime.now(UTC)
     started = time.perf_counter()
     machine = machine_info()
-    results = [run_case(case, settings, log=log) for case in cases]
+    if run_one is None:
+        results = [run_case(case, settings, log=log) for case in cases]
+    else:
+        results = [run_one(case, settings) for case in cases]
     return Report(
         schema=SCHEMA_VERSION,
         mode="full" if settings.full else "quick",
