@@ -30,6 +30,7 @@ import msgspec
 from benchmarks._fixtures import metric_events
 from benchmarks._harness import Case, Metric, Settings, Target, collect
 from runner._metrics_store import insert_rows, prepare_database, to_row
+from runner._metrics_writer import DEFAULT_BATCH
 
 SIZES = (100_000, 1_000_000)
 SPAN_S = 86_400.0
@@ -38,14 +39,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def fill(path: Path, count: int) -> None:
-    """A metrics database holding ``count`` events, built as a real run would leave it."""
+    """A metrics database holding ``count`` events, written in the batches a real run makes."""
     import sqlite3
 
     prepare_database(path)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         events = metric_events(count, span_s=SPAN_S)
-        while rows := [to_row(e) for e in itertools.islice(events, 100_000)]:
+        # The writer's batch size: each batch leaves one sorted run per series,
+        # and runs a time window cuts through are re-read, so their size counts.
+        while rows := [to_row(e) for e in itertools.islice(events, DEFAULT_BATCH)]:
             insert_rows(conn, rows)
     finally:
         conn.close()
