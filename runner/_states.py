@@ -10,6 +10,7 @@ always a bug in runner.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, get_args
@@ -45,9 +46,16 @@ def iso_ms(wall: float) -> str:
     """``wall`` (seconds since the epoch) as ISO 8601 UTC with milliseconds and ``Z``."""
     seconds = int(wall)
     millis = int((wall - seconds) * 1000)
-    # time.strftime on a struct_time is several times cheaper than datetime.isoformat,
-    # and every task makes three or more moves.
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return f"{_iso_second(seconds)}.{millis:03d}Z"
+
+
+# Every task makes three or more moves, nearly all within the same second as
+# the move before: one cached second turns the formatting into a lookup.  The
+# cache holds one immutable string, so it behaves as a pure function.
+@functools.lru_cache(maxsize=1)
+def _iso_second(seconds: int) -> str:
+    # time.strftime on a struct_time is several times cheaper than datetime.isoformat.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def move(

@@ -72,6 +72,18 @@ def test_history_is_iso_utc_with_milliseconds() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ctx.history[0].at)
 
 
+def test_timestamps_stay_right_across_second_boundaries() -> None:
+    """Consecutive moves in different seconds (and back again) each get their own second."""
+    base = 1_795_726_800
+    stamps = [iso_ms(base + 0.999), iso_ms(base + 1.0), iso_ms(base + 1.25), iso_ms(base + 0.5)]
+    assert stamps == [
+        "2026-11-26T21:00:00.999Z",
+        "2026-11-26T21:00:01.000Z",
+        "2026-11-26T21:00:01.250Z",
+        "2026-11-26T21:00:00.500Z",
+    ]
+
+
 def test_error_message_lists_legal_moves() -> None:
     """A refused move says which moves the current status allows."""
     ctx = ctx_in("completed")

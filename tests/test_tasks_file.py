@@ -180,6 +180,21 @@ def test_hash_collisions_are_not_repeats() -> None:
     assert ids.add("a", 4, 30) == 1
 
 
+def test_id_table_grows_at_three_quarters_and_keeps_every_id() -> None:
+    """The id table doubles once three quarters full, and every id is still found after."""
+    lines = {n: f"id-{n}" for n in range(1, 101)}
+    ids = _FileIds(lambda line, offset: lines[line], size=8)
+    for n in range(1, 7):
+        assert ids.add(lines[n], n, 0) is None
+    assert len(ids._lines) == 8  # 6 of 8: three quarters, not more
+    assert ids.add(lines[7], 7, 0) is None
+    assert len(ids._lines) == 16
+    for n in range(8, 101):
+        assert ids.add(lines[n], n, 0) is None
+    assert len(ids._lines) == 256  # 100 ids: 128 slots would be over three quarters
+    assert [ids.add(lines[n], 1000 + n, 0) for n in range(1, 101)] == list(range(1, 101))
+
+
 def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     """A tasks file that does not exist is a usage error naming it."""
     with pytest.raises(UsageError, match=r"tasks file not found: .*nope\.jsonl"):

@@ -70,11 +70,11 @@ class SimulatedProvider:
         self._mean = config.latency_ms.mean
         self._jitter = config.latency_ms.jitter
         self._codes = cast(tuple[ErrorCode, ...], config.failure_codes)
-        # With no latency, faults or script nothing random is needed: the
-        # benchmarks measure runner's overhead through this path.
-        self._plain = (
-            script is None and self._mean == 0 and self._jitter == 0 and config.failure_rate == 0
-        )
+        # With no jitter, faults or script nothing random is needed: every
+        # attempt just waits the fixed latency (none at all when it is 0).
+        # The benchmarks measure runner's overhead through this path, so it
+        # must not seed a Random per attempt.
+        self._plain = script is None and self._jitter == 0 and config.failure_rate == 0
 
     @property
     def id(self) -> str:
@@ -90,7 +90,10 @@ class SimulatedProvider:
 
     async def complete(self, request: CompletionRequest) -> CompletionResponse:
         if self._plain:
-            await anyio.lowlevel.checkpoint()
+            if self._mean > 0:
+                await self._sleep(self._mean / 1000)
+            else:
+                await anyio.lowlevel.checkpoint()
             return self._answer(request)
         rng = random.Random(
             zlib.crc32(f"{request.task_id}\0{request.attempt}".encode()) ^ self._config.seed
