@@ -376,6 +376,25 @@ async def test_provider_limit_binds_below_the_global_limit() -> None:
     assert peaks["a"] == 2
 
 
+async def test_provider_limit_at_the_global_limit_lets_the_global_limit_bind() -> None:
+    """A provider allowing as many calls as the global limit (or more) runs exactly that many."""
+    config = make_config(
+        providers=(sim("a", max_concurrency=4), sim("b", max_concurrency=9), sim("c"), sim("d")),
+        concurrency=4,
+    )
+    counts: Counter[str] = Counter()
+    peaks: Counter[str] = Counter()
+    providers = {pid: Gate(p, counts, peaks) for pid, p in simulated(config).items()}
+    tasks = [Task(id=f"t{i}", role=("coder", "reviewer")[i % 2], prompt="x") for i in range(40)]
+    async with open_runner(config, providers=providers) as runner:
+        results = [r async for r in runner.run_many(tasks)]
+    assert [r.status for r in results] == ["completed"] * 40
+    assert {r.provider for r in results} == {"a", "b"}
+    assert peaks["*"] == 4
+    assert peaks["a"] <= 4
+    assert peaks["b"] <= 4
+
+
 async def test_ten_concurrent_tasks_each_use_their_roles_provider() -> None:
     """Ten tasks of different roles in flight together each run on their role's primary."""
     config = make_config()
