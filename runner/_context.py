@@ -201,8 +201,10 @@ def workflow_result(ctx: TaskExecutionContext) -> Result:
                 role=role,
                 status=r.status,
                 provider=r.provider,
+                attempts=r.attempts,
                 output=r.output,
                 error=r.error,
+                history=r.history,
             )
             for (name, role), r in zip(ctx.stage_roles, done, strict=False)
         ],

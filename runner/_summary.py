@@ -80,7 +80,11 @@ class Summary:
             row.failed += 1
         else:
             row.cancelled += 1
-        retries = retries_of(result.history)
+        retries = (
+            sum(retries_of(stage.history) for stage in result.stages)
+            if result.stages is not None
+            else retries_of(result.history)
+        )
         row.retries += retries
         self.retries += retries
         if result.fallback_used:

@@ -75,8 +75,11 @@ class StageResult(Struct, frozen=True, kw_only=True, omit_defaults=True):
     role: str
     status: FinalStatus
     provider: str | None = None
+    attempts: int = 0
     output: str | None = None
     error: ErrorInfo | None = None
+    #: The stage's own status moves: which providers it tried, and when.
+    history: list[HistoryEntry] = field(default_factory=list)
 
 
 class Result(Struct, kw_only=True, omit_defaults=True):

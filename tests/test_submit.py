@@ -36,6 +36,10 @@ workflows:
     stages:
       - {name: planning, role: reviewer}
       - {name: generation, role: coder}
+  shaky:
+    stages:
+      - {name: planning, role: reviewer}
+      - {name: generation, role: busy}
 """
 
 
@@ -162,6 +166,22 @@ def test_summary_counts_retries_and_fallbacks(
         ("sim-a", "busy"): ["1", "1", "0", "0", "2", "1"],
         ("sim-b", "fragile"): ["2", "2", "0", "0", "0", "2"],
     }
+
+
+def test_summary_counts_retries_inside_workflow_stages(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A workflow stage's retries are in its own history and so in the summary's count."""
+    tasks = write_tasks(tmp_path, ['{"id": "w-1", "workflow": "shaky", "input": "x"}'])
+    code, out = submit(tmp_path, config, tasks)
+    assert code == 0
+    assert "retries 2, fallbacks 1," in capsys.readouterr().out
+    (result,) = results(out)
+    assert result.stages is not None
+    generation = result.stages[1]
+    assert generation.attempts == 4
+    tried = [(e.provider, e.attempt) for e in generation.history if e.status == "running"]
+    assert tried == [("sim-busy", 1), ("sim-busy", 2), ("sim-busy", 3), ("sim-a", 4)]
 
 
 def test_results_to_stdout_put_the_summary_on_stderr(
