@@ -24,6 +24,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check runner workers tests benchmarks
 	$(PY) -m ruff format --check runner workers tests benchmarks
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

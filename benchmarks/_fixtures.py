@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from benchmarks._harness import Skip
-from runner._config_model import (
+from runner._task import Task
+from runner.config._model import (
     Config,
     LatencySpec,
     LoggingConfig,
@@ -23,8 +24,7 @@ from runner._config_model import (
     ProviderConfig,
     RoleConfig,
 )
-from runner._events import MetricEvent
-from runner._task import Task
+from runner.metrics._events import MetricEvent
 
 Store = Literal["sqlite", "none"]
 LogLevel = Literal["debug", "info", "warning", "error"]

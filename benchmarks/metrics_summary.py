@@ -29,8 +29,8 @@ import msgspec
 
 from benchmarks._fixtures import metric_events
 from benchmarks._harness import Case, Metric, Settings, Target, collect
-from runner._metrics_store import insert_rows, prepare_database, to_row
-from runner._metrics_writer import DEFAULT_BATCH
+from runner.metrics._store import insert_rows, prepare_database, to_row
+from runner.metrics._writer import DEFAULT_BATCH
 
 SIZES = (100_000, 1_000_000)
 SPAN_S = 86_400.0

@@ -31,10 +31,10 @@ import anyio
 from benchmarks._fixtures import metric_events
 from benchmarks._harness import Case, Metric, Settings, Target, collect, print_table, run_cases
 from benchmarks.metrics_summary import SPAN_S, summary_seconds
-from runner._config_model import MetricsConfig
-from runner._metrics_store import DEFAULT_COMPACTION, Compaction, insert_rows, prepare_database
-from runner._metrics_store import to_row as row_of
-from runner._metrics_writer import open_metrics_writer
+from runner.config._model import MetricsConfig
+from runner.metrics._store import DEFAULT_COMPACTION, Compaction, insert_rows, prepare_database
+from runner.metrics._store import to_row as row_of
+from runner.metrics._writer import open_metrics_writer
 
 TARGET = Target(op="<=", value=2.0, text="1,000,000 trickled events well under 2 s (aim 0.25 s)")
 #: Events sent through the async writer to check that it compacts.

@@ -17,10 +17,10 @@ import anyio
 
 from benchmarks._fixtures import metric_events
 from benchmarks._harness import Case, Metric, Settings, Target, collect
-from runner._config_model import MetricsConfig
-from runner._events import MetricEvent
-from runner._metrics_store import open_for_reading
-from runner._metrics_writer import open_metrics_writer
+from runner.config._model import MetricsConfig
+from runner.metrics._events import MetricEvent
+from runner.metrics._store import open_for_reading
+from runner.metrics._writer import open_metrics_writer
 
 
 async def write_all(path: Path, events: Sequence[MetricEvent]) -> float:

@@ -14,9 +14,9 @@ import time
 from collections.abc import Sequence
 
 from benchmarks._harness import Case, Metric, Settings, Target, collect, percentile
-from runner._config_model import Config, ProviderConfig, RoleConfig
-from runner._parameters import Parameters
 from runner._registry import Registry
+from runner.config._model import Config, ProviderConfig, RoleConfig
+from workers._parameters import Parameters
 
 ROLES = ("coder", "reviewer", "planner", "clarifier", "translator")
 

@@ -21,8 +21,8 @@ from runner._errors import (
     TransitionError,
     UsageError,
 )
-from runner._parameters import Parameters
 from runner._task import ErrorInfo, HistoryEntry, Message, Result, StageResult, Task, Usage
+from workers._parameters import Parameters
 
 __all__ = [
     "ConfigError",

@@ -1,3 +1,3 @@
-from runner._cli import main
+from runner.cli._main import main
 
 raise SystemExit(main())

@@ -39,17 +39,17 @@ import anyio
 from anyio.abc import TaskGroup
 from msgspec import Struct
 
-from runner._config_model import Config, WorkflowConfig
 from runner._context import TaskExecutionContext, new_context, resolve
 from runner._dispatcher import Dispatcher, Observer
 from runner._errors import UsageError
 from runner._log import ExecutionLog, configure_logging
-from runner._metrics_writer import MetricsSink, open_metrics_writer
 from runner._policy import RetryPolicy
 from runner._registry import Registry
 from runner._task import ErrorInfo, FinalStatus, Result, Status, Task
 from runner._task_check import task_problem
 from runner._workflow import known_workflows, run_workflow
+from runner.config._model import Config, WorkflowConfig
+from runner.metrics._writer import MetricsSink, open_metrics_writer
 from workers._base import Provider
 
 #: Seconds closing the provider adapters may take when the runner exits.
@@ -168,7 +168,7 @@ class Runner:
         execution log.
         """
         if not isinstance(config, Config):
-            from runner._config import discover_config, load_config
+            from runner.config._load import discover_config, load_config
 
             config = discover_config(None) if config is None else load_config(config)
         return cls(

@@ -15,10 +15,10 @@ from collections.abc import Callable
 import anyio
 from msgspec import Struct, field
 
-from runner._config_model import ProviderConfig
 from runner._registry import Chain
 from runner._states import iso_ms
 from runner._task import ErrorInfo, HistoryEntry, Message, Result, StageResult, Status, Task, Usage
+from runner.config._model import ProviderConfig
 from workers._base import CompletionResponse
 
 

@@ -33,17 +33,17 @@ from datetime import UTC, datetime
 import anyio
 from anyio.abc import TaskStatus
 
-from runner._config_model import ProviderConfig
 from runner._context import TaskExecutionContext, build_result, cost_of, resolve, result_of
 from runner._errors import ProviderError, UsageError
-from runner._events import MetricEvent
 from runner._log import ExecutionLog
-from runner._metrics_writer import MetricsSink
 from runner._policy import RetryPolicy, counts_toward_cooldown
 from runner._ratelimit import RateLimiter, rate_limiter_for
 from runner._registry import Registry, Route
 from runner._states import TERMINAL, move
 from runner._task import ErrorInfo, HistoryEntry, Result, Status
+from runner.config._model import ProviderConfig
+from runner.metrics._events import MetricEvent
+from runner.metrics._writer import MetricsSink
 from workers._base import CompletionRequest, CompletionResponse, Provider
 
 #: Seconds a cancelled attempt may take to hand over its metric event.

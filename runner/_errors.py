@@ -16,37 +16,26 @@ place, ``workers._http``; nothing else maps status codes.
 
 from __future__ import annotations
 
-from typing import Final, Literal, get_args
-
-ErrorCode = Literal[
-    "rate_limited",
-    "overloaded",
-    "server_error",
-    "timeout",
-    "connection_error",
-    "auth_failed",
-    "permission_denied",
-    "bad_request",
-    "not_found",
-    "context_length_exceeded",
-    "content_filtered",
-    "quota_exhausted",
-    "invalid_response",
-    "cancelled",
-    "invalid_task",
-    "unknown",
-]
-
-ERROR_CODES: Final[tuple[str, ...]] = get_args(ErrorCode)
-
-#: Codes the runner retries on the same provider before falling back.
-RETRYABLE_CODES: Final[frozenset[str]] = frozenset(
-    {"rate_limited", "overloaded", "server_error", "timeout", "connection_error"}
+from workers._errors import (
+    ERROR_CODES,
+    RETRYABLE_CODES,
+    ErrorCode,
+    ProviderError,
+    RunnerError,
 )
 
-
-class RunnerError(Exception):
-    """Root of every error runner raises on purpose."""
+__all__ = [
+    "ERROR_CODES",
+    "RETRYABLE_CODES",
+    "ConfigError",
+    "ErrorCode",
+    "Problem",
+    "ProviderError",
+    "RunnerError",
+    "TaskError",
+    "TransitionError",
+    "UsageError",
+]
 
 
 class UsageError(RunnerError):
@@ -113,42 +102,3 @@ class Problem:
 
     def __repr__(self) -> str:
         return f"Problem({self.render()!r})"
-
-
-class ProviderError(RunnerError):
-    """One provider attempt failed.
-
-    ``code`` is one of :data:`ERROR_CODES`; ``retryable`` says whether the same
-    provider may be tried again; ``retry_after`` is the provider's own hint in
-    seconds (``None`` when it gave none).  ``message`` is already scrubbed of
-    the provider's key.
-    """
-
-    def __init__(
-        self,
-        code: ErrorCode,
-        message: str,
-        *,
-        provider: str | None = None,
-        retryable: bool | None = None,
-        retry_after: float | None = None,
-        status: int | None = None,
-    ) -> None:
-        self.code: ErrorCode = code
-        self.message = message
-        self.provider = provider
-        self.retryable = code in RETRYABLE_CODES if retryable is None else retryable
-        self.retry_after = retry_after
-        self.status = status
-        super().__init__(message)
-
-    def __str__(self) -> str:
-        who = f"{self.provider}: " if self.provider else ""
-        return f"{who}{self.code}: {self.message}"
-
-    def __repr__(self) -> str:
-        return (
-            f"ProviderError(code={self.code!r}, provider={self.provider!r}, "
-            f"retryable={self.retryable}, retry_after={self.retry_after}, "
-            f"status={self.status}, message={self.message!r})"
-        )

@@ -21,8 +21,8 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import FilteringBoundLogger, Processor
 
-from runner._config_model import LoggingConfig
 from runner._task import HistoryEntry
+from runner.config._model import LoggingConfig
 
 _LEVELS = {
     "debug": logging.DEBUG,

@@ -41,8 +41,8 @@ from typing import Final
 
 import stamina
 
-from runner._config_model import RetryConfig
 from runner._errors import ProviderError
+from runner.config._model import RetryConfig
 
 #: Failures that say something about the task, not about the provider's health.
 TASK_SPECIFIC_CODES: Final[frozenset[str]] = frozenset(

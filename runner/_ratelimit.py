@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from runner._config_model import RateLimit
+from runner.config._model import RateLimit
 
 
 class _Bucket:

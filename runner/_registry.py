@@ -1,6 +1,6 @@
 """Which provider serves a role: chains, merged parameters and provider health.
 
-Built once from a validated :class:`~runner._config_model.Config`.  Each role
+Built once from a validated :class:`~runner.config._model.Config`.  Each role
 gets its chain (primary, fallbacks, then ``default_provider`` unless already
 in it) with parameters merged ``defaults < provider < role``; the task's own
 parameters go on top at dispatch.  A role the config does not name resolves to
@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 from msgspec import Struct
 
-from runner._config_model import Config, ProviderConfig
-from runner._parameters import Parameters
+from runner.config._model import Config, ProviderConfig
+from workers._parameters import Parameters
 
 
 class Route(Struct, frozen=True, kw_only=True):

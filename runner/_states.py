@@ -13,13 +13,10 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final, get_args
+from typing import Final, Protocol, get_args
 
 from runner._errors import TransitionError
 from runner._task import HistoryEntry, Status
-
-if TYPE_CHECKING:
-    from runner._context import TaskExecutionContext
 
 STATUSES: Final[tuple[Status, ...]] = get_args(Status)
 
@@ -58,8 +55,19 @@ def _iso_second(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
+class Movable(Protocol):
+    """What :func:`move` needs of a task: its id, status and history.
+
+    A protocol, so the state machine sits below the execution context that uses it.
+    """
+
+    id: str
+    status: Status
+    history: list[HistoryEntry]
+
+
 def move(
-    ctx: TaskExecutionContext,
+    ctx: Movable,
     status: Status,
     *,
     provider: str | None,

@@ -10,18 +10,24 @@ from typing import Literal
 
 from msgspec import Struct, field
 
-from runner._parameters import Parameters
+from workers._parameters import Parameters
+from workers._types import FinishReason, Message, Usage
+
+__all__ = [
+    "ErrorInfo",
+    "FinalStatus",
+    "FinishReason",
+    "HistoryEntry",
+    "Message",
+    "Result",
+    "StageResult",
+    "Status",
+    "Task",
+    "Usage",
+]
 
 Status = Literal["pending", "running", "retrying", "completed", "failed", "cancelled"]
 FinalStatus = Literal["completed", "failed", "cancelled", "rejected"]
-FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "other"]
-
-
-class Message(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One chat message; ``system`` messages are moved to the system prompt."""
-
-    role: Literal["system", "user", "assistant"]
-    content: str
 
 
 class Task(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -39,14 +45,6 @@ class Task(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     parameters: Parameters | None = None
     workflow: str | None = None
     input: str | None = None
-
-
-class Usage(Struct, frozen=True, kw_only=True):
-    """Token counts of one response (or the sum over a task's stages)."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
 
 
 class ErrorInfo(Struct, frozen=True, kw_only=True, omit_defaults=True):

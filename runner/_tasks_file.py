@@ -25,9 +25,9 @@ import anyio.to_thread
 import msgspec
 
 from runner._errors import UsageError
-from runner._parameters import Parameters
 from runner._task import ErrorInfo, Message, Result, Task
 from runner._task_check import task_problem
+from workers._parameters import Parameters
 
 #: Raw bytes read per block: small enough to be nothing in memory, large
 #: enough that the thread hop per block costs nothing per line.

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from runner._config_model import Config, StageConfig, WorkflowConfig
 from runner._context import TaskExecutionContext, new_context, workflow_result
 from runner._errors import UsageError
 from runner._task import ErrorInfo, Result, Task
+from runner.config._model import Config, StageConfig, WorkflowConfig
 
 if TYPE_CHECKING:
     from runner._dispatcher import Dispatcher

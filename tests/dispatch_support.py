@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 
 from runner import Runner
-from runner._config_model import (
+from runner.config._model import (
     Config,
     CooldownConfig,
     LoggingConfig,
@@ -21,7 +21,7 @@ from runner._config_model import (
     RetryConfig,
     RoleConfig,
 )
-from runner._metrics_writer import MemorySink
+from runner.metrics._writer import MemorySink
 from workers._base import CompletionRequest, CompletionResponse, Provider
 from workers.simulated import Fault, Script, SimulatedProvider, Success
 

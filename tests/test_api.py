@@ -17,11 +17,11 @@ import pytest
 
 import runner
 from runner import Message, Runner, Task, UsageError
-from runner._config_model import LoggingConfig
 from runner._context import TaskExecutionContext
-from runner._metrics_writer import MemorySink
 from runner._task import HistoryEntry, Result
 from runner._task_check import task_problem
+from runner.config._model import LoggingConfig
+from runner.metrics._writer import MemorySink
 from tests.dispatch_support import FakeTime, Gate, log_lines, make_config, open_runner, simulated
 
 pytestmark = pytest.mark.anyio

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from runner._cli import main
-from runner._config import BUNDLED_NOTICE, discover
-from runner._config_cli import _print_rich
+from runner.cli._config import _print_rich
+from runner.cli._main import main
+from runner.config._load import BUNDLED_NOTICE, discover
 
 ROOT = Path(__file__).resolve().parent.parent
 MULTI = str(ROOT / "config" / "multi-provider.yaml")

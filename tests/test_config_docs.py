@@ -8,8 +8,8 @@ from pathlib import Path
 import msgspec.inspect as mi
 import pytest
 
-from runner._config import load_config, load_config_text
-from runner._config_model import Config
+from runner.config._load import load_config, load_config_text
+from runner.config._model import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 

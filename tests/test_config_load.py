@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from runner._config import (
+from runner._errors import ConfigError
+from runner._registry import Registry
+from runner.config._load import (
     BUNDLED,
     BUNDLED_NOTICE,
     bundled_text,
@@ -15,10 +17,8 @@ from runner._config import (
     load_config,
     load_config_text,
 )
-from runner._errors import ConfigError
-from runner._parameters import Parameters
-from runner._registry import Registry
-from runner._secrets import Secret
+from workers._parameters import Parameters
+from workers._secrets import Secret
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a", "GEMINI_API_KEY": "sk-g"}

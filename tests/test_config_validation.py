@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runner._config import load_config, load_config_text
 from runner._errors import ConfigError, Problem
+from runner.config._load import load_config, load_config_text
 
 PROVIDERS = """\
 providers:

@@ -14,12 +14,12 @@ import anyio
 import pytest
 
 from runner import Task
-from runner._config_model import CooldownConfig, RateLimit, RetryConfig, RoleConfig
 from runner._errors import ProviderError
-from runner._metrics_writer import MemorySink
 from runner._ratelimit import RateLimiter
 from runner._states import TRANSITIONS
 from runner._task import Result
+from runner.config._model import CooldownConfig, RateLimit, RetryConfig, RoleConfig
+from runner.metrics._writer import MemorySink
 from tests.dispatch_support import (
     FakeTime,
     Gate,
@@ -319,7 +319,7 @@ async def test_every_attempt_emits_one_event_matching_the_history() -> None:
 
 async def test_task_parameters_override_role_and_provider_parameters() -> None:
     """The task's own parameters go on top of the merged route parameters."""
-    from runner._parameters import Parameters
+    from workers._parameters import Parameters
 
     config = make_config(
         defaults=Parameters(temperature=0.2, max_tokens=100),

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from runner._cli import main
-from runner._events import MetricEvent
-from runner._metrics_store import append_jsonl, import_jsonl, prepare_database
+from runner.cli._main import main
+from runner.metrics._events import MetricEvent
+from runner.metrics._store import append_jsonl, import_jsonl, prepare_database
 
 BASE = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
 

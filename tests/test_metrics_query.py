@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner._errors import UsageError
-from runner._events import MetricEvent
-from runner._metrics_query import (
+from runner.metrics._events import MetricEvent
+from runner.metrics._query import (
     Filters,
     Grouping,
     SummaryRow,
@@ -31,7 +31,7 @@ from runner._metrics_query import (
     summarize_db,
     summarize_events,
 )
-from runner._metrics_store import Compaction, insert_rows, migrate_schema, to_row, ts_to_us
+from runner.metrics._store import Compaction, insert_rows, migrate_schema, to_row, ts_to_us
 
 BASE = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
 PROVIDERS = ("p1", "p2", "p3")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from runner._config_model import MetricsConfig
 from runner._errors import UsageError
-from runner._events import MetricEvent
-from runner._metrics_store import (
+from runner.config._model import MetricsConfig
+from runner.metrics._events import MetricEvent
+from runner.metrics._store import (
     MIGRATIONS,
     SCHEMA_VERSION,
     Compaction,
@@ -35,7 +35,7 @@ from runner._metrics_store import (
     to_row,
     unpack_latencies,
 )
-from runner._metrics_writer import open_metrics_writer
+from runner.metrics._writer import open_metrics_writer
 
 BASE = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from runner._config_model import MetricsConfig
 from runner._errors import UsageError
-from runner._events import MetricEvent
-from runner._metrics_query import Filters, Grouping, summarize_db, summarize_events
-from runner._metrics_store import Compaction, open_for_reading, read_jsonl, spill_path
-from runner._metrics_writer import (
+from runner.config._model import MetricsConfig
+from runner.metrics._events import MetricEvent
+from runner.metrics._query import Filters, Grouping, summarize_db, summarize_events
+from runner.metrics._store import Compaction, open_for_reading, read_jsonl, spill_path
+from runner.metrics._writer import (
     JsonlStore,
     MemorySink,
     NullSink,

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from runner._cli import main
-from runner._config_model import Config, ProviderConfig
-from runner._providers_check import CheckResult, check_providers, render
-from runner._secrets import Secret
+from runner.cli._main import main
+from runner.cli._providers import CheckResult, check_providers, render
+from runner.config._model import Config, ProviderConfig
 from tests.fakes import FakeAnthropic, FakeGoogle, FakeOpenAI, FakeServer, Reply
+from workers._secrets import Secret
 
 pytestmark = pytest.mark.anyio
 

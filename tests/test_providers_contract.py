@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from runner._config_model import ProviderConfig
-from runner._parameters import Parameters
 from runner._task import Message, Usage
+from runner.config._model import ProviderConfig
 from tests.fakes import FakeAnthropic, FakeGoogle, FakeOpenAI, FakeServer, Reply
 from workers._base import CompletionRequest, CompletionResponse, Provider
 from workers._factory import open_provider
+from workers._parameters import Parameters
 from workers.openai import OpenAIProvider
 from workers.simulated import SimulatedProvider
 

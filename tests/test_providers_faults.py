@@ -14,13 +14,13 @@ import anyio
 import pytest
 
 from runner._errors import ProviderError
-from runner._parameters import Parameters
 from runner._task import Message
 from tests.fakes import FakeAnthropic, FakeGoogle, FakeOpenAI, Reply
 from tests.fakes.faults import FAKES, HTTP_PROVIDERS, MATRIX, Cell
 from workers._base import CompletionRequest
 from workers._factory import open_provider
 from workers._http import parse_duration_hint, parse_retry_after, snippet, status_code
+from workers._parameters import Parameters
 
 pytestmark = pytest.mark.anyio
 

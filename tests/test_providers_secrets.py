@@ -19,16 +19,16 @@ from typing import Any
 import msgspec
 import pytest
 
-from runner._config_model import Config, ProviderConfig
 from runner._errors import ProviderError
-from runner._parameters import Parameters
-from runner._providers_check import check_providers
-from runner._secrets import Secret
 from runner._task import ErrorInfo, Message
+from runner.cli._providers import check_providers
+from runner.config._model import Config, ProviderConfig
 from tests.fakes import FakeAnthropic, FakeGoogle, FakeOpenAI, FakeServer, Reply, error_info
 from tests.fakes.faults import FAKES, HTTP_PROVIDERS, MATRIX
 from workers._base import CompletionRequest
 from workers._factory import open_provider
+from workers._parameters import Parameters
+from workers._secrets import Secret
 
 pytestmark = pytest.mark.anyio
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from runner._config_model import LatencySpec, ProviderConfig
-from runner._parameters import Parameters
 from runner._task import Message
+from runner.config._model import LatencySpec, ProviderConfig
 from workers._base import CompletionRequest
+from workers._parameters import Parameters
 from workers.simulated import SimulatedProvider, Success
 
 

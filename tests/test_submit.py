@@ -9,9 +9,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from runner._cli import main
-from runner._summary import Summary
 from runner._task import Result
+from runner.cli._main import main
+from runner.cli._summary import Summary
 
 CONFIG = """\
 version: 1

@@ -18,14 +18,14 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from runner._events import MetricEvent
-from runner._journal import open_journal
-from runner._metrics_writer import MemorySink
-from runner._prometheus import PrometheusTee
-from runner._secrets import Secret
 from runner._task import ErrorInfo, Result, Task
-from runner._worker import Worker
-from runner._worker_server import make_app
+from runner.metrics._events import MetricEvent
+from runner.metrics._writer import MemorySink
+from runner.service._journal import open_journal
+from runner.service._prometheus import PrometheusTee
+from runner.service._server import make_app
+from runner.service._worker import Worker
+from workers._secrets import Secret
 
 pytestmark = pytest.mark.anyio
 

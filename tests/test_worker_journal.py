@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from runner._errors import UsageError
-from runner._journal import Stored, open_journal
+from runner.service._journal import Stored, open_journal
 
 pytestmark = pytest.mark.anyio
 

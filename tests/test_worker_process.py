@@ -259,7 +259,7 @@ def test_metrics_page_agrees_with_metrics_summary(
     tmp_path: Path, workers: list[Worker], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """On a fresh database, /metrics counts per provider and role what metrics summary shows."""
-    from runner._cli import main
+    from runner.cli._main import main
 
     extra = (
         "  - id: flaky\n    type: simulated\n    failure_rate: 0.4\n    seed: 3\n"
@@ -338,7 +338,7 @@ def test_submit_url_gives_the_same_results_as_a_local_submit(
     tmp_path: Path, workers: list[Worker], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Same ids, statuses and rejection messages, same exit code; a small queue forces 503s."""
-    from runner._cli import main
+    from runner.cli._main import main
 
     config = _config(tmp_path, latency=20, jitter=0)
     text = config.read_text().replace("port: 0}", "port: 0, queue_size: 8}")
@@ -371,7 +371,7 @@ def test_submit_url_without_the_token_stops_with_one_clear_message(
     tmp_path: Path, workers: list[Worker], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A worker that wants a token, none given: exit 2 and what to do."""
-    from runner._cli import main
+    from runner.cli._main import main
 
     config = _config(tmp_path)
     text = config.read_text().replace("port: 0}", 'port: 0, auth_token: "${RUNNER_TOKEN}"}')

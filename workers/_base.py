@@ -12,8 +12,8 @@ from typing import Protocol, runtime_checkable
 
 from msgspec import Struct
 
-from runner._parameters import EMPTY, Parameters
-from runner._task import FinishReason, Message, Usage
+from workers._parameters import EMPTY, Parameters
+from workers._types import FinishReason, Message, Usage
 
 
 class CompletionRequest(Struct, frozen=True, kw_only=True):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runner._config_model import ProviderConfig
 from workers._base import Provider
+from workers._settings import ProviderConfig
 
 
 def open_provider(config: ProviderConfig) -> Provider:

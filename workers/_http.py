@@ -35,11 +35,11 @@ import aiohttp
 import msgspec
 from msgspec import Struct
 
-from runner._config_model import ProviderConfig
-from runner._errors import RETRYABLE_CODES, ErrorCode, ProviderError
-from runner._secrets import scrub
-from runner._task import FinishReason, Message, Usage
 from workers._base import CompletionRequest, CompletionResponse
+from workers._errors import RETRYABLE_CODES, ErrorCode, ProviderError
+from workers._secrets import scrub
+from workers._settings import ProviderConfig
+from workers._types import FinishReason, Message, Usage
 
 T = TypeVar("T")
 E = TypeVar("E")

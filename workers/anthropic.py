@@ -13,11 +13,11 @@ from typing import Final
 import msgspec
 from msgspec import Struct
 
-from runner._config_model import ProviderConfig
-from runner._errors import ErrorCode
-from runner._task import FinishReason, Usage
 from workers._base import CompletionRequest, CompletionResponse
+from workers._errors import ErrorCode
 from workers._http import HttpProvider, WireError, split_system
+from workers._settings import ProviderConfig
+from workers._types import FinishReason, Usage
 
 #: ``max_tokens`` when neither defaults, provider, role nor task set one.
 DEFAULT_MAX_TOKENS: Final = 4096

@@ -16,11 +16,11 @@ from urllib.parse import quote
 import msgspec
 from msgspec import Struct, field
 
-from runner._config_model import ProviderConfig
-from runner._errors import ErrorCode
-from runner._task import FinishReason, Usage
 from workers._base import CompletionRequest, CompletionResponse
+from workers._errors import ErrorCode
 from workers._http import HttpProvider, WireError, split_system
+from workers._settings import ProviderConfig
+from workers._types import FinishReason, Usage
 
 API_VERSION: Final = "v1beta"
 

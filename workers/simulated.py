@@ -20,10 +20,10 @@ import anyio
 import anyio.lowlevel
 from msgspec import Struct
 
-from runner._config_model import ProviderConfig
-from runner._errors import ERROR_CODES, ErrorCode, ProviderError
-from runner._task import FinishReason, Usage
 from workers._base import CompletionRequest, CompletionResponse
+from workers._errors import ERROR_CODES, ErrorCode, ProviderError
+from workers._settings import ProviderConfig
+from workers._types import FinishReason, Usage
 
 _HINTED: frozenset[str] = frozenset({"rate_limited", "overloaded"})
 

@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Literal, Self
 
 from aiohttp import web
 
-from runner._config_model import ProviderConfig
-from runner._secrets import Secret
+from runner.config._model import ProviderConfig
+from workers._secrets import Secret
 
 Fault = Literal["none", "truncate", "drop"]
 Endpoint = Literal["generate", "models"]

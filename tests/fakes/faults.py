@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from runner._secrets import Secret
 from tests.fakes._server import FakeServer, Reply
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.google import FakeGoogle, error_info, quota_failure, retry_info
 from tests.fakes.openai import FakeOpenAI
+from workers._secrets import Secret
 
 HTTP_PROVIDERS = ["openai", "anthropic", "google"]
 FAKES: dict[str, type[FakeServer]] = {

@@ -10,7 +10,7 @@ The pipeline, each step in its own module so each can be read alone:
 4. ``_config_schema``: every field's name, type and range, checked against
    the Structs, with durations, secrets and loose lists normalised;
 5. here: cross references (provider ids, role chains, workflows);
-6. ``msgspec.convert`` into :class:`~runner._config_model.Config`.
+6. ``msgspec.convert`` into :class:`~runner.config._model.Config`.
 
 Every problem from steps 2-5 is collected and raised together as one
 :class:`~runner._errors.ConfigError`, sorted by position in the file.
@@ -27,12 +27,12 @@ from typing import Final, NamedTuple, TextIO, cast
 import msgspec
 import msgspec.inspect as mi
 
-from runner._config_env import expand
-from runner._config_model import Config, ProviderConfig
-from runner._config_schema import Checker, describe, suggest
-from runner._config_yaml import Path, Positions, format_path, parse_yaml
 from runner._errors import ConfigError, Problem
-from runner._secrets import Secret
+from runner.config._env import expand
+from runner.config._model import Config, ProviderConfig
+from runner.config._schema import Checker, describe, suggest
+from runner.config._yaml import Path, Positions, format_path, parse_yaml
+from workers._secrets import Secret
 
 BUNDLED: Final = "<bundled>"
 BUNDLED_NOTICE: Final = (

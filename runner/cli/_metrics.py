@@ -6,7 +6,7 @@ command finds its config).  An empty store, or filters that match nothing,
 say so on stderr and exit 0 (``--format json`` still prints ``[]``); a
 missing store, a bad ``--since``/``--until``/``--group-by`` is exit 2 with
 one message (raised as :class:`UsageError`, turned into the exit code by
-``runner._cli``).
+``runner.cli._main``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import TextIO
 import msgspec
 
 from runner._errors import UsageError
-from runner._events import MetricEvent
-from runner._metrics_query import (
+from runner.metrics._events import MetricEvent
+from runner.metrics._query import (
     Filters,
     SummaryRow,
     count_events,
@@ -34,7 +34,7 @@ from runner._metrics_query import (
     summarize_db,
     summarize_events,
 )
-from runner._metrics_store import import_jsonl, open_for_reading, read_jsonl
+from runner.metrics._store import import_jsonl, open_for_reading, read_jsonl
 
 _EVENT_FIELDS = MetricEvent.__struct_fields__
 _encoder = msgspec.json.Encoder()
@@ -44,7 +44,7 @@ def _store(args: argparse.Namespace) -> tuple[str, str]:
     """(kind, path) of the store to read: ``--db`` or the config's."""
     if args.db:
         return ("jsonl" if args.db.endswith(".jsonl") else "sqlite"), args.db
-    from runner._config import discover_config
+    from runner.config._load import discover_config
 
     config = discover_config(args.config)
     if config.metrics.store == "none":
@@ -281,7 +281,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if args.db:
         db = args.db
     else:
-        from runner._config import discover_config
+        from runner.config._load import discover_config
 
         config = discover_config(args.config)
         if config.metrics.store != "sqlite":

@@ -56,26 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--url", metavar="URL", help="send the tasks to a running worker instead")
     p.add_argument("--token", metavar="T", help="worker bearer token (default: $RUNNER_TOKEN)")
-    p.set_defaults(handler="runner._submit:cmd_submit")
+    p.set_defaults(handler="runner.cli._submit:cmd_submit")
 
     p = sub.add_parser("worker", help="serve the HTTP API until SIGTERM/SIGINT")
     _add_config(p)
     p.add_argument("--host", metavar="H", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", metavar="N", type=int, help="port (default 8787)")
-    p.set_defaults(handler="runner._worker_cli:cmd_worker")
+    p.set_defaults(handler="runner.cli._worker:cmd_worker")
 
     p = sub.add_parser("config", help="config commands")
     csub = p.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
     c = csub.add_parser("check", help="validate a config and print the resolved roles")
     c.add_argument("path", metavar="P", nargs="?", help="config file (else discovery)")
-    c.set_defaults(handler="runner._config_cli:cmd_config_check")
+    c.set_defaults(handler="runner.cli._config:cmd_config_check")
 
     p = sub.add_parser("providers", help="provider commands")
     psub = p.add_subparsers(dest="providers_command", metavar="COMMAND", required=True)
     c = psub.add_parser("check", help="check every provider's credentials in parallel")
     _add_config(c)
     c.add_argument("--timeout", metavar="S", type=float, default=10.0, help="seconds per check")
-    c.set_defaults(handler="runner._providers_check:cmd_providers_check")
+    c.set_defaults(handler="runner.cli._providers:cmd_providers_check")
 
     p = sub.add_parser("metrics", help="read and move metric events")
     msub = p.add_subparsers(dest="metrics_command", metavar="COMMAND", required=True)
@@ -85,17 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--group-by", metavar="G", default="provider,role", help="provider, role or both"
     )
     c.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    c.set_defaults(handler="runner._metrics_cli:cmd_summary")
+    c.set_defaults(handler="runner.cli._metrics:cmd_summary")
     c = msub.add_parser("export", help="every matching event as csv, json or jsonl")
     _add_filters(c)
     c.add_argument("--format", choices=["csv", "json", "jsonl"], default="jsonl")
     c.add_argument("--output", metavar="P", help="file to write (default stdout)")
-    c.set_defaults(handler="runner._metrics_cli:cmd_export")
+    c.set_defaults(handler="runner.cli._metrics:cmd_export")
     c = msub.add_parser("migrate", help="import a JSONL metrics store into SQLite")
     c.add_argument("file", metavar="FILE.jsonl")
     _add_config(c)
     c.add_argument("--db", metavar="P", help="target database (default: the config's)")
-    c.set_defaults(handler="runner._metrics_cli:cmd_migrate")
+    c.set_defaults(handler="runner.cli._metrics:cmd_migrate")
     return parser
 
 

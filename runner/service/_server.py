@@ -30,12 +30,12 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from runner._prometheus import CONTENT_TYPE, PrometheusTee
-from runner._secrets import Secret
 from runner._task import Task
 from runner._task_check import task_problem
 from runner._tasks_file import explain_validation
-from runner._worker import QueueFull, ShuttingDown, Worker
+from runner.service._prometheus import CONTENT_TYPE, PrometheusTee
+from runner.service._worker import QueueFull, ShuttingDown, Worker
+from workers._secrets import Secret
 
 #: The longest ``?wait=`` honoured, in seconds; longer asks are cut to this.
 MAX_WAIT: Final = 60.0

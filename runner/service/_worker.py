@@ -27,8 +27,8 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from runner._errors import UsageError
-from runner._journal import Journal, Stored
 from runner._task import ErrorInfo, HistoryEntry, Result, Status, Task
+from runner.service._journal import Journal, Stored
 
 _ENCODER: Final = msgspec.json.Encoder()
 _TASK_DECODER: Final = msgspec.json.Decoder(Task)

@@ -3,7 +3,7 @@
 On success it prints, per role, the chain of providers tried in order with the
 parameters each runs with, and per provider its model, endpoint, limits and
 whether its key is set, then exits 0.  A bad config raises
-:class:`~runner._errors.ConfigError`, which ``runner._cli.main`` prints (every
+:class:`~runner._errors.ConfigError`, which ``runner.cli._main.main`` prints (every
 problem) with exit code 2.  Nothing here ever prints a key's value: a key is
 shown as ``set``, ``missing`` or ``not needed`` with its variable's name.
 """
@@ -15,11 +15,11 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from runner._config import MIGRATION_DOC, Loaded, discover
-from runner._config_model import Config, ProviderConfig
-from runner._parameters import Parameters
 from runner._registry import Registry
-from runner._secrets import Secret, scrub
+from runner.config._load import MIGRATION_DOC, Loaded, discover
+from runner.config._model import Config, ProviderConfig
+from workers._parameters import Parameters
+from workers._secrets import Secret, scrub
 
 Table = tuple[Sequence[str], list[list[str]]]
 

@@ -2,12 +2,12 @@
 
 msgspec stops at the first mistake; a user fixing a config wants them all.
 :class:`Checker` walks the data alongside ``msgspec.inspect`` type info of the
-Structs in ``runner._config_model``, so field names, types and ranges come
+Structs in ``runner.config._model``, so field names, types and ranges come
 from the Structs themselves, never from a second list kept by hand.  While it
 walks it also normalises what the file may write more loosely than the
 Structs hold: durations (``"500ms"``, ``"2m"``) become seconds, a single
 string where a list of strings is expected becomes a one-item list, and key
-strings become :class:`~runner._secrets.Secret`.  The result converts with
+strings become :class:`~workers._secrets.Secret`.  The result converts with
 ``msgspec.convert`` without further errors.
 """
 
@@ -21,17 +21,17 @@ from typing import Final
 
 import msgspec.inspect as mi
 
-from runner._config_model import (
+from runner._errors import ERROR_CODES, Problem
+from runner.config._model import (
     Config,
     CooldownConfig,
     ProviderConfig,
     RetryConfig,
     WorkerConfig,
 )
-from runner._config_yaml import Path, Positions, format_path
-from runner._errors import ERROR_CODES, Problem
-from runner._parameters import Parameters
-from runner._secrets import Secret
+from runner.config._yaml import Path, Positions, format_path
+from workers._parameters import Parameters
+from workers._secrets import Secret
 
 #: Float fields that are durations: a number of seconds or "500ms", "30s", "2m", "1h", "7d".
 DURATIONS: Final[frozenset[tuple[type, str]]] = frozenset(

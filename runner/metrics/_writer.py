@@ -39,10 +39,9 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from runner._config_model import MetricsConfig
 from runner._errors import UsageError
-from runner._events import MetricEvent
-from runner._metrics_store import (
+from runner.metrics._events import MetricEvent
+from runner.metrics._store import (
     DEFAULT_COMPACTION,
     INSERT_EVENTS,
     INSERT_RUN,
@@ -76,6 +75,20 @@ DEFAULT_BATCH = 5_000
 DEFAULT_FLUSH_DEADLINE = 10.0
 #: Seconds SQLite waits on a locked database before a write counts as failed.
 BUSY_TIMEOUT = 5.0
+
+
+class StoreSettings(Protocol):
+    """Where events go: the ``metrics:`` section of a config, or anything shaped like it.
+
+    A protocol rather than the config's own Struct, so the metrics layer does
+    not depend on the config layer.
+    """
+
+    @property
+    def store(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
 
 
 class MetricsSink(Protocol):
@@ -154,7 +167,7 @@ class SqliteStore:
         """Create or migrate the database at ``path`` and connect to it.
 
         Every write compacts the series it added to (see
-        :class:`~runner._metrics_store.Compaction`); ``None`` never does.
+        :class:`~runner.metrics._store.Compaction`); ``None`` never does.
         """
         await anyio.to_thread.run_sync(prepare_database, path)
         conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
@@ -398,7 +411,7 @@ async def open_event_writer(
         writer.report(import_hint or f"python -m runner metrics migrate {spill.name}")
 
 
-async def open_store(config: MetricsConfig, stderr: TextIO) -> EventStore:
+async def open_store(config: StoreSettings, stderr: TextIO) -> EventStore:
     """The store the config asks for; JSONL (with a warning) if SQLite cannot be opened."""
     if config.store == "jsonl":
         store = JsonlStore(config.path)
@@ -431,7 +444,7 @@ async def open_store(config: MetricsConfig, stderr: TextIO) -> EventStore:
 
 @asynccontextmanager
 async def open_metrics_writer(
-    config: MetricsConfig,
+    config: StoreSettings,
     *,
     stderr: TextIO | None = None,
     buffer_size: int = DEFAULT_BUFFER,

@@ -27,8 +27,8 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from runner._events import MetricEvent
-from runner._metrics_writer import MetricsSink
+from runner.metrics._events import MetricEvent
+from runner.metrics._writer import MetricsSink
 
 #: Upper bounds, in seconds, of the latency histogram's buckets (``+Inf`` is implicit).
 LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

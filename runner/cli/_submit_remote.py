@@ -4,7 +4,7 @@ The file is read by the same :class:`~runner._tasks_file.TasksFile` as a
 local run (so lines get the same ids, ``line-<n>`` where none is given, and
 the same rejections), sent in JSONL batches, and every result is written as
 it completes by the same results writer, with the same progress bar, summary
-and exit codes (the local :class:`~runner._submit.Submission` does all of
+and exit codes (the local :class:`~runner.cli._submit.Submission` does all of
 that; this module only replaces the Runner with :class:`WorkerClient`).
 
 What the client does with each answer of ``POST /v1/tasks``:
@@ -44,10 +44,10 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runner._errors import UsageError
-from runner._results_file import ResultsFile
-from runner._submit import Submission, cancelled
 from runner._task import ErrorInfo, Result, Task
 from runner._tasks_file import TasksFile, rejection
+from runner.cli._results_file import ResultsFile
+from runner.cli._submit import Submission, cancelled
 
 if TYPE_CHECKING:
     pass
@@ -117,7 +117,7 @@ def submit_remote(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("RUNNER_TOKEN") or None
     grace = DEFAULT_GRACE
     if args.config:
-        from runner._config import discover_config
+        from runner.config._load import discover_config
 
         grace = discover_config(args.config).grace_period
     started = time.perf_counter()

@@ -14,8 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
-from runner._config_yaml import Path, Positions, format_path
 from runner._errors import Problem
+from runner.config._yaml import Path, Positions, format_path
 
 _TOKEN: Final = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
 _REFERENCE: Final = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$", re.DOTALL)

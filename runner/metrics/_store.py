@@ -1,6 +1,6 @@
 """Where metric events live: the SQLite schema, the JSONL store, and import.
 
-Two stores hold the same :class:`~runner._events.MetricEvent` records:
+Two stores hold the same :class:`~runner.metrics._events.MetricEvent` records:
 
 * **SQLite** (``metrics.store: sqlite``): table ``events``, one row per event,
   plus ``rollup``, per (provider, role, outcome) counters kept up to date in
@@ -35,7 +35,7 @@ from typing import Final, TextIO
 import msgspec
 
 from runner._errors import UsageError
-from runner._events import MetricEvent
+from runner.metrics._events import MetricEvent
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US: Final = timedelta(microseconds=1)

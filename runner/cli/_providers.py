@@ -27,9 +27,9 @@ from typing import Final, Literal, TextIO
 import anyio
 from msgspec import Struct
 
-from runner._config_model import Config, ProviderConfig
 from runner._errors import ProviderError, UsageError
-from runner._secrets import scrub
+from runner.config._model import Config, ProviderConfig
+from workers._secrets import scrub
 
 Outcome = Literal["ok", "auth_failed", "unreachable", "timeout", "error"]
 
@@ -161,7 +161,7 @@ def render(results: Sequence[CheckResult], out: TextIO, *, rich: bool | None = N
 
 def cmd_providers_check(args: argparse.Namespace) -> int:
     """``providers check [--config P] [--timeout S]``: exit 0 if every check passed, else 1."""
-    from runner._config import discover_config
+    from runner.config._load import discover_config
 
     timeout: float = args.timeout
     if not timeout > 0:

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Final, Protocol
 import anyio
 import anyio.abc
 
-from runner._cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from runner._errors import UsageError
-from runner._results_file import FLUSH_EVERY, ResultsFile
-from runner._summary import Summary
 from runner._task import ErrorInfo, Result, Task
 from runner._tasks_file import TasksFile
+from runner.cli._main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from runner.cli._results_file import FLUSH_EVERY, ResultsFile
+from runner.cli._summary import Summary
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -42,15 +42,15 @@ PROGRESS_EVERY: Final = 0.1
 def cmd_submit(args: argparse.Namespace) -> int:
     """Run ``args.file``; the exit code says whether every task completed."""
     if args.url:
-        from runner._submit_remote import submit_remote
+        from runner.cli._submit_remote import submit_remote
 
         code: int = submit_remote(args)
         return code
     if args.concurrency is not None and args.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1 (got {args.concurrency})")
     from runner._api import Runner
-    from runner._config import discover_config
     from runner._workflow import known_workflows
+    from runner.config._load import discover_config
 
     config = discover_config(args.config)
     runner = Runner.from_config(config, concurrency=args.concurrency)

@@ -27,16 +27,16 @@ import anyio
 import anyio.abc
 from aiohttp import web
 
-from runner._cli import EXIT_INTERRUPTED, EXIT_OK
-from runner._config_model import Config
 from runner._context import TaskExecutionContext
 from runner._errors import UsageError
-from runner._journal import Journal, open_journal
-from runner._metrics_writer import open_metrics_writer
-from runner._prometheus import PrometheusTee
 from runner._task import HistoryEntry, Status
-from runner._worker import Worker
-from runner._worker_server import make_app
+from runner.cli._main import EXIT_INTERRUPTED, EXIT_OK
+from runner.config._model import Config
+from runner.metrics._writer import open_metrics_writer
+from runner.service._journal import Journal, open_journal
+from runner.service._prometheus import PrometheusTee
+from runner.service._server import make_app
+from runner.service._worker import Worker
 
 if TYPE_CHECKING:
     from runner._api import Runner
@@ -47,7 +47,7 @@ MAX_PURGE_INTERVAL: Final = 3600.0
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Serve until signalled; 0 after a graceful drain, 130 after a forced stop."""
-    from runner._config import discover_config
+    from runner.config._load import discover_config
 
     config = discover_config(args.config)
     host = args.host or config.worker.host

@@ -1,0 +1,40 @@
+"""The package layout a newcomer relies on: both packages import alone, arrows point down."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("module", ["workers", "runner"])
+def test_package_imports_first_in_a_fresh_interpreter(module: str) -> None:
+    """`import workers` and `import runner` each work as the first import."""
+    proc = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+
+
+def test_workers_alone_loads_nothing_of_runner() -> None:
+    """A custom provider needs only `workers`: importing it loads no runner module."""
+    code = (
+        "import sys, workers, workers.openai, workers.anthropic, workers.google, "
+        "workers.simulated\n"
+        "print(sorted(m for m in sys.modules if m == 'runner' or m.startswith('runner.')))"
+    )
+    proc = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip() == "[]"
+
+
+def test_provider_error_is_a_runner_error() -> None:
+    """One error tree: what adapters raise is caught by `except runner.RunnerError`."""
+    import runner
+    import workers
+
+    assert issubclass(workers.ProviderError, runner.RunnerError)
+    assert runner.ProviderError is workers.ProviderError
