@@ -44,7 +44,7 @@ def load_case(name: str) -> Case:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Measure runner against the performance targets of DESIGN.md.",
+        description="Measure runner against the performance targets in docs/benchmarks.md.",
     )
     parser.add_argument(
         "--full",

@@ -3,7 +3,7 @@
 A *case* is a function that takes the run's :class:`Settings` and returns
 :class:`Metric` values, each with one sample per repetition.  The harness runs
 the cases, summarises every metric (median, quartiles, min and max), checks
-it against its DESIGN.md :class:`Target` if it has one, prints a table and
+it against its :class:`Target` if it has one, prints a table and
 writes one JSON document.  A case that cannot run here (an optional package
 missing, a component not built yet) raises :class:`Skip` with the reason.
 
@@ -62,7 +62,7 @@ class Settings(Struct, frozen=True, kw_only=True):
 
 
 class Target(Struct, frozen=True, kw_only=True):
-    """A DESIGN.md performance target a metric's median is checked against."""
+    """A performance target (docs/benchmarks.md) a metric's median is checked against."""
 
     op: Literal["<=", ">="]
     value: float

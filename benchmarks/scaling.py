@@ -4,7 +4,7 @@ For each in-flight count N (10, 100, 1,000, 5,000; concurrency and the
 provider's own limit both N) two runs:
 
 * **one wave**: N tasks at once; the ideal is one provider latency, 100 ms.
-  This is the DESIGN.md target read literally ("1,000 concurrent tasks
+  This is the target read literally ("1,000 concurrent tasks
   finish within 1.15x of the ideal").
 * **sustained**: ``WAVES`` x N tasks, N in flight all along; the ideal is
   ``WAVES`` x 100 ms.  This shows whether runner keeps N calls in flight

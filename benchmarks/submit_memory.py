@@ -1,6 +1,6 @@
 """Peak memory of ``python -m runner submit`` on a long tasks file.
 
-The tasks file is streamed (DESIGN.md: "memory stays bounded however long it
+The tasks file is streamed (docs/cli.md: "memory stays bounded however long it
 is"), so peak RSS should not grow with the number of lines.  The command
 runs as a child process on zero-latency simulated providers with SQLite
 metrics on, and its own peak RSS is read with ``wait4`` by a minimal

@@ -160,7 +160,7 @@ class Runner:
     ) -> Runner:
         """A runner for ``config``: a Config, a path, or ``None`` to discover one.
 
-        Discovery follows DESIGN.md (``$RUNNER_CONFIG``, ``./runner.yaml``, then
+        Discovery follows docs/configuration.md (``$RUNNER_CONFIG``, ``./runner.yaml``, then
         the bundled simulated config).  ``metrics`` and ``providers`` replace
         the configured metrics store and adapters (tests, embedding);
         ``clock``/``sleep`` replace monotonic time and waiting; ``observer`` is

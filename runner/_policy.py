@@ -2,7 +2,7 @@
 
 After an attempt fails the dispatcher asks :meth:`RetryPolicy.retry_delay`:
 a number means "try the same provider again after this many seconds", ``None``
-means "move to the next provider of the chain".  The rules (DESIGN.md, "Task
+means "move to the next provider of the chain".  The rules (docs/lifecycle.md, "Task
 lifecycle"):
 
 - a non-retryable error falls back at once;

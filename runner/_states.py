@@ -1,6 +1,6 @@
 """The task status state machine, as data.
 
-:data:`TRANSITIONS` is the table of legal moves from DESIGN.md and
+:data:`TRANSITIONS` is the table of legal moves (docs/lifecycle.md) and
 :data:`TERMINAL` the states a task never leaves.  :func:`move` is the only
 code that changes a task's status: it checks the move against the table,
 records it (timestamped, with the provider in use) in the task's history, and

@@ -1,6 +1,6 @@
 """What users hand runner (:class:`Task`) and what they get back (:class:`Result`).
 
-These Structs are the task-file and result-file line formats of DESIGN.md,
+These Structs are the task-file and result-file line formats of docs/cli.md,
 shared by ``submit``, the worker's HTTP API and the Python API.
 """
 

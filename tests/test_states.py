@@ -49,7 +49,7 @@ def test_every_pair_of_states(current: Status, new: Status) -> None:
 
 
 def test_table_matches_design() -> None:
-    """The table holds exactly DESIGN.md's nine moves and is_legal agrees with it."""
+    """The table holds exactly the nine moves of docs/lifecycle.md and is_legal agrees with it."""
     table = {(a, b) for a, targets in TRANSITIONS.items() for b in targets}
     assert table == LEGAL
     assert all(is_legal(a, b) == ((a, b) in LEGAL) for a in STATUSES for b in STATUSES)

@@ -34,7 +34,7 @@ _FINISH: Final[dict[str, FinishReason]] = {
 }
 
 # "Please try again in 1.574s." / "in 250ms." in rate-limit messages: the only
-# delay hint OpenAI is known to give reliably (PROVIDER_WIRE.md 1.4).
+# delay hint OpenAI is known to give reliably (docs/providers.md, Errors).
 _TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?(?:ms|s))\b")
 
 

@@ -1,7 +1,7 @@
 """Wire-faithful fake provider servers for tests and benchmarks.
 
 Each fake is a real ``aiohttp.web`` server on 127.0.0.1 (an ephemeral port)
-that speaks one provider's wire format as PROVIDER_WIRE.md describes it::
+that speaks one provider's wire format as docs/providers.md describes it::
 
     async with FakeOpenAI() as fake:                 # FakeAnthropic, FakeGoogle
         provider = OpenAIProvider(fake.provider_config())

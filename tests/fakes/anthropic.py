@@ -1,4 +1,4 @@
-"""A fake Anthropic Messages server (PROVIDER_WIRE.md section 2).
+"""A fake Anthropic Messages server (docs/providers.md, `anthropic`).
 
 Serves ``POST /v1/messages`` and ``GET /v1/models``.  Accepts the key in
 ``x-api-key`` or ``Authorization: Bearer``, requires ``anthropic-version``

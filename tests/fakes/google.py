@@ -1,4 +1,4 @@
-"""A fake Gemini generateContent server (PROVIDER_WIRE.md section 3).
+"""A fake Gemini generateContent server (docs/providers.md, `google`).
 
 Serves ``POST /{v1beta,v1}/models/{model}:generateContent`` and
 ``GET /{v1beta,v1}/models``.  Takes the key from ``x-goog-api-key`` or

@@ -1,4 +1,4 @@
-"""A fake OpenAI Chat Completions server (PROVIDER_WIRE.md section 1).
+"""A fake OpenAI Chat Completions server (docs/providers.md, `openai`).
 
 Serves ``POST /v1/chat/completions`` and ``GET /v1/models``; wants
 ``Authorization: Bearer <key>`` unless built with ``api_key=None`` (then it
