@@ -42,7 +42,7 @@ from msgspec import Struct
 from runner._context import TaskExecutionContext, new_context, resolve
 from runner._dispatcher import Dispatcher, Observer
 from runner._errors import UsageError
-from runner._log import ExecutionLog, configure_logging
+from runner._log import FLUSH_DELAY, ExecutionLog, LineWriter, configure_logging
 from runner._policy import RetryPolicy
 from runner._registry import Registry
 from runner._task import ErrorInfo, FinalStatus, Result, Status, Task
@@ -136,6 +136,8 @@ class Runner:
         self._sleep = sleep if sleep is not None else anyio.sleep
         self._observer = observer
         self._log_stream = log_stream
+        #: Said on the log when the runner opens (the bundled config is in use, say).
+        self._notices: list[str] = []
         self._workflows: dict[str, WorkflowConfig] = known_workflows(config)
         self._ids = itertools.count(1)
         self._id_prefix = uuid.uuid4().hex[:8]
@@ -167,11 +169,15 @@ class Runner:
         called on every status move; ``log_stream`` replaces stderr for the
         execution log.
         """
+        notices: list[str] = []
         if not isinstance(config, Config):
             from runner.config._load import discover_config, load_config
 
-            config = discover_config(None) if config is None else load_config(config)
-        return cls(
+            if config is None:
+                config = discover_config(None, notice=notices.append)
+            else:
+                config = load_config(config)
+        runner = cls(
             config,
             concurrency=concurrency,
             metrics=metrics,
@@ -181,6 +187,8 @@ class Runner:
             observer=observer,
             log_stream=log_stream,
         )
+        runner._notices = notices
+        return runner
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -213,15 +221,18 @@ class Runner:
             stack.push_async_callback(_close_quietly, provider)
         registry = self._registry = Registry.from_config(config, clock=self._clock)
         log_config = config.logging
+        logger, log_writer = configure_logging(log_config, stream=self._log_stream)
+        # Registered first, so it runs last: every line logged until the end is written.
+        stack.callback(log_writer.flush)
+        for text in self._notices:
+            logger.warning("config", notice=text)
         dispatcher = self._dispatcher = Dispatcher(
             registry,
             providers,
             {pc.id: pc for pc in config.providers},
             sink=sink,
             policy=RetryPolicy(config.retry),
-            log=ExecutionLog(
-                configure_logging(log_config, stream=self._log_stream), log_config.level
-            ),
+            log=ExecutionLog(logger, log_config.level),
             concurrency=self._concurrency,
             queue_size=self._concurrency,
             clock=self._clock,
@@ -234,6 +245,10 @@ class Runner:
         stack.callback(dispatcher.sweep)
         tg = self._tg = await stack.enter_async_context(anyio.create_task_group())
         await tg.start(dispatcher.serve)
+        flusher = anyio.CancelScope()
+        # Pushed after the task group, so it runs before the group waits for its tasks.
+        stack.callback(flusher.cancel)
+        tg.start_soon(_flush_periodically, log_writer, flusher)
 
     async def __aexit__(
         self,
@@ -462,3 +477,11 @@ async def _close_quietly(provider: Provider) -> None:
     # because its scope was cancelled.
     with anyio.move_on_after(CLOSE_DEADLINE, shield=True):
         await provider.aclose()
+
+
+async def _flush_periodically(writer: LineWriter, scope: anyio.CancelScope) -> None:
+    """Write waiting log lines at least every FLUSH_DELAY seconds until ``scope`` is cancelled."""
+    with scope:
+        while True:
+            await anyio.sleep(FLUSH_DELAY)
+            writer.flush()

@@ -1,8 +1,11 @@
-"""The execution log: one structlog line per task status move, on stderr.
+"""The execution log: runner's one logging path (structlog), one line per status move.
 
-Each line carries the task id, role, provider, attempt, status, latency and
-error code: enough to follow a task through retries and fallbacks, and never
-a prompt, an output or a secret (those are not even handed to the logger).
+Each move line carries the task id, role, provider, attempt, status, latency
+and error code: enough to follow a task through retries and fallbacks, and
+never a prompt, an output or a secret (those are not even handed to the
+logger).  Other events (an adapter that crashed, an observer that raised) are
+warnings on the same logger; causes that could carry user data are kept out,
+and the exception type is kept at debug level.
 
 The logger is built per runner with ``structlog.wrap_logger``, not through
 ``structlog.configure``, so a runner never changes the logging of the program
@@ -10,62 +13,153 @@ that embeds it (and holds no module-level state).  Its level filter is
 structlog's ``make_filtering_bound_logger``; on top of that
 :class:`ExecutionLog` checks the level once, so a filtered-out move costs one
 attribute test on the dispatcher's hot path, not a dict of keyword arguments.
+
+Cost per line is kept small on purpose (two lines per task at ``info``): the
+timestamp comes from the cached once-a-second formatter, JSON is rendered by
+msgspec, plain console lines by a short f-string renderer (structlog's
+coloured ConsoleRenderer only on a terminal), and lines reach the stream
+through :class:`LineWriter`, which writes them in batches instead of taking a
+lock and flushing for every line as structlog's PrintLogger does.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, TextIO
+import time
+from collections.abc import Callable, MutableMapping
+from typing import Any, Final, TextIO
 
+import msgspec
 import structlog
-from structlog.typing import FilteringBoundLogger, Processor
+from structlog.typing import FilteringBoundLogger, Processor, WrappedLogger
 
+from runner._states import iso_ms
 from runner._task import HistoryEntry
 from runner.config._model import LoggingConfig
 
-_LEVELS = {
+_LEVELS: Final = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
 
+#: Lines waiting in a LineWriter are written at the latest this long after the first.
+FLUSH_DELAY: Final = 0.1
+_MAX_PENDING: Final = 512
+
+
+class LineWriter:
+    """A structlog logger that writes rendered lines to a stream in batches.
+
+    A line is appended to a list; the list is written with one ``write`` and
+    one ``flush`` when it holds 512 lines, when a warning or error arrives,
+    when a line comes :data:`FLUSH_DELAY` seconds or more after the first one
+    waiting, or when the owner calls :meth:`flush` (the Runner does, at least
+    every :data:`FLUSH_DELAY` seconds while it is open, and on close).  A
+    stream that cannot be written (closed, a broken pipe) loses the lines, not
+    the tasks: logging never fails a task.
+    """
+
+    __slots__ = ("_clock", "_first", "_pending", "_stream")
+
+    def __init__(self, stream: TextIO, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._stream = stream
+        self._clock = clock
+        self._pending: list[str] = []
+        self._first = 0.0
+
+    def msg(self, message: str) -> None:
+        pending = self._pending
+        pending.append(message)
+        if len(pending) == 1:
+            self._first = self._clock()
+        elif len(pending) >= _MAX_PENDING or self._clock() - self._first >= FLUSH_DELAY:
+            self.flush()
+
+    debug = info = log = msg
+
+    def warning(self, message: str) -> None:
+        self.msg(message)
+        self.flush()
+
+    warn = error = err = critical = exception = fatal = failure = warning
+
+    @property
+    def pending(self) -> int:
+        """Lines not yet written."""
+        return len(self._pending)
+
+    def flush(self) -> None:
+        """Write every waiting line now."""
+        pending = self._pending
+        if not pending:
+            return
+        text = "\n".join(pending) + "\n"
+        pending.clear()
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _timestamp(_logger: WrappedLogger, _name: str, event: MutableMapping[str, Any]) -> Any:
+    event["timestamp"] = iso_ms(time.time())
+    return event
+
+
+_encoder: Final = msgspec.json.Encoder(enc_hook=str)
+
+
+def _render_json(_logger: WrappedLogger, _name: str, event: MutableMapping[str, Any]) -> str:
+    return _encoder.encode(event).decode()
+
+
+def _render_plain(_logger: WrappedLogger, _name: str, event: MutableMapping[str, Any]) -> str:
+    # The layout of structlog's ConsoleRenderer without colours, for a
+    # fraction of its cost: "<time> [<level>] <event>  key=value ...".
+    ts = event.pop("timestamp", "")
+    level = event.pop("level", "")
+    name = event.pop("event", "")
+    exc = event.pop("exception", None)
+    fields = " ".join(f"{k}={v}" for k, v in event.items())
+    line = f"{ts} [{level:<9}] {name:<20} {fields}".rstrip()
+    return f"{line}\n{exc}" if exc else line
+
 
 def configure_logging(
     config: LoggingConfig, *, stream: TextIO | None = None
-) -> FilteringBoundLogger:
-    """A logger writing ``config.format`` lines at ``config.level`` or above to ``stream``.
+) -> tuple[FilteringBoundLogger, LineWriter]:
+    """A logger for ``config`` writing to ``stream``, and the writer its owner flushes.
 
     ``stream`` defaults to ``sys.stderr`` (results may go to stdout).  Console
     lines are coloured only on a terminal; tracebacks are rendered plainly,
     never with local variables, which could hold a key.
     """
     out = stream if stream is not None else sys.stderr
-    processors: list[Processor] = [
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
+    processors: list[Processor] = [structlog.processors.add_log_level, _timestamp]
     if config.format == "json":
-        processors += [
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ]
-    else:
+        processors += [structlog.processors.format_exc_info, _render_json]
+    elif _isatty(out):
         processors.append(
             structlog.dev.ConsoleRenderer(
-                colors=_isatty(out),
+                colors=True,
                 sort_keys=False,
                 exception_formatter=structlog.dev.plain_traceback,
             )
         )
+    else:
+        processors += [structlog.processors.format_exc_info, _render_plain]
+    writer = LineWriter(out)
     logger: FilteringBoundLogger = structlog.wrap_logger(
-        structlog.PrintLogger(file=out),
+        writer,
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[config.level]),
         cache_logger_on_first_use=True,
     )
-    return logger
+    return logger, writer
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -116,3 +210,7 @@ class ExecutionLog:
     def problem(self, event: str, **fields: Any) -> None:
         """A warning that is not a status move (an adapter bug turned into ``unknown``)."""
         self._logger.warning(event, **fields)
+
+    def detail(self, event: str, **fields: Any) -> None:
+        """A debug line: the cause behind an error the user already sees by its code."""
+        self._logger.debug(event, **fields)

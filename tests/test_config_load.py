@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
@@ -199,9 +198,9 @@ def test_discover_finds_runner_yaml_in_the_working_directory(
     """./runner.yaml is used when neither --config nor $RUNNER_CONFIG is given."""
     (tmp_path / "runner.yaml").write_text(ONE)
     monkeypatch.chdir(tmp_path)
-    stderr = io.StringIO()
-    assert discover_config(None, environ={}, stderr=stderr).source == "runner.yaml"
-    assert stderr.getvalue() == ""
+    notices: list[str] = []
+    assert discover_config(None, environ={}, notice=notices.append).source == "runner.yaml"
+    assert notices == []
 
 
 def test_discover_falls_back_to_the_bundled_config_with_a_notice(
@@ -209,10 +208,10 @@ def test_discover_falls_back_to_the_bundled_config_with_a_notice(
 ) -> None:
     """With nothing to find, the bundled simulated config is used and stderr says so."""
     monkeypatch.chdir(tmp_path)
-    stderr = io.StringIO()
-    config = discover_config(None, environ={}, stderr=stderr)
+    notices: list[str] = []
+    config = discover_config(None, environ={}, notice=notices.append)
     assert config.source == BUNDLED
-    assert stderr.getvalue() == BUNDLED_NOTICE + "\n"
+    assert notices == [BUNDLED_NOTICE]
     assert BUNDLED_NOTICE == (
         "no config given: using the bundled simulated config (config/local.yaml); "
         "pass --config or set RUNNER_CONFIG"

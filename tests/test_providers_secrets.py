@@ -138,7 +138,8 @@ async def test_no_path_leaks_the_key(provider_type: str, caplog: pytest.LogCaptu
     assert any(key in str(h.values()) for h in sent)
     assert errors >= len(MATRIX) - 3
     records = [r.getMessage() for r in caplog.records] + [caplog.text]
-    assert any("failed" in m for m in records)
+    # Adapters log nothing themselves (runner's one logging path reports failures).
+    assert not [r for r in caplog.records if r.name.startswith("workers")]
     _assert_clean(key, texts + records)
 
 

@@ -23,7 +23,6 @@ care).
 from __future__ import annotations
 
 import email.utils
-import logging
 import math
 import re
 import time
@@ -44,7 +43,6 @@ from workers._types import FinishReason, Message, Usage
 T = TypeVar("T")
 E = TypeVar("E")
 
-_log = logging.getLogger("workers.http")
 
 #: HTTP status -> error code, before any classifier refines it.
 STATUS_CODES: Final[Mapping[int, ErrorCode]] = MappingProxyType(
@@ -361,7 +359,7 @@ class HttpProvider(Generic[E]):
         retry_after: float | None = None,
     ) -> ProviderError:
         """A ``ProviderError`` for this provider, its message scrubbed of the key."""
-        error = ProviderError(
+        return ProviderError(
             code,
             scrub(message, [self._config.api_key]),
             provider=self.id,
@@ -369,8 +367,6 @@ class HttpProvider(Generic[E]):
             retry_after=retry_after,
             status=status,
         )
-        _log.debug("provider %s failed: %s", self.id, error)
-        return error
 
     def _respond(
         self,

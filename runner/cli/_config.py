@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from runner._registry import Registry
+from runner.cli._main import notice
 from runner.config._load import MIGRATION_DOC, Loaded, discover
 from runner.config._model import Config, ProviderConfig
 from workers._parameters import Parameters
@@ -26,7 +27,7 @@ Table = tuple[Sequence[str], list[list[str]]]
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     """Validate the config at ``args.path`` (or the discovered one) and print it resolved."""
-    loaded = discover(getattr(args, "path", None))
+    loaded = discover(getattr(args, "path", None), notice=notice)
     out = sys.stdout
     if out.isatty():
         _print_rich(loaded, out)

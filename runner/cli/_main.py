@@ -24,6 +24,11 @@ EXIT_INTERRUPTED = 130
 Command = Callable[[argparse.Namespace], int]
 
 
+def notice(text: str) -> None:
+    """A one-line notice on stderr (the config in use was not named, say)."""
+    print(text, file=sys.stderr)
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="P", help="config file (else $RUNNER_CONFIG, ./runner.yaml)")
 

@@ -44,9 +44,10 @@ def _store(args: argparse.Namespace) -> tuple[str, str]:
     """(kind, path) of the store to read: ``--db`` or the config's."""
     if args.db:
         return ("jsonl" if args.db.endswith(".jsonl") else "sqlite"), args.db
+    from runner.cli._main import notice
     from runner.config._load import discover_config
 
-    config = discover_config(args.config)
+    config = discover_config(args.config, notice=notice)
     if config.metrics.store == "none":
         raise UsageError(
             f"metrics are off in {config.source} (metrics.store: none), so none were"
@@ -281,9 +282,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if args.db:
         db = args.db
     else:
+        from runner.cli._main import notice
         from runner.config._load import discover_config
 
-        config = discover_config(args.config)
+        config = discover_config(args.config, notice=notice)
         if config.metrics.store != "sqlite":
             raise UsageError(
                 f"the config ({config.source}) has metrics.store: {config.metrics.store};"

@@ -161,12 +161,13 @@ def render(results: Sequence[CheckResult], out: TextIO, *, rich: bool | None = N
 
 def cmd_providers_check(args: argparse.Namespace) -> int:
     """``providers check [--config P] [--timeout S]``: exit 0 if every check passed, else 1."""
+    from runner.cli._main import notice
     from runner.config._load import discover_config
 
     timeout: float = args.timeout
     if not timeout > 0:
         raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
-    config = discover_config(args.config)
+    config = discover_config(args.config, notice=notice)
     results = anyio.run(check_providers, config, timeout)
     render(results, sys.stdout)
     return 0 if all(r.ok for r in results) else 1

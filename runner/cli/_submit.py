@@ -26,7 +26,7 @@ import anyio.abc
 from runner._errors import UsageError
 from runner._task import ErrorInfo, Result, Task
 from runner._tasks_file import TasksFile
-from runner.cli._main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from runner.cli._main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, notice
 from runner.cli._results_file import FLUSH_EVERY, ResultsFile
 from runner.cli._summary import Summary
 
@@ -52,7 +52,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from runner._workflow import known_workflows
     from runner.config._load import discover_config
 
-    config = discover_config(args.config)
+    config = discover_config(args.config, notice=notice)
     runner = Runner.from_config(config, concurrency=args.concurrency)
     workflows = known_workflows(config)
     started = time.perf_counter()

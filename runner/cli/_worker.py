@@ -30,7 +30,7 @@ from aiohttp import web
 from runner._context import TaskExecutionContext
 from runner._errors import UsageError
 from runner._task import HistoryEntry, Status
-from runner.cli._main import EXIT_INTERRUPTED, EXIT_OK
+from runner.cli._main import EXIT_INTERRUPTED, EXIT_OK, notice
 from runner.config._model import Config
 from runner.metrics._writer import open_metrics_writer
 from runner.service._journal import Journal, open_journal
@@ -49,7 +49,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Serve until signalled; 0 after a graceful drain, 130 after a forced stop."""
     from runner.config._load import discover_config
 
-    config = discover_config(args.config)
+    config = discover_config(args.config, notice=notice)
     host = args.host or config.worker.host
     port = config.worker.port if args.port is None else args.port
     check_bind(host, config)

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-import sys
 from collections.abc import Callable, Mapping
-from typing import Final, NamedTuple, TextIO, cast
+from typing import Final, NamedTuple, cast
 
 import msgspec
 import msgspec.inspect as mi
@@ -88,18 +87,25 @@ def load_config_text(
 
 
 def discover_config(
-    path: str | None, *, environ: Mapping[str, str] | None = None, stderr: TextIO | None = None
+    path: str | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> Config:
     """The config from ``path``, else ``$RUNNER_CONFIG``, else ``./runner.yaml``, else bundled.
 
-    Falling back to the bundled simulated config prints a one-line notice on
-    ``stderr`` (default ``sys.stderr``), so nobody mistakes it for their own.
+    Falling back to the bundled simulated config calls ``notice`` with
+    :data:`BUNDLED_NOTICE`, so nobody mistakes it for their own: the command
+    line prints it, the Python API logs it as a warning.
     """
-    return discover(path, environ=environ, stderr=stderr).config
+    return discover(path, environ=environ, notice=notice).config
 
 
 def discover(
-    path: str | None, *, environ: Mapping[str, str] | None = None, stderr: TextIO | None = None
+    path: str | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> Loaded:
     """:func:`discover_config`, keeping what ``config check`` displays."""
     env = os.environ if environ is None else environ
@@ -110,7 +116,8 @@ def discover(
         return _load_path(from_env, env, hint="it was named by $RUNNER_CONFIG")
     if os.path.isfile("runner.yaml"):
         return _load_path("runner.yaml", env)
-    print(BUNDLED_NOTICE, file=stderr if stderr is not None else sys.stderr)
+    if notice is not None:
+        notice(BUNDLED_NOTICE)
     return _load_text(bundled_text(), BUNDLED, env)
 
 
