@@ -43,7 +43,7 @@ def import_litellm() -> Any:
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     os.environ.setdefault("LITELLM_TELEMETRY", "False")
     try:
-        import litellm
+        import litellm  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise Skip(
             "litellm is not installed; install the compare extra: pip install -e '.[compare]'"

@@ -115,7 +115,7 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
             seen.append(req)
 
         config = ProviderConfig(id="sim", type="simulated", model="sim-model")
-        provider = SimulatedProvider(config, script=record)
+        simulated: Provider = SimulatedProvider(config, script=record)
 
         def sent_sim() -> Sent:
             r = seen[-1]
@@ -132,11 +132,11 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
 
         yield Harness(
             name,
-            provider,
+            simulated,
             sent_sim,
             lambda r: f"[simulated sim-model] reply to: {r.messages[-1].content[:120]}",
         )
-        await provider.aclose()
+        await simulated.aclose()
         return
     async with _FAKES[name]() as fake:
         provider = open_provider(fake.provider_config())
