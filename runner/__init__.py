@@ -1,28 +1,66 @@
 """runner: an async task runner for LLM work.
 
-Layout: ``_config_model``/``_config`` (the config file), ``_registry`` (role ->
-provider chains and health), ``_states`` (the task state machine),
-``_dispatcher`` and ``_policy`` (running, retrying, falling back),
-``_workflow``, ``_metrics_*`` (the writer, stores and queries), ``_api`` (the
-Python API), ``_cli`` and the ``*_cli`` modules (the command line), and the
-worker's ``_worker_*`` modules.  Provider adapters live in the ``workers``
-package.  Everything public is re-exported here.
+Layout (docs/architecture.md draws it, the import contract enforces it):
+``cli`` (the command line) -> ``service`` (the worker: HTTP API, journal)
+-> ``_api`` (:class:`Runner`) -> ``_workflow`` -> ``_dispatcher`` -> the
+small core (``_context``, ``_registry``, ``_policy``, ``_ratelimit``,
+``_log``) -> ``metrics`` | ``config`` -> ``_tasks_file``, ``_task_check``,
+``_states``, ``_task``, ``_errors`` -> ``workers`` (the adapters, which import
+nothing from runner).
+
+Everything public is exported here.  The names are loaded on first use
+(PEP 562), so ``python -m runner metrics summary`` or ``config check`` does
+not pay for the dispatcher, anyio or structlog it never runs.
 """
 
 from __future__ import annotations
 
-from runner._api import Runner, RunnerStatistics, TaskHandle
-from runner._context import TaskExecutionContext
-from runner._errors import (
-    ConfigError,
-    ProviderError,
-    RunnerError,
-    TaskError,
-    TransitionError,
-    UsageError,
-)
-from runner._task import ErrorInfo, HistoryEntry, Message, Result, StageResult, Task, Usage
-from workers._parameters import Parameters
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from runner._api import Runner, RunnerStatistics, TaskHandle
+    from runner._context import TaskExecutionContext
+    from runner._errors import (
+        ConfigError,
+        ProviderError,
+        RunnerError,
+        TaskError,
+        TransitionError,
+        UsageError,
+    )
+    from runner._task import (
+        ErrorInfo,
+        HistoryEntry,
+        Message,
+        Result,
+        StageResult,
+        Task,
+        Usage,
+    )
+    from workers._parameters import Parameters
+
+#: Public name -> the module that defines it.
+_EXPORTS: Final = {
+    "ConfigError": "runner._errors",
+    "ErrorInfo": "runner._task",
+    "HistoryEntry": "runner._task",
+    "Message": "runner._task",
+    "Parameters": "workers._parameters",
+    "ProviderError": "runner._errors",
+    "Result": "runner._task",
+    "Runner": "runner._api",
+    "RunnerError": "runner._errors",
+    "RunnerStatistics": "runner._api",
+    "StageResult": "runner._task",
+    "Task": "runner._task",
+    "TaskError": "runner._errors",
+    "TaskExecutionContext": "runner._context",
+    "TaskHandle": "runner._api",
+    "TransitionError": "runner._errors",
+    "Usage": "runner._task",
+    "UsageError": "runner._errors",
+}
 
 __all__ = [
     "ConfigError",
@@ -44,3 +82,16 @@ __all__ = [
     "Usage",
     "UsageError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -38,3 +38,34 @@ def test_provider_error_is_a_runner_error() -> None:
 
     assert issubclass(workers.ProviderError, runner.RunnerError)
     assert runner.ProviderError is workers.ProviderError
+
+
+def test_every_exported_name_resolves_and_matches_its_module() -> None:
+    """Each name in runner.__all__ loads on first use, from the module the map names."""
+    import importlib
+
+    import runner
+
+    assert runner.__all__ == sorted(runner.__all__)
+    assert set(runner.__all__) == set(runner._EXPORTS)
+    for name in runner.__all__:
+        module = importlib.import_module(runner._EXPORTS[name])
+        assert getattr(runner, name) is getattr(module, name)
+
+
+def test_reading_metrics_does_not_load_the_dispatcher() -> None:
+    """`metrics summary --help` loads neither the dispatcher nor structlog (start-up time)."""
+    code = (
+        "import sys\n"
+        "from runner.cli._main import main\n"
+        "try:\n"
+        "    main(['metrics', 'summary', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('runner._dispatcher', 'structlog', 'aiohttp', 'runner._api')"
+        " if m in sys.modules))"
+    )
+    proc = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
