@@ -124,9 +124,16 @@ def _render_plain(_logger: WrappedLogger, _name: str, event: MutableMapping[str,
     level = event.pop("level", "")
     name = event.pop("event", "")
     exc = event.pop("exception", None)
-    fields = " ".join(f"{k}={v}" for k, v in event.items())
-    line = f"{ts} [{level:<9}] {name:<20} {fields}".rstrip()
+    line = f"{ts} [{level:<9}] {name:<20} " + " ".join([f"{k}={v}" for k, v in event.items()])
     return f"{line}\n{exc}" if exc else line
+
+
+_format_exc_info: Final = structlog.processors.format_exc_info
+
+
+def _exc_info(logger: WrappedLogger, name: str, event: MutableMapping[str, Any]) -> Any:
+    # Nearly no line carries an exception: test for it before calling structlog's formatter.
+    return _format_exc_info(logger, name, event) if "exc_info" in event else event
 
 
 def configure_logging(
@@ -141,7 +148,7 @@ def configure_logging(
     out = stream if stream is not None else sys.stderr
     processors: list[Processor] = [structlog.processors.add_log_level, _timestamp]
     if config.format == "json":
-        processors += [structlog.processors.format_exc_info, _render_json]
+        processors += [_exc_info, _render_json]
     elif _isatty(out):
         processors.append(
             structlog.dev.ConsoleRenderer(
@@ -151,14 +158,15 @@ def configure_logging(
             )
         )
     else:
-        processors += [structlog.processors.format_exc_info, _render_plain]
+        processors += [_exc_info, _render_plain]
     writer = LineWriter(out)
+    # bind() now, so each call is a plain method call on the bound logger rather
+    # than a trip through wrap_logger's lazy proxy.
     logger: FilteringBoundLogger = structlog.wrap_logger(
         writer,
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[config.level]),
-        cache_logger_on_first_use=True,
-    )
+    ).bind()
     return logger, writer
 
 
