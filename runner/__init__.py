@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         Task,
         Usage,
     )
+    from runner._workflow import stage_prompt
     from workers._parameters import Parameters
 
 #: Public name -> the module that defines it.
@@ -60,6 +61,7 @@ _EXPORTS: Final = {
     "TransitionError": "runner._errors",
     "Usage": "runner._task",
     "UsageError": "runner._errors",
+    "stage_prompt": "runner._workflow",
 }
 
 __all__ = [
@@ -81,6 +83,7 @@ __all__ = [
     "TransitionError",
     "Usage",
     "UsageError",
+    "stage_prompt",
 ]
 
 

@@ -32,7 +32,7 @@ from collections.abc import (
     Mapping,
 )
 from contextlib import AsyncExitStack
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, TextIO
 
 import anyio
@@ -286,6 +286,11 @@ class Runner:
         """
         dispatcher = self._require_open()
         await dispatcher.shutdown(self.config.grace_period if grace is None else grace)
+
+    @property
+    def workflows(self) -> Mapping[str, WorkflowConfig]:
+        """Every workflow a task may name: ``default`` and the config's, read-only."""
+        return MappingProxyType(self._workflows)
 
     def statistics(self) -> RunnerStatistics:
         """An immutable snapshot of the counts (all zero before the runner is entered)."""
