@@ -1,0 +1,154 @@
+"""runner's workflows as LangGraph graphs: the same stages, prompts and providers.
+
+asyncio only (LangGraph); simulated providers, fake time for the runner.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import runner
+from runner import Runner, UsageError
+from runner.integrations.langchain import RunnerChatModel, TaskFailedError
+from runner.integrations.langgraph import default_workflow_graph, workflow_graph
+from tests.dispatch_support import FakeTime, Scripts, make_config, open_runner, sim, simulated
+
+pytestmark = pytest.mark.anyio
+
+FAILING: dict[str, Any] = {"failure_rate": 1.0, "failure_codes": ("auth_failed",)}
+
+
+def sent(scripts: Scripts) -> list[tuple[str, Any, Any, Any]]:
+    """Every request the providers saw, without the task ids (which differ by design)."""
+    return [(p, r.system, r.messages, r.parameters) for p, r in scripts.requests]
+
+
+async def test_default_graph_picks_the_same_providers_and_prompts_as_run_workflow() -> None:
+    """Stage by stage, the graph sends run_workflow's prompts to the same providers."""
+    # coder's primary fails, so generation falls back: the graph must too.
+    config = make_config(providers=(sim("a", **FAILING), sim("b"), sim("c"), sim("d")))
+    scripts = Scripts()
+    async with open_runner(config, providers=simulated(config, scripts)) as r:
+        result = await r.run_workflow("default", input="A CLI that renames photos")
+        by_workflow = sent(scripts)
+        scripts.requests.clear()
+        graph = default_workflow_graph(RunnerChatModel(runner=r))
+        state = await graph.ainvoke({"input": "A CLI that renames photos"})
+        by_graph = sent(scripts)
+    assert result.status == "completed"
+    assert result.stages is not None
+    assert [(m.name, m.response_metadata["role"], m.response_metadata["provider"])
+            for m in state["stages"]] == [
+        (s.stage, s.role, s.provider) for s in result.stages
+    ] == [
+        ("clarification", "clarifier", "c"),
+        ("planning", "planner", "d"),
+        ("generation", "coder", "b"),
+        ("review", "reviewer", "b"),
+    ]  # fmt: skip
+    assert by_graph == by_workflow
+    assert [m.response_metadata["fallback_used"] for m in state["stages"]] == [
+        False, False, True, False,
+    ]  # fmt: skip
+    assert state["output"] == result.output
+
+
+async def test_a_graph_wide_role_does_not_move_the_stages() -> None:
+    """configurable runner_role on the whole graph leaves each stage on its own role."""
+    config = make_config()
+    async with open_runner(config) as r:
+        graph = default_workflow_graph(RunnerChatModel(runner=r))
+        state = await graph.ainvoke(
+            {"input": "x"}, config={"configurable": {"runner_role": "coder"}}
+        )
+    assert [m.response_metadata["role"] for m in state["stages"]] == [
+        "clarifier", "planner", "coder", "reviewer",
+    ]  # fmt: skip
+
+
+async def test_a_failed_stage_raises_and_later_stages_do_not_run() -> None:
+    """Planning fails on every provider: TaskFailedError, and no generation or review call."""
+    config = make_config(providers=(sim("a"), sim("b"), sim("c"), sim("d", **FAILING)))
+    scripts = Scripts()
+    async with open_runner(config, providers=simulated(config, scripts)) as r:
+        result = await r.run_workflow("default", input="x")
+        scripts.requests.clear()
+        with pytest.raises(TaskFailedError) as caught:
+            await default_workflow_graph(RunnerChatModel(runner=r)).ainvoke({"input": "x"})
+    assert result.error is not None
+    assert (caught.value.code, caught.value.provider) == (result.error.code, "d")
+    assert [p for p, _ in scripts.requests] == ["c", "d"]  # clarification, then planning
+
+
+def write_config(tmp_path: Path) -> Path:
+    path = tmp_path / "runner.yaml"
+    path.write_text(
+        """
+version: 1
+providers:
+  - {id: sim-a, type: simulated, model: sim-a-1}
+  - {id: sim-b, type: simulated, model: sim-b-1}
+roles:
+  planner: {provider: sim-a}
+  coder: {provider: sim-b}
+default_provider: sim-a
+metrics: {store: none}
+logging: {level: warning}
+workflows:
+  default:
+    stages:
+      - {name: plan, role: planner}
+      - {name: code, role: coder, instruction: "Follow the plan."}
+  solo:
+    stages:
+      - {name: only, role: coder}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+async def test_the_configs_own_workflows_become_graphs(tmp_path: Path) -> None:
+    """A config that replaces ``default`` or adds workflows gets those stages as nodes."""
+    async with Runner.from_config(write_config(tmp_path), log_stream=io.StringIO()) as r:
+        model = RunnerChatModel(runner=r)
+        default = await default_workflow_graph(model).ainvoke({"input": "x"})
+        solo = await workflow_graph(model, "solo").ainvoke({"input": "x"})
+        with pytest.raises(UsageError, match="unknown workflow 'nope'; known: default, solo"):
+            workflow_graph(model, "nope")
+    assert [(m.name, m.response_metadata["provider"]) for m in default["stages"]] == [
+        ("plan", "sim-a"),
+        ("code", "sim-b"),
+    ]
+    assert default["output"].startswith("[simulated sim-b-1] reply to: Follow the plan.")
+    assert [m.name for m in solo["stages"]] == ["only"]
+
+
+def test_the_graph_runs_from_synchronous_code_on_an_owned_runner() -> None:
+    """graph.invoke with a from_config model: no event loop needed."""
+    config = make_config()
+    t = FakeTime()
+    options = {
+        "providers": simulated(config, sleep=t.sleep),
+        "log_stream": io.StringIO(),
+        "clock": t.clock,
+        "sleep": t.sleep,
+    }
+    with RunnerChatModel.from_config(config, runner_options=options) as model:
+        state = default_workflow_graph(model).invoke({"input": "x"})
+    assert [m.response_metadata["provider"] for m in state["stages"]] == ["c", "d", "a", "b"]
+
+
+def test_workflows_and_stage_prompt_are_public() -> None:
+    """Runner.workflows (read-only) and stage_prompt are what the graph is built from."""
+    r = Runner.from_config(make_config())
+    assert "stage_prompt" in runner.__all__
+    assert [s.name for s in r.workflows["default"].stages] == [
+        "clarification", "planning", "generation", "review",
+    ]  # fmt: skip
+    with pytest.raises(TypeError):
+        r.workflows["mine"] = r.workflows["default"]  # type: ignore[index]
