@@ -6,6 +6,11 @@ asyncio only (LangGraph); simulated providers, fake time for the runner.
 from __future__ import annotations
 
 import io
+import json
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,8 @@ from runner.integrations.langgraph import default_workflow_graph, workflow_graph
 from tests.dispatch_support import FakeTime, Scripts, make_config, open_runner, sim, simulated
 
 pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FAILING: dict[str, Any] = {"failure_rate": 1.0, "failure_codes": ("auth_failed",)}
 
@@ -152,3 +159,51 @@ def test_workflows_and_stage_prompt_are_public() -> None:
     ]  # fmt: skip
     with pytest.raises(TypeError):
         r.workflows["mine"] = r.workflows["default"]  # type: ignore[index]
+
+
+@pytest.mark.slow
+def test_the_example_runs_offline(tmp_path: Path) -> None:
+    """examples/langgraph_agent.py runs on simulated providers and prints metrics by role."""
+    done = subprocess.run(  # noqa: S603 - our own interpreter and example
+        [sys.executable, str(ROOT / "examples" / "langgraph_agent.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for stage, role in [("clarification", "clarifier"), ("planning", "planner"),
+                        ("generation", "coder"), ("review", "reviewer")]:  # fmt: skip
+        assert f"{stage:<14} {role:<10}" in out
+    assert "fallback" in out
+    assert (tmp_path / ".runner" / "langgraph-metrics.db").exists()
+
+
+@pytest.mark.slow
+def test_the_docs_example_runs_and_shows_the_fallback(tmp_path: Path) -> None:
+    """docs/langgraph.md's first example prints what it says, and the summary shows it."""
+    doc = (ROOT / "docs" / "langgraph.md").read_text("utf-8")
+    example = re.findall(r"```python\n(.*?)```", doc, re.DOTALL)[0]
+    (tmp_path / "examples").mkdir()
+    shutil.copy(ROOT / "examples" / "langgraph.yaml", tmp_path / "examples")
+
+    def run(*args: str) -> str:
+        return subprocess.run(  # noqa: S603 - our own interpreter, code and CLI
+            [sys.executable, *args], cwd=tmp_path, capture_output=True, text=True,
+            check=True, timeout=120,
+        ).stdout  # fmt: skip
+
+    assert run("-c", example).splitlines() == [
+        "coder sim-careful 3 True",
+        "reviewer sim-careful 1 False",
+    ]
+    summary = run(
+        "-m", "runner", "metrics", "summary", "--config", "examples/langgraph.yaml",
+        "--group-by", "role", "--format", "json",
+    )  # fmt: skip
+    rows = {row["role"]: row for row in json.loads(summary)}
+    assert sorted(rows) == ["coder", "reviewer"]
+    assert (rows["coder"]["requests"], rows["reviewer"]["requests"]) == (3, 1)
+    assert rows["coder"]["errors"] == {"overloaded": 2}
