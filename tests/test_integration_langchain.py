@@ -7,12 +7,16 @@ Simulated providers, fake time for the runner.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
+import json
 import subprocess
 import sys
 import textwrap
+import threading
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -506,6 +510,51 @@ def test_cancelling_a_call_cancels_the_owned_runners_task() -> None:
     finally:
         model.close()
     assert [(e.provider, e.error_code) for e in events.events] == [("a", "cancelled")]
+
+
+def host_threads() -> int:
+    return sum(t.name == "runner-host" for t in threading.enumerate())
+
+
+def test_an_owned_runner_closes_when_the_model_is_collected() -> None:
+    """Dropping the model and its copies shuts its runner down and ends its thread."""
+    before = host_threads()
+    model = owned_model(make_config(), Events(), role="coder")
+    copy = model.with_role("reviewer")
+    model.invoke("x")
+    assert host_threads() == before + 1
+    del model
+    gc.collect()
+    assert host_threads() == before + 1  # the copy still uses it
+    del copy
+    gc.collect()
+    assert host_threads() == before
+
+
+@pytest.mark.slow
+def test_an_owned_runner_is_closed_at_exit(tmp_path: Path) -> None:
+    """A from_config model left open flushes its metric events when the program exits."""
+    (tmp_path / "runner.yaml").write_text(
+        "providers: [{id: sim, type: simulated, model: sim-1}]\n"
+        "default_provider: sim\n"
+        "metrics: {store: sqlite, path: metrics.db}\n",
+        encoding="utf-8",
+    )
+    code = (
+        "from runner.integrations.langchain import RunnerChatModel\n"
+        "model = RunnerChatModel.from_config('runner.yaml')\n"
+        "print(model.invoke('x').response_metadata['provider'])\n"
+    )
+
+    def run(*args: str) -> str:
+        return subprocess.run(  # noqa: S603 - our own interpreter, code and CLI
+            [sys.executable, *args], cwd=tmp_path, capture_output=True, text=True,
+            check=True, timeout=60,
+        ).stdout  # fmt: skip
+
+    assert run("-c", code) == "sim\n"
+    summary = json.loads(run("-m", "runner", "metrics", "summary", "--format", "json"))
+    assert [(row["provider"], row["requests"]) for row in summary] == [("sim", 1)]
 
 
 def test_task_tags_collects_run_name_node_and_tags() -> None:
