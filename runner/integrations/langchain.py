@@ -58,7 +58,7 @@ from runner import Message, Parameters, Result, Runner, RunnerError, Task, Usage
 from runner.integrations._host import RunnerHost, run_task
 
 if TYPE_CHECKING:
-    from runner._config_model import Config
+    from runner.config._model import Config
 
 __all__ = [
     "RunnerChatModel",

@@ -38,7 +38,7 @@ from runner import UsageError, stage_prompt
 from runner.integrations.langchain import ROLE_KEY, RunnerChatModel
 
 if TYPE_CHECKING:
-    from runner._config_model import StageConfig
+    from runner.config._model import StageConfig
 
 __all__ = ["WorkflowInput", "WorkflowState", "default_workflow_graph", "workflow_graph"]
 
