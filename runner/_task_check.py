@@ -1,21 +1,68 @@
 """The one check of whether a :class:`~runner._task.Task` can run.
 
 ``submit`` uses the message for its line errors (``line 17: missing 'prompt'
-or 'messages'``); the Python API turns it into a ``rejected`` Result with code
-``invalid_task``.  Nothing else decides what a valid task is.
+or 'messages'``), the worker for its 400 line errors, and the Python API turns
+it into a ``rejected`` Result with code ``invalid_task``.  Nothing else decides
+what a valid task is, and in particular what a valid id is: :func:`id_problem`
+is the one rule for ids at every entry point.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Collection
+from typing import Final
 
 from runner._task import Task
+
+#: The longest id accepted, in characters.  An id travels in a URL path
+#: (``GET /v1/tasks/{id}``): 256 characters of up to 4 UTF-8 bytes each,
+#: percent-encoded, stay well inside aiohttp's 8,190-byte request line.
+MAX_ID_LENGTH: Final = 256
+
+#: Unicode categories an id may not contain: control characters (newline, tab,
+#: NUL, DEL, C1), invisible format marks (bidi overrides, zero-width joiners)
+#: and line/paragraph separators.  They break URLs and logs, or make an id read
+#: as another.
+_BAD_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def id_problem(task_id: str) -> str | None:
+    """What is wrong with ``task_id``, in one sentence; ``None`` when it is usable.
+
+    An id is usable when it is not blank, has at most :data:`MAX_ID_LENGTH`
+    characters, contains no control or format character and is not ``.`` or
+    ``..`` (which a URL path would resolve away).  The message never quotes
+    the id itself: it may be huge or hold a newline.
+    """
+    if len(task_id) > MAX_ID_LENGTH:
+        return f"'id' is {len(task_id):,} characters long; the most is {MAX_ID_LENGTH}"
+    # The common case costs two C-level scans: printable ASCII needs no table.
+    if not (task_id.isascii() and task_id.isprintable()):
+        for position, char in enumerate(task_id, start=1):
+            if unicodedata.category(char) in _BAD_CATEGORIES:
+                return (
+                    f"'id' contains the control character U+{ord(char):04X} at position"
+                    f" {position}; use printable characters only"
+                )
+    if not task_id.strip():
+        return "'id' is empty"
+    if task_id in (".", ".."):
+        return f"'id' cannot be {task_id!r}: a URL path would resolve it away"
+    return None
 
 
 def task_problem(task: Task, known_workflows: Collection[str]) -> str | None:
     """What is wrong with ``task``, in one sentence; ``None`` when it can run."""
-    if task.id is not None and not task.id.strip():
-        return "'id' is empty"
+    if task.id is not None:
+        problem = id_problem(task.id)
+        if problem is not None:
+            return problem
+    return shape_problem(task, known_workflows)
+
+
+def shape_problem(task: Task, known_workflows: Collection[str]) -> str | None:
+    """What is wrong with ``task`` apart from its id (checked by :func:`id_problem`)."""
     if task.workflow is not None:
         if task.prompt is not None or task.messages is not None:
             return "a workflow task takes 'input', not 'prompt' or 'messages'"

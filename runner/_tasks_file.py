@@ -26,7 +26,7 @@ import msgspec
 
 from runner._errors import UsageError
 from runner._task import ErrorInfo, Message, Result, Task
-from runner._task_check import task_problem
+from runner._task_check import id_problem, shape_problem
 from workers._parameters import Parameters
 
 #: Raw bytes read per block: small enough to be nothing in memory, large
@@ -34,6 +34,12 @@ from workers._parameters import Parameters
 BLOCK_BYTES: Final = 64 * 1024
 
 _DECODER: Final = msgspec.json.Decoder(Task)
+
+#: The most characters of a user's field name quoted in a message.
+SHOWN_NAME: Final = 60
+
+#: The rejection of a line nested too deeply for the JSON reader.
+TOO_DEEP: Final = "nested too deeply to read; a task line is a flat JSON object"
 
 # msgspec's validation messages end with "- at `$.path`" when not at the root.
 _AT: Final = re.compile(r"^(?P<what>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -64,6 +70,13 @@ def _known_fields(path: str) -> tuple[str, ...]:
     return _FIELDS["task"]
 
 
+def _shown(name: str) -> str:
+    """A user's field name fit for one line of a message: escaped, and cut if long."""
+    if not name.isprintable():
+        name = name.encode("unicode_escape").decode("ascii")
+    return name if len(name) <= SHOWN_NAME else name[: SHOWN_NAME - 1] + "…"
+
+
 def explain_validation(message: str) -> str:
     """msgspec's validation message for a task line, said the way a user needs it."""
     at = _AT.match(message)
@@ -74,7 +87,7 @@ def explain_validation(message: str) -> str:
         known = _known_fields(path)
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
-        return f"unknown field '{name}'{where} ({hint})"
+        return f"unknown field '{_shown(name)}'{where} ({hint})"
     if missing := _MISSING.match(what):
         return f"missing field '{missing['name']}'{where}"
     if not path and what.startswith("Expected `object`"):
@@ -269,13 +282,21 @@ class TasksFile:
             return self._invalid(raw, line, offset, explain_validation(str(exc)))
         except msgspec.DecodeError as exc:
             return rejection(line, f"not valid JSON: {_columns(str(exc))}")
+        except RecursionError:
+            # No Task field nests deeply today; kept so that one line can never
+            # end the run, whatever the Struct grows.
+            return rejection(line, TOO_DEEP)
         if task.id is None:
             task = msgspec.structs.replace(task, id=f"line-{line}")
         task_id = task.id or ""
+        # A bad id is neither kept nor quoted: it may be huge or hold a newline.
+        problem = id_problem(task_id)
+        if problem is not None:
+            return rejection(line, problem)
         first = self._ids.add(task_id, line, offset)
         if first is not None:
             return rejection(line, f"id '{task_id}' repeats line {first}")
-        problem = task_problem(task, self._workflows)
+        problem = shape_problem(task, self._workflows)
         if problem is not None:
             return rejection(line, problem, id=task_id)
         return task
@@ -284,9 +305,15 @@ class TasksFile:
         """A rejection for a JSON object that is not a valid task, under its own id if usable."""
         try:
             task_id = _ID_DECODER.decode(raw).id
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
+            # Skipping the other fields recurses into them: a line nested a
+            # thousand deep beside its typo keeps the typo's message, not its id.
             task_id = None
-        if task_id and not task_id.isspace() and self._ids.add(task_id, line, offset) is None:
+        if (
+            task_id is not None
+            and id_problem(task_id) is None
+            and self._ids.add(task_id, line, offset) is None
+        ):
             return rejection(line, message, id=task_id)
         return rejection(line, message)
 
@@ -301,6 +328,6 @@ class TasksFile:
         raw = raw.split(b"\n", 1)[0]
         try:
             task_id = _ID_DECODER.decode(raw).id
-        except msgspec.DecodeError:  # cannot happen for a line that decoded before
+        except (msgspec.DecodeError, RecursionError):  # not for a line that decoded before
             return f"line-{line}"
         return task_id if task_id is not None else f"line-{line}"

@@ -68,6 +68,14 @@ def test_public_names_are_exported() -> None:
             "'messages' has no user or assistant message",
         ),
         (Task(id=" ", prompt="p"), "'id' is empty"),
+        (
+            Task(id="a\nb", prompt="p"),
+            "'id' contains the control character U+000A at position 2;"
+            " use printable characters only",
+        ),
+        (Task(id="x" * 10_000, prompt="p"), "'id' is 10,000 characters long; the most is 256"),
+        (Task(id="..", prompt="p"), "'id' cannot be '..': a URL path would resolve it away"),
+        (Task(id="x" * 256, prompt="p"), None),
         (Task(prompt="p"), None),
         (Task(workflow="default", input="i"), None),
     ],
@@ -89,6 +97,15 @@ async def test_invalid_task_is_a_rejected_result_not_an_exception() -> None:
         "missing 'prompt' or 'messages'",
     )
     assert stats.rejected == 1
+
+
+async def test_a_bad_id_is_rejected_by_the_api_as_by_submit() -> None:
+    """The API applies the same id rule as the tasks file and the worker: rejected, not run."""
+    async with open_runner(make_config()) as r:
+        result = await r.run(Task(id="x" * 10_000, role="coder", prompt="p"))
+    assert result.status == "rejected"
+    assert result.error is not None
+    assert result.error.message == "'id' is 10,000 characters long; the most is 256"
 
 
 async def test_run_submit_await_and_generated_ids() -> None:

@@ -280,3 +280,45 @@ def test_unwritable_results_file_is_exit_2(
     code = main(["submit", str(tasks), "--config", str(config), "--out", str(out)])
     assert code == 2
     assert capsys.readouterr().err.startswith(f"error: cannot write results to {out}: ")
+
+
+def test_a_deeply_nested_line_gets_its_one_result_like_every_other(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """1,001 lines, one nested 1,000 deep with a typo: 1,001 result lines, exit 1, no traceback."""
+    bomb = '{"id": "bomb", "promt": "x", "junk": ' + "[" * 1000 + "]" * 1000 + "}"
+    lines = [f'{{"id": "t-{i}", "prompt": "p"}}' for i in range(1000)]
+    tasks = write_tasks(tmp_path, [*lines[:500], bomb, *lines[500:]])
+    code, out = submit(tmp_path, config, tasks)
+    assert code == 1
+    got = results(out)
+    assert len(got) == 1001
+    (rejected,) = [r for r in got if r.status == "rejected"]
+    assert rejected.id == "line-501"
+    assert rejected.error is not None
+    assert rejected.error.message == "line 501: unknown field 'promt' (did you mean 'prompt'?)"
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_bad_ids_are_rejected_lines_and_the_rest_run(tmp_path: Path, config: Path) -> None:
+    """An id with a newline or of 10,000 characters is a rejected line-<n>; other lines run."""
+    tasks = write_tasks(
+        tmp_path,
+        [
+            msgspec.json.encode({"id": "a\nb", "prompt": "p"}).decode(),
+            msgspec.json.encode({"id": "x" * 10_000, "prompt": "p"}).decode(),
+            '{"id": "fine", "prompt": "p"}',
+        ],
+    )
+    code, out = submit(tmp_path, config, tasks)
+    assert code == 1
+    got = {r.id: r for r in results(out)}
+    assert {i: r.status for i, r in got.items()} == {
+        "line-1": "rejected",
+        "line-2": "rejected",
+        "fine": "completed",
+    }
+    assert got["line-2"].error is not None
+    assert got["line-2"].error.message == (
+        "line 2: 'id' is 10,000 characters long; the most is 256"
+    )

@@ -109,6 +109,86 @@ def test_unknown_field_without_close_match_lists_known() -> None:
     ]
 
 
+BOMB = '{"id": "bomb", "promt": "x", "junk": ' + "[" * 1000 + "]" * 1000 + "}"
+
+
+@pytest.mark.parametrize("depth", [1000, 100_000])
+def test_a_line_nested_deep_beside_a_typo_is_one_rejection(depth: int) -> None:
+    """A typo line nested thousands deep is rejected like any typo; the lines around it run."""
+    bomb = '{"id": "bomb", "promt": "x", "junk": ' + "[" * depth + "]" * depth + "}"
+    items = read(f'{{"id": "a", "prompt": "x"}}\n{bomb}\n{{"id": "b", "prompt": "y"}}\n')
+    assert [i.id for i in items] == ["a", "line-2", "b"]
+    assert messages(items) == ["line 2: unknown field 'promt' (did you mean 'prompt'?)"]
+
+
+def test_a_deep_line_in_a_file_is_one_rejection(tmp_path: Path) -> None:
+    """Read from a path (the compact id index re-reads lines), a deep line is one rejection."""
+    path = tmp_path / "tasks.jsonl"
+    lines = [f'{{"id": "t-{i}", "prompt": "p"}}' for i in range(500)]
+    path.write_text("\n".join([*lines, BOMB, *lines[:1]]) + "\n")
+    items = read_path(path)
+    assert len(items) == 502
+    assert messages(items) == [
+        "line 501: unknown field 'promt' (did you mean 'prompt'?)",
+        "line 502: id 't-0' repeats line 1",
+    ]
+
+
+def test_a_huge_or_unprintable_field_name_is_quoted_short() -> None:
+    """An unknown field name is escaped and cut to one short line in the message."""
+    items = read(msgspec.json.encode({"prompt": "x", "a\nb" + "z" * 5000: 1}).decode() + "\n")
+    (message,) = messages(items)
+    assert message.startswith("line 1: unknown field 'a\\nbzzz")
+    assert "\n" not in message
+    assert len(message) < 200
+
+
+CONTROL = "'id' contains the control character {} at position {}; use printable characters only"
+
+
+@pytest.mark.parametrize(
+    ("task_id", "problem"),
+    [
+        ("a\nb", CONTROL.format("U+000A", 2)),
+        ("tab\there", CONTROL.format("U+0009", 4)),
+        ("nul\u0000", CONTROL.format("U+0000", 4)),
+        ("del\u007f", CONTROL.format("U+007F", 4)),
+        ("c1\u0085", CONTROL.format("U+0085", 3)),
+        ("rlo\u202egnp.exe", CONTROL.format("U+202E", 4)),
+        ("ls\u2028x", CONTROL.format("U+2028", 3)),
+        ("x" * 10_000, "'id' is 10,000 characters long; the most is 256"),
+        ("x" * 257, "'id' is 257 characters long; the most is 256"),
+        (".", "'id' cannot be '.': a URL path would resolve it away"),
+        ("..", "'id' cannot be '..': a URL path would resolve it away"),
+        (" ", "'id' is empty"),
+    ],
+)
+def test_a_bad_id_is_rejected_under_its_line_name(task_id: str, problem: str) -> None:
+    """A bad id is rejected as line-<n> with a message that does not quote it."""
+    line = msgspec.json.encode({"id": task_id, "prompt": "x"}).decode()
+    items = read(f"{line}\n{line}\n")
+    assert [i.id for i in items] == ["line-1", "line-2"]  # never kept, so never a repeat
+    assert messages(items) == [f"line 1: {problem}", f"line 2: {problem}"]
+
+
+def test_a_bad_id_on_an_invalid_line_is_not_used_either() -> None:
+    """An invalid line's bad id does not name its result."""
+    line = msgspec.json.encode({"id": "a\nb", "promt": "x"}).decode()
+    items = read(f"{line}\n")
+    assert [i.id for i in items] == ["line-1"]
+
+
+@pytest.mark.parametrize(
+    "task_id", ["x" * 256, "a/b", "a/../b", "sp ace", "?q=1#f", "100%", "ünï-cödé-😀", "-", "..."]
+)
+def test_usable_ids_are_kept(task_id: str) -> None:
+    """Ids up to 256 printable characters, slashes, spaces and non-ASCII included, are kept."""
+    line = msgspec.json.encode({"id": task_id, "prompt": "x"}).decode()
+    (item,) = read(f"{line}\n")
+    assert isinstance(item, Task)
+    assert item.id == task_id
+
+
 def test_missing_prompt_is_rejected() -> None:
     """A task with neither prompt nor messages gets the checker's message and keeps its id."""
     items = read('{"id": "t-7", "role": "coder"}\n')

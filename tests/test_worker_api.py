@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import msgspec
@@ -223,6 +224,64 @@ async def test_a_batch_with_bad_lines_is_refused_whole_with_line_numbers(api: Se
     r = await api.client.get("/v1/tasks/ok")
     assert r.status == 404
     assert api.runner.submitted == []
+
+
+async def test_bad_ids_are_400_line_errors_never_accepted(api: Setup) -> None:
+    """Ids with control characters, too long, '.' or '..' are refused per line, unquoted."""
+    bad = ["a\nb", "x" * 10_000, "..", "nul\u0000"]
+    body = b"\n".join(msgspec.json.encode({"id": i, "prompt": "p"}) for i in [*bad, bad[0]])
+    r = await api.client.post("/v1/tasks", data=body, headers=NDJSON)
+    assert r.status == 400
+    lines = {e["line"]: e["message"] for e in (await _json(r))["lines"]}
+    assert lines == {
+        1: "line 1: 'id' contains the control character U+000A at position 2;"
+        " use printable characters only",
+        2: "line 2: 'id' is 10,000 characters long; the most is 256",
+        3: "line 3: 'id' cannot be '..': a URL path would resolve it away",
+        4: "line 4: 'id' contains the control character U+0000 at position 4;"
+        " use printable characters only",
+        5: "line 5: 'id' contains the control character U+000A at position 2;"
+        " use printable characters only",
+    }
+    r = await api.client.post("/v1/tasks", json={"id": "a\rb", "prompt": "p"})
+    assert r.status == 400
+    assert (await _json(r))["lines"][0]["message"].startswith(
+        "line 1: 'id' contains the control character U+000D"
+    )
+    assert api.runner.submitted == []
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    ["x" * 256, "é" * 256, "😀" * 256, "a/b", "a/../b", "../x", "sp ace", "?q=1#f", "100%", "..."],
+)
+async def test_every_accepted_id_can_be_fetched_as_submit_asks_for_it(
+    api: Setup, task_id: str
+) -> None:
+    """An id the worker accepts answers GET and DELETE at the URL `submit --url` builds."""
+    r = await api.client.post("/v1/tasks", json={"id": task_id, "prompt": "p"})
+    assert r.status == 202, await r.text()
+    base = str(api.client.make_url("/")).rstrip("/")
+    path = f"/v1/tasks/{quote(task_id, safe='')}"  # what WorkerClient requests
+    async with api.client.session.get(f"{base}{path}?wait=5") as got:
+        assert got.status == 200, await got.text()
+        assert (await _json(got))["result"]["id"] == task_id
+    async with api.client.session.delete(base + path) as deleted:
+        assert deleted.status == 200
+        assert (await _json(deleted))["id"] == task_id
+
+
+BOMB = b'{"id": "bomb", "promt": "x", "junk": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+
+
+async def test_a_deeply_nested_line_is_one_line_error(api: Setup) -> None:
+    """A line nested a thousand deep is one 400 line error like any typo."""
+    body = b'{"id":"a","prompt":"1"}\n' + BOMB + b'\n{"id":"b","prompt":"2"}'
+    r = await api.client.post("/v1/tasks", data=body, headers=NDJSON)
+    assert r.status == 400
+    assert (await _json(r))["lines"] == [
+        {"line": 2, "message": "line 2: unknown field 'promt' (did you mean 'prompt'?)"}
+    ]
 
 
 async def test_unknown_ids_get_404_with_a_clear_message(api: Setup) -> None:

@@ -324,6 +324,10 @@ TASKS_FILE = [
     '{"id": "wf", "workflow": "default", "input": "a tool"}',
     '{"id": "wf-bad", "workflow": "nope", "input": "x"}',
     *(json.dumps({"id": f"u-{i}", "prompt": f"more {i}"}) for i in range(12)),
+    # Lines 31-33: a typo nested 1,000 deep, an id with a newline, a 10,000-character id.
+    '{"id": "bomb", "promt": "x", "junk": ' + "[" * 1000 + "]" * 1000 + "}",
+    json.dumps({"id": "a\nb", "prompt": "p"}),
+    json.dumps({"id": "x" * 10_000, "prompt": "p"}),
 ]
 
 
@@ -354,7 +358,7 @@ def test_submit_url_gives_the_same_results_as_a_local_submit(
     mine, theirs = _results(local_out), _results(remote_out)
     assert {i: r["status"] for i, r in theirs.items()} == {i: r["status"] for i, r in mine.items()}
     rejected = {i for i, r in mine.items() if r["status"] == "rejected"}
-    assert rejected == {"line-14", "no-prompt", "wf-bad"}
+    assert rejected == {"line-14", "no-prompt", "wf-bad", "line-31", "line-32", "line-33"}
     for task_id in rejected:
         assert theirs[task_id]["error"] == mine[task_id]["error"]
         assert theirs[task_id]["line"] == mine[task_id]["line"]
@@ -364,7 +368,7 @@ def test_submit_url_gives_the_same_results_as_a_local_submit(
     assert "line-13" in theirs
     assert w.stop() == 0
     out = capsys.readouterr().out
-    assert out.count("29 tasks in") == 2  # both runs end with the same summary
+    assert out.count("32 tasks in") == 2  # both runs end with the same summary
 
 
 def test_submit_url_without_the_token_stops_with_one_clear_message(

@@ -31,8 +31,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from runner._task import Task
-from runner._task_check import task_problem
-from runner._tasks_file import explain_validation
+from runner._task_check import id_problem, shape_problem
+from runner._tasks_file import TOO_DEEP, explain_validation
 from runner.service._prometheus import CONTENT_TYPE, PrometheusTee
 from runner.service._worker import QueueFull, ShuttingDown, Worker
 from workers._secrets import Secret
@@ -95,9 +95,17 @@ def parse_tasks(
         except msgspec.DecodeError as exc:
             problems.append(LineError(line=number, message=f"line {number}: not valid JSON: {exc}"))
             continue
+        except RecursionError:
+            problems.append(LineError(line=number, message=f"line {number}: {TOO_DEEP}"))
+            continue
         if task.id is None:
             task = msgspec.structs.replace(task, id=new_id())
         task_id = task.id or ""
+        # Checked before the repeat test, so a bad id is never quoted back.
+        problem = id_problem(task_id)
+        if problem is not None:
+            problems.append(LineError(line=number, message=f"line {number}: {problem}"))
+            continue
         first = seen.setdefault(task_id, number)
         if first != number:
             problems.append(
@@ -106,7 +114,7 @@ def parse_tasks(
                 )
             )
             continue
-        problem = task_problem(task, known_workflows)
+        problem = shape_problem(task, known_workflows)
         if problem is not None:
             problems.append(LineError(line=number, message=f"line {number}: {problem}"))
             continue
