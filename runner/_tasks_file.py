@@ -198,10 +198,16 @@ class TasksFile:
         self._offset = 0
         self._raw: deque[bytes] = deque()
         self._eof = False
+        #: ``(st_dev, st_ino)`` of what is read, standard input included, so a
+        #: results path that is this very file can be refused.
+        self.identity: tuple[int, int] | None = None
         try:
-            mode = os.fstat(stream.fileno()).st_mode
+            info = os.fstat(stream.fileno())
         except (OSError, ValueError):  # an in-memory stream in tests
             mode = 0
+        else:
+            mode = info.st_mode
+            self.identity = (info.st_dev, info.st_ino)
         # Offsets count from where reading began, so only a regular file opened
         # here (at its start) can be re-read by offset, or counted by name.
         #: True for a regular file opened by path (not standard input).

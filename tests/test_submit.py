@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from runner._errors import UsageError
 from runner._task import Result
 from runner.cli._main import main
+from runner.cli._results_file import ResultsFile
 from runner.cli._summary import Summary
 
 CONFIG = """\
@@ -322,3 +325,101 @@ def test_bad_ids_are_rejected_lines_and_the_rest_run(tmp_path: Path, config: Pat
     assert got["line-2"].error.message == (
         "line 2: 'id' is 10,000 characters long; the most is 256"
     )
+
+
+@pytest.mark.parametrize("how", ["same path", "hard link", "symlink", "stdin"])
+def test_results_into_the_tasks_file_are_refused_and_it_is_kept(
+    tmp_path: Path,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    """--out naming the tasks file (by any name, or as stdin): exit 2, the file untouched."""
+    tasks = write_tasks(tmp_path, ['{"id": "a", "prompt": "x"}'])
+    before = tasks.read_bytes()
+    out = tasks
+    source = str(tasks)
+    if how == "hard link":
+        out = tmp_path / "link.jsonl"
+        out.hardlink_to(tasks)
+    elif how == "symlink":
+        out = tmp_path / "sym.jsonl"
+        out.symlink_to(tasks)
+    elif how == "stdin":
+        source = "-"
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(tasks.open("rb")))
+    try:
+        code = main(["submit", source, "--config", str(config), "--out", str(out)])
+    finally:
+        if how == "stdin":
+            sys.stdin.close()
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: --out {out} is the tasks file itself: the results would replace the tasks;"
+        " give another --out\n"
+    )
+    assert tasks.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")) == []
+
+
+def test_an_existing_results_file_is_replaced_at_the_end_and_the_summary_says_so(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The old results stay whole until the run ends; then they are replaced, mode kept."""
+    tasks = write_tasks(tmp_path, ['{"id": "new", "prompt": "x"}'])
+    out = tmp_path / "out" / "results.jsonl"
+    out.parent.mkdir()
+    out.write_text('{"id": "old", "status": "completed"}\n')
+    out.chmod(0o640)
+    code, _ = submit(tmp_path, config, tasks)
+    assert code == 0
+    assert [r.id for r in results(out)] == ["new"]
+    assert out.stat().st_mode & 0o777 == 0o640
+    assert f"results: {out} (replaced the previous file)" in capsys.readouterr().out
+    assert [p.name for p in out.parent.iterdir()] == ["results.jsonl"]
+
+
+def test_a_symlinked_results_file_is_replaced_where_it_points(tmp_path: Path, config: Path) -> None:
+    """--out through a symlink writes the file it points at and keeps the link."""
+    tasks = write_tasks(tmp_path, ['{"id": "new", "prompt": "x"}'])
+    real = tmp_path / "real.jsonl"
+    real.write_text("old\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    assert main(["submit", str(tasks), "--config", str(config), "--out", str(link)]) == 0
+    assert link.is_symlink()
+    assert [r.id for r in results(real)] == ["new"]
+
+
+def test_results_to_a_device_are_written_straight_to_it(tmp_path: Path, config: Path) -> None:
+    """--out /dev/null is written as it is: no partial file beside it, no rename."""
+    tasks = write_tasks(tmp_path, ['{"id": "a", "prompt": "x"}'])
+    assert main(["submit", str(tasks), "--config", str(config), "--out", os.devnull]) == 0
+    assert Path(os.devnull).is_char_device()
+
+
+def test_a_run_that_stops_on_an_error_leaves_the_old_results_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without commit the old results file is untouched; what was written is kept beside it."""
+    out = tmp_path / "results.jsonl"
+    out.write_text("old\n")
+
+    def stopped_run() -> None:
+        with ResultsFile.open(str(out)) as results_file:
+            results_file.write(Result(id="a", status="completed"))
+            raise UsageError("the worker went away")
+
+    with pytest.raises(UsageError):
+        stopped_run()
+    assert out.read_text() == "old\n"
+    (partial,) = tmp_path.glob(".results.jsonl.*.partial")
+    assert partial.read_text() == '{"id":"a","status":"completed"}\n'
+    assert capsys.readouterr().err == (
+        f"note: the run stopped; the results written so far (1 line) are in {partial},"
+        f" and {out} was left as it was\n"
+    )
+    with pytest.raises(UsageError), ResultsFile.open(str(out)):
+        raise UsageError("before any result")
+    assert sorted(tmp_path.iterdir()) == [partial, out]  # an empty partial is removed

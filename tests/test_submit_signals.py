@@ -48,11 +48,15 @@ def start(tmp_path: Path, *, latency: int, grace: str) -> tuple[subprocess.Popen
 
 
 def wait_for_results(proc: subprocess.Popen[bytes], out: Path, lines: int) -> None:
-    """Poll until the results file has ``lines`` lines (no timing is asserted)."""
+    """Poll until the run's results have ``lines`` lines (no timing is asserted).
+
+    While the run goes they are in the hidden partial file beside ``out``.
+    """
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if out.exists() and out.read_bytes().count(b"\n") >= lines:
-            return
+        for partial in out.parent.glob(f".{out.name}.*.partial"):
+            if partial.read_bytes().count(b"\n") >= lines:
+                return
         if proc.poll() is not None:
             pytest.fail(f"submit ended early: {proc.communicate()}")
         time.sleep(0.05)

@@ -58,10 +58,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with (
         TasksFile.open(args.file, known_workflows=workflows) as tasks,
-        ResultsFile.open(args.out) as out,
+        ResultsFile.open(args.out, tasks=tasks.identity) as out,
     ):
         run = Submission(tasks, out, grace=config.grace_period)
         anyio.run(run.main, runner, not args.no_progress and sys.stderr.isatty())
+        out.commit()
     return run.finish(args.out, wall=time.perf_counter() - started)
 
 
@@ -103,10 +104,11 @@ class Submission:
 
         The summary goes to stdout, or to stderr when the results do.
         """
+        results = f"{out} (replaced the previous file)" if self.out.replaces else out
         self.summary.render(
             sys.stderr if out == "-" else sys.stdout,
             wall=wall,
-            results=None if out == "-" else out,
+            results=None if out == "-" else results,
         )
         if self.interrupted:
             if self.unread:

@@ -123,7 +123,7 @@ def submit_remote(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with (
         TasksFile.open(args.file, known_workflows=_AnyWorkflow()) as tasks,
-        ResultsFile.open(args.out) as out,
+        ResultsFile.open(args.out, tasks=tasks.identity) as out,
     ):
         run = RemoteSubmission(tasks, out, grace=grace)
         client = WorkerClient(url, token, line_of=lambda: tasks.line)
@@ -135,6 +135,7 @@ def submit_remote(args: argparse.Namespace) -> int:
             if usage is None:
                 raise
             raise _first(usage) from None
+        out.commit()
     return run.finish(args.out, wall=time.perf_counter() - started)
 
 
