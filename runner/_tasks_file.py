@@ -102,13 +102,15 @@ def _columns(message: str) -> str:
     return _BYTE.sub(lambda m: f"(column {int(m[1]) + 1})", message)
 
 
-def rejection(line: int, message: str, *, id: str | None = None) -> Result:
+def rejection(
+    line: int, message: str, *, id: str | None = None, code: str = "invalid_task"
+) -> Result:
     """The result line for an input line that cannot run."""
     return Result(
         id=id or f"line-{line}",
         status="rejected",
         line=line,
-        error=ErrorInfo(code="invalid_task", message=f"line {line}: {message}"),
+        error=ErrorInfo(code=code, message=f"line {line}: {message}"),
     )
 
 

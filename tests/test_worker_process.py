@@ -445,3 +445,45 @@ def test_a_busy_port_or_journal_is_refused_with_one_message(
         assert done.stderr.startswith("error: ")
         assert message in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_after_the_worker_died_accounts_for_every_line(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Worker SIGKILLed mid-run, then SIGINT to submit --url: exit 130, every line cancelled.
+
+    The tasks the worker held are written ``cancelled`` saying the worker did
+    not confirm their end; no traceback, no aiohttp "Unclosed" warning.
+    """
+    config = _config(tmp_path, latency=20_000, jitter=0, grace="1s")
+    w = Worker(config, tmp_path)
+    workers.append(w)
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(f'{{"id": "k-{i}", "prompt": "p"}}\n' for i in range(40)))
+    out = tmp_path / "results.jsonl"
+    command = ["-X", "dev", "-m", "runner", "submit", str(tasks), "--url", w.url]
+    submit = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, *command, "--config", str(config), "--out", str(out), "--no-progress"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while w.call("GET", "/v1/tasks/k-39")[0] != 200:  # every task is on the worker
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    w.proc.kill()
+    w.proc.wait()
+    submit.send_signal(signal.SIGINT)
+    _, stderr = submit.communicate(timeout=45)
+    text = stderr.decode()
+    assert submit.returncode == 130, text
+    assert "Traceback" not in text
+    assert "Unclosed" not in text
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == sorted(f"k-{i}" for i in range(40))
+    assert {r["status"] for r in rows} == {"cancelled"}
+    assert rows[0]["error"]["message"] == (
+        f"the run was interrupted and the worker at {w.url} did not confirm this task's end;"
+        f" it may still run there (GET /v1/tasks/{rows[0]['id']})"
+    )

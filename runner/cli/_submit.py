@@ -96,6 +96,9 @@ class Submission:
         self.unread = False
         self._signals = 0
         self._runner_open = False
+        #: The scope that opens the runner (reaching a worker can take seconds):
+        #: a first signal before the runner is open cancels it.
+        self._opening: anyio.CancelScope | None = None
         self._drained = anyio.Event()
         self._drain_scope: anyio.CancelScope | None = None
 
@@ -183,7 +186,10 @@ class Submission:
         async for _ in signals:
             self._signals += 1
             self.interrupted = True
-            if self._signals == 1:
+            if self._signals == 1 and self._opening is not None:
+                print("interrupted before any task started: none will run", file=sys.stderr)
+                self._opening.cancel()
+            elif self._signals == 1:
                 print(
                     f"interrupted: finishing running tasks (up to {self.grace:g} s), "
                     "cancelling the rest; again to cancel at once",
