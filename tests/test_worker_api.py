@@ -161,16 +161,62 @@ async def test_a_task_without_id_gets_one(api: Setup) -> None:
 
 
 async def test_a_duplicate_id_runs_once_and_both_see_one_result(api: Setup) -> None:
-    """The second POST of an id is a 202 marked duplicate; the task ran once."""
+    """The second POST of an id with the same task is a 202 duplicate; the task ran once."""
     first = await api.client.post("/v1/tasks", json={"id": "d", "prompt": "a"})
     await api.client.get("/v1/tasks/d", params={"wait": "5"})
-    second = await api.client.post("/v1/tasks", json={"id": "d", "prompt": "b"})
+    # The same task, written with other field order and spacing, is the same task.
+    second = await api.client.post("/v1/tasks", data=b'{ "prompt" : "a", "id" : "d" }')
     assert await _json(first) == {"id": "d", "duplicate": False}
     assert second.status == 202
     assert await _json(second) == {"id": "d", "duplicate": True}
     assert api.runner.submitted == ["d"]
     r = await api.client.get("/v1/tasks/d")
     assert (await _json(r))["result"]["status"] == "completed"
+
+
+async def test_an_id_reused_for_another_task_is_a_409_and_nothing_is_accepted(
+    api: Setup,
+) -> None:
+    """Same id, other role or prompt: 409 id_conflict naming the line; the batch stays out."""
+    await api.client.post("/v1/tasks", json={"id": "d", "role": "coder", "prompt": "a"})
+    for other in ({"id": "d", "role": "reviewer", "prompt": "a"}, {"id": "d", "prompt": "b"}):
+        r = await api.client.post("/v1/tasks", json=other)
+        assert r.status == 409
+        assert (await _json(r))["error"] == "id_conflict"
+    body = b'{"id":"fresh","prompt":"x"}\n\n{"id":"d","role":"coder","prompt":"changed"}\n'
+    r = await api.client.post("/v1/tasks", data=body, headers=NDJSON)
+    assert r.status == 409
+    assert await _json(r) == {
+        "error": "id_conflict",
+        "message": "1 of 2 tasks reuse an id this worker holds for a different task;"
+        " nothing was accepted: give them other ids, or send the same task to fetch its result",
+        "lines": [
+            {
+                "line": 3,
+                "message": "line 3: id 'd' is taken by a different task on this worker;"
+                " give this task another id",
+            }
+        ],
+    }
+    assert (await api.client.get("/v1/tasks/fresh")).status == 404
+    assert api.runner.submitted == ["d"]
+    r = await api.client.get("/v1/tasks/d", params={"wait": "5"})
+    assert (await _json(r))["result"]["output"] == "ok"  # the first task's result, untouched
+
+
+async def test_two_racing_submissions_of_one_id_cannot_both_be_accepted(api: Setup) -> None:
+    """Concurrent POSTs of one id with different tasks: one 202, every other a 409."""
+    statuses: list[int] = []
+
+    async def post(prompt: str) -> None:
+        r = await api.client.post("/v1/tasks", json={"id": "race", "prompt": prompt})
+        statuses.append(r.status)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(8):
+            tg.start_soon(post, f"p{i}")
+    assert sorted(statuses) == [202] + [409] * 7
+    assert api.runner.submitted == ["race"]
 
 
 async def test_a_duplicate_of_a_running_task_does_not_start_it_again(held: Setup) -> None:

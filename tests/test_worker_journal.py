@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from runner._errors import UsageError
-from runner.service._journal import Stored, open_journal
+from runner.service._journal import IdConflict, Stored, open_journal
 
 pytestmark = pytest.mark.anyio
 
@@ -22,7 +22,7 @@ async def test_accept_inserts_new_ids_and_returns_existing_rows(tmp_path: Path) 
     path = str(tmp_path / "j.db")
     async with open_journal(path) as journal:
         first = await journal.accept([("a", b'{"id":"a","prompt":"1"}'), ("b", b'{"id":"b"}')])
-        again = await journal.accept([("a", b'{"id":"a","prompt":"other"}'), ("c", b"{}")])
+        again = await journal.accept([("a", b'{"id":"a","prompt":"1"}'), ("c", b"{}")])
     assert first == [None, None]
     assert again == [Stored(id="a", status="pending"), None]
     async with open_journal(path) as journal:
@@ -31,6 +31,22 @@ async def test_accept_inserts_new_ids_and_returns_existing_rows(tmp_path: Path) 
             ("b", b'{"id":"b"}'),
             ("c", b"{}"),
         ]
+
+
+async def test_an_id_journaled_for_another_task_is_a_conflict_and_nothing_goes_in(
+    tmp_path: Path,
+) -> None:
+    """A journaled id with a different task raises IdConflict; no row of the batch is added."""
+    path = str(tmp_path / "j.db")
+    async with open_journal(path) as journal:
+        await journal.accept([("a", b'{"id":"a","prompt":"1"}')])
+        with pytest.raises(IdConflict) as caught:
+            await journal.accept([("new", b"{}"), ("a", b'{"id":"a","prompt":"2"}'), ("a2", b"{}")])
+        assert caught.value.positions == [1]
+        # A comparison that finds them equal makes it a duplicate instead.
+        same = await journal.accept([("a", b'{"prompt":"1","id":"a"}')], same=lambda x, y: True)
+        assert same == [Stored(id="a", status="pending")]
+        assert await journal.unfinished() == [("a", b'{"id":"a","prompt":"1"}')]
 
 
 async def test_finished_tasks_leave_the_resume_list_and_keep_one_result(tmp_path: Path) -> None:

@@ -165,9 +165,10 @@ def test_sigkill_mid_run_then_restart_gives_every_task_one_result(
         assert status == 200
         assert view["status"] == "completed", view
         assert view["result"]["id"] == task_id
-    # A resubmission after all that still runs nothing new.
-    status, body = second.post_jsonl([{"id": ids[0], "prompt": "again"}])
+    # A resubmission after all that still runs nothing new; another task under the id is refused.
+    status, body = second.post_jsonl([{"id": ids[0], "prompt": f"task {ids[0]}"}])
     assert body == {"accepted": 0, "duplicates": 1, "tasks": [{"id": ids[0], "duplicate": True}]}
+    assert second.post_jsonl([{"id": ids[0], "prompt": "again"}])[0] == 409
     assert second.stop() == 0  # the journal is locked while a worker holds it
     rows = _journal_rows(tmp_path)
     assert [r[0] for r in rows] == ids
@@ -487,3 +488,40 @@ def test_ctrl_c_after_the_worker_died_accounts_for_every_line(
         f"the run was interrupted and the worker at {w.url} did not confirm this task's end;"
         f" it may still run there (GET /v1/tasks/{rows[0]['id']})"
     )
+
+
+def test_submit_url_rejects_an_id_reused_for_another_task(
+    tmp_path: Path, workers: list[Worker], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same file again fetches the results; a changed line with an old id is id_conflict."""
+    from runner.cli._main import main
+
+    config = _config(tmp_path, latency=1, jitter=0)
+    w = Worker(config, tmp_path)
+    workers.append(w)
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text('{"id": "a", "prompt": "p"}\n{"id": "b", "role": "coder", "prompt": "q"}\n')
+    second.write_text(
+        '{"id": "a", "prompt": "p"}\n{"id": "b", "role": "reviewer", "prompt": "q"}\n'
+        '{"id": "c", "prompt": "r"}\n'
+    )
+    out = tmp_path / "r.jsonl"
+    assert main(["submit", str(first), "--url", w.url, "--out", str(out)]) == 0
+    before = _results(out)
+    assert main(["submit", str(first), "--url", w.url, "--out", str(out)]) == 0
+    assert _results(out) == before  # idempotent: the journaled results, not new runs
+    assert main(["submit", str(second), "--url", w.url, "--out", str(out)]) == 1
+    got = _results(out)
+    assert {i: r["status"] for i, r in got.items()} == {
+        "a": "completed",
+        "b": "rejected",
+        "c": "completed",
+    }
+    assert got["a"] == before["a"]
+    assert got["b"]["line"] == 2
+    assert got["b"]["error"] == {
+        "code": "id_conflict",
+        "message": "line 2: id 'b' is taken by a different task on this worker;"
+        " give this task another id",
+    }
+    assert w.stop() == 0

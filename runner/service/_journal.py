@@ -2,7 +2,8 @@
 
 One SQLite table, ``tasks``, one row per task id::
 
-    id TEXT PRIMARY KEY     the task id (a repeated id finds its first row)
+    id TEXT PRIMARY KEY     the task id (a repeated id finds its first row; a repeat
+                            with another task is an IdConflict)
     task TEXT               the task line as accepted (JSON)
     status TEXT             pending | running | retrying | completed | failed | cancelled
     result TEXT             the result line (JSON) once terminal, else NULL
@@ -32,6 +33,7 @@ written with the next batch, in order with everything else.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import time
 from collections import deque
@@ -81,6 +83,14 @@ class Stored(Struct, frozen=True, kw_only=True):
         return self.result is not None
 
 
+class IdConflict(Exception):
+    """Ids already journaled for a different task; ``positions`` index the batch."""
+
+    def __init__(self, positions: list[int]) -> None:
+        self.positions = positions
+        super().__init__(f"{len(positions)} ids are journaled for a different task")
+
+
 class _Op(Generic[T]):
     """One queued operation; ``done`` is ``None`` for fire-and-forget writes."""
 
@@ -105,27 +115,51 @@ class Journal:
 
     # -- the operations ---------------------------------------------------
 
-    async def accept(self, tasks: Sequence[tuple[str, bytes]]) -> list[Stored | None]:
+    async def accept(
+        self,
+        tasks: Sequence[tuple[str, bytes]],
+        *,
+        same: Callable[[bytes, bytes], bool] = operator.eq,
+    ) -> list[Stored | None]:
         """Insert each ``(id, task JSON)`` unless its id is journaled already.
 
         Returns, per task, ``None`` if it was inserted (a new task, status
         ``pending``) or the row that already held its id (a duplicate).
-        Returns only once the inserts are committed.
+        Returns only once the inserts are committed.  A journaled id whose
+        task is not ``same(journaled, given)`` is a conflict: nothing of the
+        batch is inserted and :class:`IdConflict` names the positions.
         """
         now = self._clock()
 
-        def run(conn: sqlite3.Connection) -> list[Stored | None]:
+        def run(conn: sqlite3.Connection) -> tuple[list[Stored | None], list[int]]:
             out: list[Stored | None] = []
-            for task_id, body in tasks:
+            clashes: list[int] = []
+            # The check and the inserts are one step for every other request (one
+            # owner, one transaction), so two submissions of an id cannot both win.
+            conn.execute("SAVEPOINT accept")
+            for position, (task_id, body) in enumerate(tasks):
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO tasks (id, task, status, submitted_at, updated_at)"
                     " VALUES (?, ?, 'pending', ?, ?)",
                     (task_id, body.decode(), now, now),
                 )
-                out.append(None if cur.rowcount == 1 else _get(conn, task_id))
-            return out
+                if cur.rowcount == 1:
+                    out.append(None)
+                    continue
+                row = conn.execute("SELECT task FROM tasks WHERE id = ?", (task_id,)).fetchone()
+                if same(row[0].encode(), body):
+                    out.append(_get(conn, task_id))
+                else:
+                    clashes.append(position)
+            if clashes:
+                conn.execute("ROLLBACK TO accept")
+            conn.execute("RELEASE accept")
+            return out, clashes
 
-        return await self._call(run)
+        stored, clashes = await self._call(run)
+        if clashes:
+            raise IdConflict(clashes)
+        return stored
 
     def record_status(self, task_id: str, status: str) -> None:
         """Record a non-terminal status move; written with the next batch."""

@@ -8,7 +8,9 @@ Endpoints (docs/worker.md has the full reference):
   (number and reason) and *no* task of the batch is accepted, so a client can
   fix or drop those lines and send the batch again.  503 with ``Retry-After``
   when the queue has no room for the whole batch or the worker is draining;
-  413 past ``worker.max_request_bytes``.
+  413 past ``worker.max_request_bytes``.  409 ``id_conflict`` (nothing
+  accepted, ``lines`` as for 400) when an id is journaled for a different
+  task; the same task again is a 202 duplicate.
 * ``GET /v1/tasks/{id}[?wait=S]``: ``{"id", "status", "result"}``.
 * ``DELETE /v1/tasks/{id}``: cancel; answers the task's view.
 * ``GET /healthz`` (never needs the token) and ``GET /metrics`` (Prometheus).
@@ -33,6 +35,7 @@ from aiohttp.typedefs import Handler, Middleware
 from runner._task import Task
 from runner._task_check import id_problem, shape_problem
 from runner._tasks_file import TOO_DEEP, explain_validation
+from runner.service._journal import IdConflict
 from runner.service._prometheus import CONTENT_TYPE, PrometheusTee
 from runner.service._worker import QueueFull, ShuttingDown, Worker
 from workers._secrets import Secret
@@ -166,6 +169,8 @@ class _Api:
                 content_type="application/json",
                 headers={"Retry-After": str(exc.retry_after)},
             )
+        except IdConflict as exc:
+            return _conflict(tasks, exc.positions, _task_lines(body, jsonl=jsonl))
         if not jsonl:
             return _json(202, accepted[0])
         duplicates = sum(1 for a in accepted if a.duplicate)
@@ -225,6 +230,33 @@ def _draining() -> web.Response:
         ),
         content_type="application/json",
         headers={"Retry-After": str(DRAIN_RETRY_AFTER)},
+    )
+
+
+def _task_lines(body: bytes, *, jsonl: bool) -> list[int]:
+    """The line number of each task of a body that parsed without problems."""
+    if not jsonl:
+        return [1]
+    return [n for n, raw in enumerate(body.split(b"\n"), start=1) if raw.strip()]
+
+
+def _conflict(tasks: list[Task], positions: list[int], lines: list[int]) -> web.Response:
+    """409: ids this worker holds for a different task; nothing of the request was accepted."""
+    problems = [
+        LineError(
+            line=lines[i],
+            message=f"line {lines[i]}: id '{tasks[i].id}' is taken by a different task on this"
+            " worker; give this task another id",
+        )
+        for i in positions
+    ]
+    return error(
+        409,
+        "id_conflict",
+        f"{len(problems)} of {len(tasks)} tasks reuse an id this worker holds for a different"
+        " task; nothing was accepted: give them other ids, or send the same task to fetch"
+        " its result",
+        lines=problems,
     )
 
 

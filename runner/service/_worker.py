@@ -3,8 +3,10 @@
 :class:`Worker` is what the HTTP handlers talk to.  It promises:
 
 * a task is in the journal (committed) before :meth:`Worker.accept` returns;
-* an id already journaled is not run again: the caller learns it is a
-  duplicate and sees the first submission's task and result;
+* an id already journaled with the same task is not run again: the caller
+  learns it is a duplicate and sees the first submission's result; with a
+  different task it is an :class:`~runner.service._journal.IdConflict` (the 409), never the other
+  task's result;
 * every accepted task ends with exactly one terminal result in the journal,
   except the ones a shutdown interrupts: those stay unfinished there and run
   again on the next start (a ``DELETE`` cancellation, by contrast, is final);
@@ -172,8 +174,9 @@ class Worker:
     async def accept(self, tasks: Sequence[Task]) -> list[Accepted]:
         """Journal ``tasks`` (each with an id) and queue the new ones; all or none.
 
-        Raises :class:`ShuttingDown` while draining and :class:`QueueFull`
-        when the batch does not fit (no task of the batch is then accepted).
+        Raises :class:`ShuttingDown` while draining, :class:`QueueFull`
+        when the batch does not fit, and :class:`~runner.service._journal.IdConflict` when an id is
+        journaled for a different task (no task of the batch is then accepted).
         """
         if self._draining:
             raise ShuttingDown("the worker is shutting down and takes no new tasks")
@@ -184,7 +187,7 @@ class Worker:
         self._reserved += len(tasks)
         try:
             rows = [(_id(t), _ENCODER.encode(t)) for t in tasks]
-            existing = await self._journal.accept(rows)
+            existing = await self._journal.accept(rows, same=same_task)
         finally:
             self._reserved -= len(tasks)
         out: list[Accepted] = []
@@ -281,6 +284,16 @@ class Worker:
             ],
             workflow=entry.task.workflow,
         )
+
+
+def same_task(journaled: bytes, given: bytes) -> bool:
+    """Whether two task lines are one task: equal once decoded (field order, spacing aside)."""
+    if journaled == given:
+        return True
+    try:
+        return _TASK_DECODER.decode(journaled) == _TASK_DECODER.decode(given)
+    except msgspec.DecodeError:  # a row this version cannot read is not the same task
+        return False
 
 
 def _id(task: Task) -> str:
