@@ -10,6 +10,7 @@ and every response.  aiohttp is asyncio-only, so this module runs on asyncio.
 
 from __future__ import annotations
 
+import io
 import logging
 import traceback
 import uuid
@@ -19,16 +20,19 @@ from typing import Any
 import msgspec
 import pytest
 
+from runner import Runner
 from runner._errors import ProviderError
-from runner._task import ErrorInfo, Message
+from runner._task import ErrorInfo, Message, Task
 from runner.cli._providers import check_providers
-from runner.config._model import Config, ProviderConfig
+from runner.config._model import Config, CooldownConfig, ProviderConfig
+from runner.metrics._writer import MemorySink
 from tests.fakes import FakeAnthropic, FakeGoogle, FakeOpenAI, FakeServer, Reply, error_info
 from tests.fakes.faults import FAKES, HTTP_PROVIDERS, MATRIX
 from workers._base import CompletionRequest
 from workers._factory import open_provider
+from workers._http import MESSAGE_LIMIT
 from workers._parameters import Parameters
-from workers._secrets import Secret
+from workers._secrets import Secret, scrub
 
 pytestmark = pytest.mark.anyio
 
@@ -165,3 +169,102 @@ async def test_providers_check_details_never_hold_the_key(
     for result, provider_type in zip(results, HTTP_PROVIDERS, strict=True):
         _assert_clean(keys[provider_type], [result.detail, repr(result), caplog.text])
         assert "***" in result.detail
+
+
+def _random_key() -> str:
+    """A key of random characters only (a provider's name in it would match its id)."""
+    return f"sk-{uuid.uuid4().hex}{uuid.uuid4().hex[:12]}"
+
+
+def _runs(key: str) -> set[str]:
+    """Every run of 8 characters of ``key``: none may appear in any output."""
+    return {key[i : i + 8] for i in range(len(key) - 7)}
+
+
+def _assert_no_run(key: str, text: str) -> None:
+    leaked = [run for run in _runs(key) if run in text]
+    assert not leaked, f"{leaked[0]!r} of the key is in {text!r}"
+
+
+def test_scrub_removes_every_run_of_8_characters_of_a_key_at_every_offset() -> None:
+    """Any substring of 8+ characters of the key goes, wherever it sits; shorter bits stay."""
+    key = _random_key()
+    for start in range(len(key) - 7):
+        for end in range(start + 8, len(key) + 1):
+            for offset in (0, 1, 7, 50):
+                text = "x" * offset + key[start:end] + " tail"
+                scrubbed = scrub(text, [Secret(key)])
+                _assert_no_run(key, scrubbed)
+                assert scrubbed == "x" * offset + "*** tail"
+    assert scrub(f"{key[:7]} and {key[-7:]}", [key]) == f"{key[:7]} and {key[-7:]}"
+    assert scrub("short key abcde here", ["abcde"]) == "short key *** here"
+    assert scrub("two: A1B2C3D4E5F6 and A1B2C3D4E5F6.", ["A1B2C3D4E5F6"]) == "two: *** and ***."
+
+
+@pytest.mark.parametrize("provider_type", HTTP_PROVIDERS)
+async def test_a_key_echoed_at_any_offset_never_survives_the_trim(provider_type: str) -> None:
+    """An error message or page echoing the key at every offset: no 8-character run survives.
+
+    Trimming used to come first, so a key straddling the 500-character cut
+    left up to the cut's worth of its start in the message.
+    """
+    key = _random_key()
+    async with FAKES[provider_type](api_key=key) as fake:
+        provider = open_provider(fake.provider_config(api_key=Secret(key)))
+        try:
+            for offset in range(MESSAGE_LIMIT + 2 * len(key)):
+                echoed = "e" * offset + key + " (do not share it)"
+                fake.script(
+                    _echo_message(fake, echoed),
+                    Reply(status=502, body=echoed.encode(), content_type="text/plain"),
+                )
+                for _ in range(2):
+                    with pytest.raises(ProviderError) as caught:
+                        await provider.complete(_request())
+                    for text in _error_texts(caught.value):
+                        _assert_no_run(key, text)
+        finally:
+            await provider.aclose()
+
+
+def _echo_message(fake: FakeServer, message: str) -> Reply:
+    """A 401 in ``fake``'s own error shape whose message is ``message``."""
+    if isinstance(fake, FakeAnthropic):
+        return FakeAnthropic.error(401, "authentication_error", message)
+    if isinstance(fake, FakeGoogle):
+        return FakeGoogle.error(400, message, details=[error_info("API_KEY_INVALID")])
+    return FakeOpenAI.error(401, message, code="invalid_api_key")
+
+
+async def test_providers_check_shows_no_run_of_a_key_cut_at_the_trim() -> None:
+    """providers check, the key straddling the message limit: no 8-character run of it shows."""
+    key = _random_key()
+    async with FakeOpenAI(api_key=key) as fake:
+        for offset in range(MESSAGE_LIMIT - len(key), MESSAGE_LIMIT + 1):
+            fake.script(FakeOpenAI.error(401, "e" * offset + key, code="invalid_api_key"))
+            config = Config(providers=(fake.provider_config(),), default_provider="fake-openai")
+            (result,) = await check_providers(config, 5)
+            assert result.outcome == "auth_failed"
+            _assert_no_run(key, result.detail)
+
+
+async def test_a_result_metric_and_log_hold_no_run_of_a_key_cut_at_the_trim() -> None:
+    """Through the Runner: the result line, metric events and log carry no 8-character run."""
+    key = _random_key()
+    log = io.StringIO()
+    sink = MemorySink()
+    async with FakeOpenAI(api_key=key) as fake:
+        config = Config(
+            providers=(fake.provider_config(),),
+            default_provider="fake-openai",
+            cooldown=CooldownConfig(failures=1000),  # every attempt must reach the fake
+        )
+        async with Runner.from_config(config, metrics=sink, log_stream=log) as runner:
+            for offset in range(MESSAGE_LIMIT - len(key), MESSAGE_LIMIT + 1):
+                fake.script(FakeOpenAI.error(401, "e" * offset + key, code="invalid_api_key"))
+                result = await runner.run(Task(prompt="hi"))
+                assert result.status == "failed"
+                _assert_no_run(key, msgspec.json.encode(result).decode())
+    assert len(sink.events) == len(range(MESSAGE_LIMIT - len(key), MESSAGE_LIMIT + 1))
+    _assert_no_run(key, msgspec.json.encode(sink.events).decode())
+    _assert_no_run(key, log.getvalue())

@@ -12,8 +12,9 @@ An adapter contributes a *classifier*: it reads its provider's error body
 (already decoded with the adapter's msgspec decoder) into a :class:`WireError`
 that may refine the status table's code (``insufficient_quota`` on a 429 is
 ``quota_exhausted``) and give a body-level retry hint.  The status table,
-retry-after parsing, ``x-should-retry``, message trimming and key scrubbing
-are common.
+retry-after parsing, ``x-should-retry``, key scrubbing and message trimming
+(in that order: a trim must never cut a key to a piece the scrub misses) are
+common.
 
 Adapters never retry; a ``CancelledError`` always propagates.  aiohttp runs
 on asyncio only, so the HTTP adapters do too (the simulated provider does not
@@ -26,7 +27,7 @@ import email.utils
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Final, Generic, TypeVar
 
@@ -36,7 +37,7 @@ from msgspec import Struct
 
 from workers._base import CompletionRequest, CompletionResponse
 from workers._errors import RETRYABLE_CODES, ErrorCode, ProviderError
-from workers._secrets import scrub
+from workers._secrets import Secret, scrub
 from workers._settings import ProviderConfig
 from workers._types import FinishReason, Message, Usage
 
@@ -131,10 +132,11 @@ def _finite_non_negative(text: str) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
-def snippet(raw: bytes, limit: int = SNIPPET_LIMIT) -> str:
-    """The start of a body as one line: whitespace collapsed, at most ``limit`` chars."""
+def snippet(raw: bytes, limit: int = SNIPPET_LIMIT, secrets: Iterable[Secret | None] = ()) -> str:
+    """The start of a body as one line: whitespace collapsed, scrubbed of ``secrets``, cut
+    to at most ``limit`` chars (scrubbed first, so the cut cannot leave part of a key)."""
     text = _SPACE.sub(" ", raw[: limit * 4].decode("utf-8", "replace")).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return _cut(scrub(text, secrets), limit)
 
 
 def split_system(request: CompletionRequest) -> tuple[str | None, tuple[Message, ...]]:
@@ -338,13 +340,19 @@ class HttpProvider(Generic[E]):
         should_retry = headers.get("x-should-retry", "").strip().lower()
         if should_retry in ("true", "false"):
             retryable = should_retry == "true"
+        key = [self._config.api_key]
         if wire is not None and wire.message:
             kind = f" {wire.kind}" if wire.kind else ""
-            message = f"HTTP {status}{kind}: {_trim(wire.message)}"
+            # Only a window of a long message is scrubbed, then cut: cost stays
+            # bounded, and a key split by the window keeps fewer than MIN_RUN
+            # characters inside it.
+            text = scrub(wire.message.strip()[: 2 * MESSAGE_LIMIT], key)
+            message = f"HTTP {status}{kind}: {_cut(text, MESSAGE_LIMIT)}"
         elif not raw.strip():
             message = f"HTTP {status} with an empty body"
         else:
-            message = f"HTTP {status} with a non-JSON body ({content_type}): {snippet(raw)}"
+            shown = snippet(raw, secrets=key)
+            message = f"HTTP {status} with a non-JSON body ({content_type}): {shown}"
         return self._fail(
             code, message, status=status, retryable=retryable, retry_after=retry_after
         )
@@ -391,6 +399,6 @@ class HttpProvider(Generic[E]):
         )
 
 
-def _trim(message: str) -> str:
-    message = message.strip()
-    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 1] + "…"
+def _cut(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters; only ever applied to scrubbed text."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -51,11 +51,22 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
+#: The shortest run of a key's characters that :func:`scrub` removes wherever it appears.
+MIN_RUN: Final = 8
+
+
 def scrub(text: str, secrets: Iterable[Secret | str | None]) -> str:
     """Return ``text`` with every non-trivial secret value replaced by ``***``.
 
-    Providers sometimes echo part of a key ("Incorrect API key provided:
-    sk-abc***"); a key's prefix of 8 or more characters is removed as well.
+    Providers echo keys whole, cut ("Incorrect API key provided: sk-abc***")
+    or cut by whoever trims their message, so for a key of :data:`MIN_RUN` or
+    more characters *every* run of at least :data:`MIN_RUN` of its characters
+    (any substring, not only prefixes) becomes ``***``; a shorter key (4 to 7
+    characters) is removed where it appears whole.  Scrub before trimming:
+    a trim can only shorten what is left, never bring a key back.
+
+    Cost: one set of the key's ``MIN_RUN``-character slices, then one lookup
+    per position of ``text``; it runs on error paths only.
     """
     for secret in secrets:
         if secret is None:
@@ -63,7 +74,27 @@ def scrub(text: str, secrets: Iterable[Secret | str | None]) -> str:
         value = secret.reveal() if isinstance(secret, Secret) else secret
         if len(value) < 4:
             continue
-        text = text.replace(value, REDACTED)
-        if len(value) >= 12:
-            text = text.replace(value[: len(value) // 2], REDACTED)
+        short = len(value) < MIN_RUN
+        text = text.replace(value, REDACTED) if short else _scrub_runs(text, value)
     return text
+
+
+def _scrub_runs(text: str, key: str) -> str:
+    """``text`` with each stretch covered by ``MIN_RUN``-slices of ``key`` made ``***``."""
+    slices = {key[i : i + MIN_RUN] for i in range(len(key) - MIN_RUN + 1)}
+    pieces: list[str] = []
+    kept = 0  # text[kept:] has not been copied to pieces yet
+    run_start = run_end = -1
+    for i in range(len(text) - MIN_RUN + 1):
+        if text[i : i + MIN_RUN] not in slices:
+            continue
+        if i > run_end:  # a new stretch: close the one before
+            if run_end >= 0:
+                pieces += [text[kept:run_start], REDACTED]
+                kept = run_end
+            run_start = i
+        run_end = i + MIN_RUN
+    if run_end < 0:
+        return text
+    pieces += [text[kept:run_start], REDACTED, text[run_end:]]
+    return "".join(pieces)
