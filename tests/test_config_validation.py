@@ -413,3 +413,88 @@ def test_every_mistake_is_reported_in_one_run_in_file_order() -> None:
     assert rendered[6] == (
         "c.yaml:11:47: roles.coder.fallbacks[0]: unknown provider 'claude'; known: openai-gpt4o"
     )
+
+
+ADV = "sk-adv-SECRET-0123456789abcdef"
+_ENV_CASES = {
+    "default_provider": (
+        "providers:\n  - {id: a, type: simulated}\ndefault_provider: ${ADV_KEY}\n",
+        "unknown provider (the value of ${ADV_KEY}); known: a",
+    ),
+    "a role's provider": (
+        "providers:\n  - {id: a, type: simulated}\nroles:\n  coder: {provider: '${ADV_KEY}'}\n"
+        "default_provider: a\n",
+        "unknown provider (the value of ${ADV_KEY}); known: a",
+    ),
+    "a fallback": (
+        "providers:\n  - {id: a, type: simulated}\n"
+        "roles:\n  coder: {provider: a, fallbacks: ['${ADV_KEY}']}\ndefault_provider: a\n",
+        "unknown provider (the value of ${ADV_KEY}); known: a",
+    ),
+    "a known id from the environment": (
+        "providers:\n  - {id: '${ADV_KEY}', type: simulated}\ndefault_provider: b\n",
+        "unknown provider 'b'; known: (the value of ${ADV_KEY})",
+    ),
+    "a duplicate provider id": (
+        "providers:\n  - {id: '${ADV_KEY}', type: simulated}\n"
+        "  - {id: '${ADV_KEY}', type: simulated}\ndefault_provider: '${ADV_KEY}'\n",
+        "duplicate provider id (the value of ${ADV_KEY}) (first at providers[0].id, line 2)",
+    ),
+    "a repeat in a chain": (
+        "providers:\n  - {id: '${ADV_KEY}', type: simulated}\n"
+        "roles:\n  coder: {provider: '${ADV_KEY}', fallbacks: ['${ADV_KEY}']}\n"
+        "default_provider: '${ADV_KEY}'\n",
+        "provider (the value of ${ADV_KEY}) is already in this role's chain"
+        " (at roles.coder.provider)",
+    ),
+    "a provider type": (
+        "providers:\n  - {id: a, type: '${ADV_KEY}'}\ndefault_provider: a\n",
+        "unknown provider type (the value of ${ADV_KEY}); known: anthropic, google, openai,"
+        " simulated",
+    ),
+    "the single-provider form": (
+        "provider: ${ADV_KEY}\nmodel: m\n",
+        "unknown provider type (the value of ${ADV_KEY}); known: anthropic, google, openai,"
+        " simulated",
+    ),
+    "a failure code": (
+        "providers:\n  - {id: a, type: simulated, failure_codes: ['${ADV_KEY}']}\n"
+        "default_provider: a\n",
+        "unknown error code (the value of ${ADV_KEY})",
+    ),
+    "a failure code as one string": (
+        "providers:\n  - {id: a, type: simulated, failure_codes: '${ADV_KEY}'}\n"
+        "default_provider: a\n",
+        "unknown error code (the value of ${ADV_KEY})",
+    ),
+    "a number": (
+        "providers:\n  - {id: a, type: simulated}\ndefault_provider: a\nconcurrency: ${ADV_KEY}\n",
+        "expected a whole number, got a string from ${ADV_KEY}",
+    ),
+    "a duration": (
+        "providers:\n  - {id: a, type: simulated}\ndefault_provider: a\ngrace_period: ${ADV_KEY}\n",
+        "not a duration: a string from ${ADV_KEY}",
+    ),
+    "a choice": (
+        "providers:\n  - {id: a, type: simulated}\ndefault_provider: a\n"
+        "logging: {level: '${ADV_KEY}'}\n",
+        "must be one of debug, error, info, warning; got a string from ${ADV_KEY}",
+    ),
+    "a stage name": (
+        "providers:\n  - {id: a, type: simulated}\ndefault_provider: a\n"
+        "workflows:\n  w:\n    stages:\n      - {name: '${ADV_KEY}', role: coder}\n"
+        "      - {name: '${ADV_KEY}', role: coder}\n",
+        "duplicate stage name (the value of ${ADV_KEY}) (first at stages[0])",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_ENV_CASES))
+def test_a_value_from_the_environment_is_named_by_its_variable_never_printed(case: str) -> None:
+    """Wherever a ${VAR} value is wrong, the message names the variable and hides the value."""
+    text, message = _ENV_CASES[case]
+    found = problems(text, environ={"ADV_KEY": ADV})
+    rendered = "\n".join(p.render() for p in found)
+    assert message in [p.message for p in found], rendered
+    for run in {ADV[i : i + 8] for i in range(len(ADV) - 7)}:
+        assert run not in rendered

@@ -29,7 +29,7 @@ import msgspec.inspect as mi
 from runner._errors import ConfigError, Problem
 from runner.config._env import expand
 from runner.config._model import Config, ProviderConfig
-from runner.config._schema import Checker, describe, suggest
+from runner.config._schema import Checker, close_match, describe, suggest
 from runner.config._yaml import Path, Positions, format_path, parse_yaml
 from workers._secrets import Secret
 
@@ -293,31 +293,35 @@ def _check_references(data: Mapping[str, object], checker: Checker) -> None:
             if pid in ids:
                 first = checker.positions.at(checker.remap(ids[pid]))
                 at = f" (first at {format_path(ids[pid])}, line {first[0]})" if first else ""
+                shown = checker.named(("providers", i, "id"), pid)
                 checker.report(
                     ("providers", i, "id"),
-                    f"duplicate provider id '{pid}'{at}",
+                    f"duplicate provider id {shown}{at}",
                     "give each provider its own id",
                 )
             else:
                 ids[pid] = ("providers", i, "id")
             kind = entry.get("type")
             if kind in _EXAMPLE_MODELS and "model" not in entry:
+                shown = checker.named(("providers", i, "type"), kind, quote=False)
                 checker.report(
                     ("providers", i),
-                    f"provider type {kind} needs a model",
+                    f"provider type {shown} needs a model",
                     f"add model:, for example model: {_EXAMPLE_MODELS[kind]}",
                 )
     # Without a readable providers list every reference would look unknown.
     if not ids:
         return
-    known = list(ids)
+    # Ids from the environment are named by their variable here too.
+    known = ", ".join(checker.named(path, pid, quote=False) for pid, path in ids.items())
 
     def reference(value: object, path: Path) -> None:
         if isinstance(value, str) and value not in ids:
+            match = close_match(value, list(ids))
             checker.report(
                 path,
-                f"unknown provider '{value}'; known: {', '.join(known)}",
-                _closest(value, known),
+                f"unknown provider {checker.named(path, value)}; known: {known}",
+                None if match is None else f"did you mean {checker.named(ids[match], match)}?",
             )
 
     reference(data.get("default_provider"), ("default_provider",))
@@ -326,11 +330,6 @@ def _check_references(data: Mapping[str, object], checker: Checker) -> None:
         if isinstance(spec, dict):
             _check_chain(role, spec, checker, reference)
     _check_workflows(data.get("workflows"), checker)
-
-
-def _closest(value: str, known: list[str]) -> str | None:
-    hint = suggest(value, known)
-    return hint if hint.startswith("did you mean") else None
 
 
 def _check_chain(
@@ -352,7 +351,8 @@ def _check_chain(
         if pid in seen:
             checker.report(
                 path,
-                f"provider '{pid}' is already in this role's chain (at {format_path(seen[pid])})",
+                f"provider {checker.named(path, pid)} is already in this role's chain"
+                f" (at {format_path(seen[pid])})",
                 "a chain tries each provider once: remove the repeat",
             )
         else:
@@ -372,9 +372,11 @@ def _check_workflows(workflows: object, checker: Checker) -> None:
             if not isinstance(stage_name, str):
                 continue
             if stage_name in seen:
+                path = ("workflows", name, "stages", i, "name")
                 checker.report(
-                    ("workflows", name, "stages", i, "name"),
-                    f"duplicate stage name '{stage_name}' (first at stages[{seen[stage_name]}])",
+                    path,
+                    f"duplicate stage name {checker.named(path, stage_name)}"
+                    f" (first at stages[{seen[stage_name]}])",
                     "give each stage of a workflow its own name",
                 )
             else:

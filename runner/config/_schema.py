@@ -191,11 +191,31 @@ class Checker:
             )
         )
 
+    def variables(self, path: Path) -> tuple[str, ...]:
+        """The environment variables the value at ``path`` came from (none: written as is)."""
+        written = self.remap(path)
+        found = self.expanded.get(written)
+        if found is None and written:
+            # A string checked as a one-item list (`stop: ${STOP}`) is item 0 of its path.
+            found = self.expanded.get(written[:-1])
+        return found or ()
+
+    def named(self, path: Path, value: object, *, quote: bool = True) -> str:
+        """``value`` for a message: quoted, or, if it came from ``${VAR}``, the variable.
+
+        A value from the environment may be a secret, so it is never printed.
+        """
+        variables = self.variables(path)
+        if variables:
+            return "(the value of " + ", ".join(f"${{{v}}}" for v in variables) + ")"
+        return f"'{value}'" if quote else str(value)
+
     def _shown(self, path: Path, value: object) -> str:
         """``value`` in a message, unless it came from the environment (it may be a secret)."""
         kind = describe(value)
-        if self.remap(path) in self.expanded:
-            return kind
+        variables = self.variables(path)
+        if variables:
+            return f"{kind} from " + ", ".join(f"${{{v}}}" for v in variables)
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, int | float):
@@ -341,8 +361,8 @@ class Checker:
             return value
         choices = [str(v) for v in t.values]
         label = LABELS.get(owner) if owner is not None else None
-        if label is not None and isinstance(value, str) and self.remap(path) not in self.expanded:
-            message = f"unknown {label} '{value}'; known: {', '.join(choices)}"
+        if label is not None and isinstance(value, str):
+            message = f"unknown {label} {self.named(path, value)}; known: {', '.join(choices)}"
         else:
             allowed = choices[0] if len(choices) == 1 else f"one of {', '.join(choices)}"
             message = f"must be {allowed}; got {self._shown(path, value)}"
@@ -365,7 +385,7 @@ class Checker:
             if checked is not INVALID and choices is not None and checked not in choices[1]:
                 self.report(
                     (*path, i),
-                    f"unknown {choices[0]} '{checked}'",
+                    f"unknown {choices[0]} {self.named((*path, i), checked)}",
                     suggest(str(checked), choices[1]),
                 )
                 checked = INVALID
