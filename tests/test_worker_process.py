@@ -525,3 +525,29 @@ def test_submit_url_rejects_an_id_reused_for_another_task(
         " give this task another id",
     }
     assert w.stop() == 0
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_a_port_out_of_range_is_refused_with_one_line(tmp_path: Path, port: str) -> None:
+    """--port outside 0-65535: exit 2 and one line saying what to give, no traceback."""
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "worker",
+            "--config",
+            str(_config(tmp_path)),
+            "--port",
+            port,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: --port {port} is not a TCP port: give 0-65535 (0 picks a free one)\n"
+    )

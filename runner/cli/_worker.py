@@ -43,12 +43,18 @@ if TYPE_CHECKING:
 
 #: Longest pause between two retention purges, in seconds.
 MAX_PURGE_INTERVAL: Final = 3600.0
+#: The highest TCP port (``worker.port`` is checked against it by the config).
+MAX_PORT: Final = 65535
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Serve until signalled; 0 after a graceful drain, 130 after a forced stop."""
     from runner.config._load import discover_config
 
+    if args.port is not None and not 0 <= args.port <= MAX_PORT:
+        raise UsageError(
+            f"--port {args.port} is not a TCP port: give 0-{MAX_PORT} (0 picks a free one)"
+        )
     config = discover_config(args.config, notice=notice)
     host = args.host or config.worker.host
     port = config.worker.port if args.port is None else args.port
