@@ -6,6 +6,8 @@ the worker around it serves aiohttp.
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -125,3 +127,45 @@ async def test_concurrent_accepts_share_commits_and_all_land(tmp_path: Path) -> 
             for i in range(200):
                 tg.start_soon(one, i)
         assert len(await journal.unfinished()) == 200
+
+
+def _tables(path: Path) -> list[str]:
+    with closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        return [row[0] for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("schema", "found"),
+    [
+        ("CREATE TABLE users (name TEXT)", "users"),
+        ("CREATE TABLE tasks (id TEXT, title TEXT)", "tasks"),
+        ("CREATE TABLE tasks (id TEXT); CREATE TABLE notes (body TEXT)", "notes, tasks"),
+    ],
+)
+async def test_another_sqlite_database_is_refused_and_left_as_it_was(
+    tmp_path: Path, schema: str, found: str
+) -> None:
+    """worker.journal naming some other SQLite database: refused, no table added, mode kept."""
+    path = tmp_path / "app.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(schema)
+    before = path.read_bytes()
+    with pytest.raises(UsageError) as caught:
+        async with open_journal(str(path)):
+            pass
+    assert str(caught.value) == (
+        f"journal {path} is not a runner journal: it is a SQLite database with other tables"
+        f" ({found}); point worker.journal at a new file"
+    )
+    assert path.read_bytes() == before
+    assert not (tmp_path / "app.db-wal").exists()
+
+
+async def test_an_empty_file_becomes_a_journal(tmp_path: Path) -> None:
+    """A zero-byte file (touch) is adopted: it holds nothing to protect."""
+    path = tmp_path / "j.db"
+    path.touch()
+    async with open_journal(str(path)) as journal:
+        assert await journal.accept([("a", b"{}")]) == [None]
+    assert _tables(path) == ["tasks"]

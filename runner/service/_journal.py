@@ -22,6 +22,9 @@ Promises:
 * **Batched.**  Callers queue operations; the owner takes everything waiting,
   runs it in one transaction in a worker thread, commits once and then
   answers each caller.  Concurrent requests share one fsync.
+* **Only its own file.**  A path naming any other SQLite database (one with
+  tables that are not a journal's) is refused before anything is written to
+  it; an empty or new file becomes a journal.
 * **Unfinished means resumable.**  A row without a result is a task that has
   not reached a terminal state; :meth:`Journal.unfinished` lists them in
   submission order for the next start.
@@ -66,6 +69,9 @@ _SCHEMA: Final = (
     # Serves the resume list (finished_at IS NULL) and the retention purge.
     "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at)",
 )
+#: The columns of ``tasks`` at :data:`SCHEMA_VERSION`: how a journal is told
+#: from another database that happens to have a ``tasks`` table.
+_COLUMNS: Final = ("id", "task", "status", "result", "submitted_at", "updated_at", "finished_at")
 
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled", "rejected"})
 
@@ -283,6 +289,9 @@ def _connect(path: str) -> sqlite3.Connection:
     try:
         # The owner runs each batch in a worker thread, one batch at a time.
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0.5)
+        # Before anything writes (even the WAL switch changes the file header):
+        # a database that is not ours must be left exactly as it was.
+        _check_is_journal(conn, path)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         # Held until the connection closes: a second worker cannot share the file.
@@ -309,6 +318,31 @@ def _connect(path: str) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise UsageError(f"journal {path} is not a runner journal: {exc}") from None
     return conn
+
+
+def _check_is_journal(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse a database that is neither empty nor a runner journal (reads only)."""
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+            " AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name"
+        )
+    ]
+    if not tables:
+        return  # a new or empty file: it becomes a journal
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(tasks)"))
+    # Every journal sets user_version in the transaction that creates its table.
+    if tables == ["tasks"] and version >= 1 and columns == _COLUMNS:
+        return
+    if "tasks" in tables and version > SCHEMA_VERSION:
+        return  # a newer runner's journal: refused next, with that reason
+    conn.close()
+    raise UsageError(
+        f"journal {path} is not a runner journal: it is a SQLite database with other tables"
+        f" ({', '.join(tables)}); point worker.journal at a new file"
+    )
 
 
 @asynccontextmanager
