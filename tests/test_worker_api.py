@@ -7,7 +7,7 @@ Runner is exercised in test_worker_process.py.  asyncio only (aiohttp).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,13 +19,15 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from runner._task import ErrorInfo, Result, Task
+from runner._task import Task
 from runner.metrics._events import MetricEvent
 from runner.metrics._writer import MemorySink
+from runner.service._http import Reports
 from runner.service._journal import open_journal
 from runner.service._prometheus import PrometheusTee
 from runner.service._server import make_app
 from runner.service._worker import Worker
+from tests.worker_support import FakeRunner, Lines
 from workers._secrets import Secret
 
 pytestmark = pytest.mark.anyio
@@ -33,63 +35,21 @@ pytestmark = pytest.mark.anyio
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
-class FakeHandle:
-    """A task the test finishes by hand (``release``) or that a cancel ends."""
-
-    def __init__(self, task: Task) -> None:
-        self.task = task
-        self.result: Result | None = None
-        self.done = anyio.Event()
-
-    def finish(self, status: str = "completed") -> None:
-        if self.result is None:
-            error = (
-                ErrorInfo(code="cancelled", message="cancelled") if status == "cancelled" else None
-            )
-            self.result = Result(id=self.task.id or "", status=status, output="ok", error=error)  # type: ignore[arg-type]
-            self.done.set()
-
-    async def cancel(self) -> None:
-        self.finish("cancelled")
-
-    async def _wait(self) -> Result:
-        await self.done.wait()
-        assert self.result is not None
-        return self.result
-
-    def __await__(self) -> Generator[Any, None, Result]:
-        return self._wait().__await__()
-
-
-class FakeRunner:
-    """Records every submitted task; ``auto`` finishes them at once."""
-
-    def __init__(self, *, auto: bool = True) -> None:
-        self.auto = auto
-        self.handles: dict[str, FakeHandle] = {}
-        self.submitted: list[str] = []
-
-    async def submit(self, task: Task) -> FakeHandle:
-        handle = FakeHandle(task)
-        self.submitted.append(task.id or "")
-        self.handles[task.id or ""] = handle
-        if self.auto:
-            handle.finish()
-        return handle
-
-    async def shutdown(self, grace: float | None = None) -> None:
-        for handle in self.handles.values():
-            handle.finish("cancelled")
-
-
 class Setup:
     def __init__(
-        self, client: TestClient[Any, Any], worker: Worker, runner: FakeRunner, tee: PrometheusTee
+        self,
+        client: TestClient[Any, Any],
+        worker: Worker,
+        runner: FakeRunner,
+        tee: PrometheusTee,
+        lines: Lines,
     ) -> None:
         self.client = client
         self.worker = worker
         self.runner = runner
         self.tee = tee
+        #: What the server reported (the worker prints these on stderr).
+        self.lines = lines
 
 
 async def _open(
@@ -108,15 +68,17 @@ async def _open(
         worker = Worker(runner, journal, queue_size=queue_size)
         await tg.start(worker.run)
         tee = PrometheusTee(MemorySink())
+        lines = Lines()
         app = make_app(
             worker,
             tee,
             known_workflows={"default"},
             auth_token=Secret(token) if token else None,
             max_request_bytes=max_request_bytes,
+            reports=Reports(lines.append),
         )
         async with TestClient(TestServer(app)) as client:
-            yield Setup(client, worker, runner, tee)
+            yield Setup(client, worker, runner, tee, lines)
         await runner.shutdown()
         worker.close()
 
@@ -467,6 +429,62 @@ async def test_the_token_guards_every_endpoint_but_healthz(tmp_path: Path) -> No
         r = await c.post("/v1/tasks", json={"id": "a", "prompt": "p"}, headers=good)
         assert r.status == 202
         assert (await c.get("/metrics", headers=good)).status == 200
+
+
+async def _raw(setup: Setup, request: bytes) -> tuple[int, str, Any]:
+    """Send ``request`` byte for byte (no client library tidying it up); the answer."""
+    server = setup.client.server
+    async with await anyio.connect_tcp("127.0.0.1", server.port or 0) as stream:
+        await stream.send(request)
+        raw = b""
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    raw += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    break
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers["content-type"], msgspec.json.decode(body)
+
+
+async def test_a_token_that_is_not_utf8_is_a_401_like_any_wrong_token(tmp_path: Path) -> None:
+    """Authorization bytes that are not UTF-8 (0xff): 401 JSON, not a 500 and a traceback."""
+    async for setup in _open(tmp_path, token="s3cret-token"):
+        for token in (b"\xff", b"s3cret-token\xff", b"\xc3"):
+            status, content_type, body = await _raw(
+                setup,
+                b"GET /v1/tasks/x HTTP/1.1\r\nHost: w\r\nConnection: close\r\n"
+                b"Authorization: Bearer " + token + b"\r\n\r\n",
+            )
+            assert status == 401
+            assert content_type.startswith("application/json")
+            assert body["error"] == "unauthorized"
+        assert setup.lines == []
+
+
+async def test_a_bug_behind_an_endpoint_is_a_json_500_and_one_line(
+    api: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception escaping a handler: JSON 500 each time, one report line without its text."""
+
+    async def broken(task_id: str, *, wait: float = 0.0) -> None:
+        raise RuntimeError("secret-ish detail from deep inside")
+
+    monkeypatch.setattr(api.worker, "lookup", broken)
+    for _ in range(3):
+        r = await api.client.get("/v1/tasks/x")
+        assert r.status == 500
+        assert r.headers["Content-Type"].startswith("application/json")
+        assert await _json(r) == {
+            "error": "internal_error",
+            "message": "the worker failed to answer (a bug in runner; its log says where);"
+            " retry later",
+        }
+    assert len(api.lines) == 1
+    assert api.lines[0].startswith("answered 500 to GET /v1/tasks/x: RuntimeError at ")
+    assert "secret-ish" not in api.lines[0]
 
 
 async def test_unknown_paths_and_methods_answer_json(api: Setup) -> None:

@@ -14,8 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -24,97 +22,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.worker_support import ROOT
+from tests.worker_support import WorkerProcess as Worker
+from tests.worker_support import worker_config as _config
+
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _config(
-    tmp: Path, *, latency: int = 150, jitter: int = 50, grace: str = "5s", extra: str = ""
-) -> Path:
-    path = tmp / "worker.yaml"
-    path.write_text(
-        f"""\
-version: 1
-providers:
-  - id: sim
-    type: simulated
-    model: sim-1
-    latency_ms: {{mean: {latency}, jitter: {jitter}}}
-    max_concurrency: 64
-    pricing: {{input_per_million: 1.0, output_per_million: 2.0}}
-{extra}default_provider: sim
-concurrency: 50
-grace_period: {grace}
-metrics: {{store: sqlite, path: {tmp / "metrics.db"}}}
-logging: {{level: warning}}
-worker: {{journal: {tmp / "journal.db"}, port: 0}}
-"""
-    )
-    return path
-
-
-class Worker:
-    """A worker subprocess and a tiny HTTP client for it."""
-
-    def __init__(
-        self, config: Path, tmp: Path, *args: str, env: dict[str, str] | None = None
-    ) -> None:
-        self.log = tmp / f"worker-{time.monotonic_ns()}.log"
-        self._out = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "runner", "worker", "--config", str(config), *args],
-            cwd=ROOT,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-        self.url = self._wait_for_port()
-        self.bodies: list[bytes] = []
-
-    def _wait_for_port(self) -> str:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            found = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", self.log.read_bytes())
-            if found:
-                return found[1].decode()
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited: {self.log.read_text()}")
-            time.sleep(0.05)
-        raise AssertionError("worker did not start")
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        url = self.url + path  # always http://127.0.0.1:<port>: our own worker
-        request = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
-        try:
-            with urllib.request.urlopen(request, timeout=70) as response:  # noqa: S310
-                raw = response.read()
-                status = response.status
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            status = exc.code
-        self.bodies.append(raw)
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, raw.decode()
-
-    def post_jsonl(self, lines: list[dict[str, Any]]) -> tuple[int, Any]:
-        body = "\n".join(json.dumps(x) for x in lines).encode()
-        return self.call("POST", "/v1/tasks", body, {"Content-Type": "application/x-ndjson"})
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=30)
-        self._out.close()
-        return code
 
 
 @pytest.fixture

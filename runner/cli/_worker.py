@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Final, TextIO
 
 import anyio
 import anyio.abc
-from aiohttp import web
 
 from runner._context import TaskExecutionContext
 from runner._errors import UsageError
@@ -33,6 +32,7 @@ from runner._task import HistoryEntry, Status
 from runner.cli._main import EXIT_INTERRUPTED, EXIT_OK, notice
 from runner.config._model import Config
 from runner.metrics._writer import open_metrics_writer
+from runner.service._http import FD_RESERVE, Limits, Reports, connection_cap, serve
 from runner.service._journal import Journal, open_journal
 from runner.service._prometheus import PrometheusTee
 from runner.service._server import make_app
@@ -131,26 +131,28 @@ class Service:
     ) -> None:
         wc = self.config.worker
         workflows = {"default", *self.config.workflows}
+        reports = Reports(self.say)
+        cap = connection_cap(wc.max_connections, reserve=FD_RESERVE + self.config.concurrency)
+        if cap < wc.max_connections:
+            self.say(
+                f"serving at most {cap} connections, not worker.max_connections"
+                f" ({wc.max_connections}): the open-files limit is lower (raise it with ulimit -n)"
+            )
+        limits = Limits(
+            head_timeout=wc.head_timeout, body_timeout=wc.body_timeout, max_connections=cap
+        )
         app = make_app(
             worker,
             tee,
             known_workflows=workflows,
             auth_token=wc.auth_token,
             max_request_bytes=wc.max_request_bytes,
+            reports=reports,
+            body_timeout=limits.body_timeout,
         )
-        http = web.AppRunner(app, access_log=None, handle_signals=False)
-        await http.setup()
-        try:
-            async with anyio.create_task_group() as tg:
-                resumed = await tg.start(worker.run)
-                site = web.TCPSite(http, self.host, self.port)
-                try:
-                    await site.start()
-                except OSError as exc:
-                    raise UsageError(
-                        f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
-                    ) from None
-                url = _url(http, self.host)
+        async with anyio.create_task_group() as tg:
+            resumed = await tg.start(worker.run)
+            async with serve(app, self.host, self.port, limits=limits, reports=reports) as url:
                 self.say(f"listening on {url} (journal {wc.journal}, {resumed} tasks resumed)")
                 await self._stop.wait()
                 worker.begin_drain()
@@ -162,9 +164,6 @@ class Service:
                 # worker.run returns (ending this task group) once every
                 # task the Runner gave back is journaled.
                 worker.close()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await http.cleanup()
         self.say(
             f"stopped; {worker.unfinished} unfinished tasks stay in the journal for the next start"
         )
@@ -201,10 +200,3 @@ class _Relay:
 def _first(group: BaseExceptionGroup[UsageError]) -> UsageError:
     error = group.exceptions[0]
     return _first(error) if isinstance(error, BaseExceptionGroup) else error
-
-
-def _url(http: web.AppRunner, host: str) -> str:
-    for address in http.addresses:
-        if isinstance(address, tuple):
-            return f"http://{host}:{address[1]}"
-    return f"http://{host}"

@@ -105,6 +105,9 @@ class WorkerConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     max_request_bytes: AtLeastOne = 10 * 1024 * 1024
     journal: str = ".runner/journal.db"
     retention: PositiveSeconds = 7 * 24 * 3600.0
+    max_connections: AtLeastOne = 1000
+    head_timeout: PositiveSeconds = 20.0
+    body_timeout: PositiveSeconds = 60.0
 
 
 class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Collection
 from typing import Final
 
+import anyio
 import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -35,6 +36,7 @@ from aiohttp.typedefs import Handler, Middleware
 from runner._task import Task
 from runner._task_check import id_problem, shape_problem
 from runner._tasks_file import TOO_DEEP, explain_validation
+from runner.service._http import Limits, Reports, error, shown_safely
 from runner.service._journal import IdConflict
 from runner.service._prometheus import CONTENT_TYPE, PrometheusTee
 from runner.service._worker import QueueFull, ShuttingDown, Worker
@@ -58,12 +60,6 @@ class LineError(msgspec.Struct, frozen=True, kw_only=True):
 
     line: int
     message: str
-
-
-def error(status: int, code: str, message: str, **extra: object) -> web.Response:
-    """A JSON error response: ``{"error": code, "message": message, ...extra}``."""
-    body = {"error": code, "message": message, **extra}
-    return web.Response(status=status, body=_ENCODER.encode(body), content_type="application/json")
 
 
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
@@ -129,20 +125,38 @@ class _Api:
     """The request handlers, bound to one worker."""
 
     def __init__(
-        self, worker: Worker, tee: PrometheusTee, known_workflows: Collection[str]
+        self,
+        worker: Worker,
+        tee: PrometheusTee,
+        known_workflows: Collection[str],
+        body_timeout: float,
     ) -> None:
         self._worker = worker
         self._tee = tee
         self._workflows = known_workflows
+        self._body_timeout = body_timeout
 
     async def post_tasks(self, request: web.Request) -> web.Response:
         if self._worker.draining:
             return _draining()
         jsonl = request.content_type in JSONL_TYPES
         try:
-            body = await request.read()
+            with anyio.fail_after(self._body_timeout):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _too_large(request)
+        except TimeoutError:
+            response = error(
+                408,
+                "request_timeout",
+                f"the request body did not arrive within {self._body_timeout:g} s"
+                " (worker.body_timeout); send it faster or in smaller batches",
+            )
+            # Close once answered.  Ending the body here also stops aiohttp from
+            # lingering (reading the rest for up to 10 s) on a client this slow.
+            response.force_close()
+            request.content.feed_eof()
+            return response
         tasks, problems = parse_tasks(
             body, jsonl=jsonl, known_workflows=self._workflows, new_id=lambda: uuid.uuid4().hex
         )
@@ -287,7 +301,9 @@ def _auth_middleware(token: Secret) -> Middleware:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path != "/healthz":
-            given = request.headers.get("Authorization", "").encode()
+            # aiohttp decodes header bytes as UTF-8 with surrogateescape: this
+            # gives back the exact bytes sent, whatever they are.
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
                 response = error(
                     401,
@@ -302,21 +318,44 @@ def _auth_middleware(token: Secret) -> Middleware:
     return auth
 
 
-@web.middleware
-async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own errors (unknown path, wrong method, too large) as JSON too."""
-    try:
-        return await handler(request)
-    except web.HTTPRequestEntityTooLarge:
-        return _too_large(request)
-    except web.HTTPException as exc:
-        if exc.status_code < 400:
-            raise
-        return error(
-            exc.status_code,
-            exc.reason.lower().replace(" ", "_"),
-            f"{exc.reason}: {request.method} {request.path}",
-        )
+def _json_errors(reports: Reports) -> Middleware:
+    """aiohttp's own errors (unknown path, wrong method, too large) and our bugs as JSON too."""
+
+    @web.middleware
+    async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(request)
+        except web.HTTPException as exc:
+            if exc.status_code < 400:
+                raise
+            return error(
+                exc.status_code,
+                exc.reason.lower().replace(" ", "_"),
+                f"{exc.reason}: {request.method} {request.path}",
+            )
+        except ConnectionError:
+            raise  # the client went away: aiohttp closes the connection quietly
+        except Exception as exc:
+            # A bug in runner.  One line per interval, without the exception's
+            # text (it could quote a request), rather than a traceback per request.
+            frame = exc.__traceback__
+            while frame is not None and frame.tb_next is not None:
+                frame = frame.tb_next
+            where = f" at {frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else ""
+            reports.report(
+                "internal",
+                f"answered 500 to {request.method} {shown_safely(request.path)}:"
+                f" {type(exc).__name__}{where} (a bug in runner; please report it)",
+            )
+            return error(
+                500,
+                "internal_error",
+                "the worker failed to answer (a bug in runner; its log says where); retry later",
+            )
+
+    return json_errors
 
 
 def make_app(
@@ -326,14 +365,16 @@ def make_app(
     known_workflows: Collection[str],
     auth_token: Secret | None,
     max_request_bytes: int,
+    reports: Reports,
+    body_timeout: float = Limits().body_timeout,
 ) -> web.Application:
-    """The aiohttp application serving ``worker``."""
-    middlewares: list[Middleware] = [_json_errors]
+    """The aiohttp application serving ``worker``; trouble goes to ``reports``."""
+    middlewares: list[Middleware] = [_json_errors(reports)]
     if auth_token:
         middlewares.append(_auth_middleware(auth_token))
     app = web.Application(client_max_size=max_request_bytes, middlewares=middlewares)
     app[_LIMIT] = max_request_bytes
-    api = _Api(worker, tee, known_workflows)
+    api = _Api(worker, tee, known_workflows, body_timeout)
     app.router.add_post("/v1/tasks", api.post_tasks)
     app.router.add_get("/v1/tasks/{id:.+}", api.get_task)
     app.router.add_delete("/v1/tasks/{id:.+}", api.delete_task)
