@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import resource
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -73,3 +75,72 @@ def test_half_sent_requests_cannot_starve_healthz_or_flood_the_log(
     assert "Traceback" not in log
     assert len(log) < 4096, log
     assert log.count("connections open (worker.max_connections)") == 1
+
+
+class _Prober:
+    """Calls /healthz over and over in a thread, keeping the slowest answer time."""
+
+    def __init__(self, w: WorkerProcess) -> None:
+        self._w = w
+        self._stop = threading.Event()
+        self.slowest = 0.0
+        self.calls = 0
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.slowest = max(self.slowest, self._w.healthz_seconds())
+            self.calls += 1
+            time.sleep(0.02)
+
+    def __enter__(self) -> _Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _post_raw(port: int, body: bytes) -> socket.socket:
+    """Send a whole JSONL POST and return the socket without reading the answer."""
+    s = socket.create_connection(("127.0.0.1", port))
+    head = (
+        "POST /v1/tasks HTTP/1.1\r\nHost: w\r\nContent-Type: application/x-ndjson\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    s.sendall(head.encode() + body)
+    return s
+
+
+def test_hostile_bodies_get_small_answers_while_healthz_stays_quick(
+    tmp_path: Path, processes: list[WorkerProcess]
+) -> None:
+    """10 MiB bodies of bad lines, three answers unread: small JSON, /healthz < 1 s, bounded RSS."""
+    w = WorkerProcess(worker_config(tmp_path), tmp_path)
+    processes.append(w)
+    newlines = b"x\n" * (5 * 1024 * 1024)  # 10 MiB, 5,242,880 lines
+    bad_lines = (b"{" + b"a" * 1022 + b"\n") * 10_000  # 10 MiB, 10,000 lines
+    ndjson = {"Content-Type": "application/x-ndjson"}
+    with _Prober(w) as prober:
+        status, body = w.call("POST", "/v1/tasks", newlines, ndjson)
+        assert (status, body["error"]) == (413, "too_many_tasks")
+        status, body = w.call("POST", "/v1/tasks", bad_lines, ndjson)
+        assert (status, body["error"], body["unlisted"]) == (400, "invalid_tasks", 9_900)
+        assert len(body["lines"]) == 100
+        unread = [_post_raw(w.port, bad_lines) for _ in range(3)]
+        for s in unread:
+            s.settimeout(30)
+            assert s.recv(12) == b"HTTP/1.1 400"  # answered; the rest is left unread
+    for s in unread:
+        s.close()
+    print(
+        f"healthz slowest {prober.slowest:.3f} s over {prober.calls} calls;"
+        f" peak RSS {w.peak_rss_mib():.0f} MiB"
+    )
+    assert max(len(b) for b in w.bodies) < 32_000
+    assert prober.calls > 10
+    assert prober.slowest < 1.0
+    assert w.peak_rss_mib() < 300
+    assert w.stop() == 0
+    assert "Traceback" not in w.log.read_text()

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 from aiohttp import ClientResponse
@@ -290,6 +291,96 @@ async def test_a_deeply_nested_line_is_one_line_error(api: Setup) -> None:
     assert (await _json(r))["lines"] == [
         {"line": 2, "message": "line 2: unknown field 'promt' (did you mean 'prompt'?)"}
     ]
+
+
+async def test_a_batch_of_many_bad_lines_lists_the_first_100_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    """However many lines are bad, the 400 lists 100 (messages cut short) and counts the rest."""
+    async for api in _open(tmp_path, queue_size=1000):
+        await _many_bad_lines(api)
+
+
+async def _many_bad_lines(api: Setup) -> None:
+    long_id = b'{"id":"%s","prompt":"p"}' % (b"i" * 250)
+    body = b"\n".join(
+        [long_id, long_id]  # the repeat's message quotes the 250-character id
+        + [b"x" * 1000] * 997
+        + [b'{"id":"ok2","prompt":"2"}']
+    )
+    r = await api.client.post("/v1/tasks", data=body, headers=NDJSON)
+    assert r.status == 400
+    raw = await r.read()
+    assert len(raw) < 32_000
+    got = msgspec.json.decode(raw)
+    assert got["message"] == (
+        "998 of 1000 lines are not valid tasks; nothing was accepted: fix or remove them and"
+        " send the batch again ('lines' lists the first 100)"
+    )
+    assert [e["line"] for e in got["lines"]] == list(range(2, 102))
+    assert got["unlisted"] == 898
+    assert len(got["lines"][0]["message"]) == 200
+    assert got["lines"][0]["message"].startswith("line 2: id 'iiii")
+    assert got["lines"][0]["message"].endswith("…")
+    assert got["lines"][1]["message"].startswith("line 3: not valid JSON")
+    assert api.runner.submitted == []
+
+
+async def test_a_batch_with_more_tasks_than_the_queue_holds_is_a_413(held: Setup) -> None:
+    """More lines than worker.queue_size can never fit: 413 at once (not a 503 to retry)."""
+    body = b"\n".join(b'{"id":"q%d","prompt":"p"}' % i for i in range(4))
+    r = await held.client.post("/v1/tasks", data=body + b"\n\n\n", headers=NDJSON)
+    assert r.status == 413
+    assert await _json(r) == {
+        "error": "too_many_tasks",
+        "message": "the request holds more than 3 tasks (worker.queue_size, the most this"
+        " worker holds); send them in smaller batches",
+    }
+    three = b"\n".join(b'{"id":"q%d","prompt":"p"}' % i for i in range(3))
+    r = await held.client.post("/v1/tasks", data=b"\n\n" + three + b"\n\n", headers=NDJSON)
+    assert r.status == 202
+
+
+async def test_parsing_a_large_body_lets_other_requests_run(tmp_path: Path) -> None:
+    """The parse yields to the event loop as it goes, so one big body cannot stall the rest."""
+    from runner.service._intake import SLICE_LINES, parse_tasks
+
+    ticks = 0
+
+    async def other_requests() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    lines = 20 * SLICE_LINES
+    body = b"\n".join(b'{"prompt":"p%d"}' % i for i in range(lines))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other_requests)
+        await anyio.lowlevel.checkpoint()
+        before = ticks
+        ids = iter(range(lines))
+        parsed = await parse_tasks(
+            body, jsonl=True, known_workflows=(), new_id=lambda: str(next(ids)), max_tasks=lines
+        )
+        during = ticks - before
+        tg.cancel_scope.cancel()
+    assert len(parsed.tasks) == lines
+    assert during >= 19
+
+
+async def test_line_numbers_count_blank_lines_however_many(tmp_path: Path) -> None:
+    """Blank stretches longer than a parse slice still number the lines after them right."""
+    from runner.service._intake import SLICE_BYTES, parse_tasks
+
+    blank = 2 * SLICE_BYTES + 5
+    body = b'{"prompt":"a"}\n' + b"\n" * blank + b'  {"prompt": 1}\r\n\n \t\n'
+    parsed = await parse_tasks(
+        body, jsonl=True, known_workflows=(), new_id=lambda: "id", max_tasks=2
+    )
+    assert (parsed.lines, parsed.bad) == (2, 1)
+    assert parsed.problems[0].line == blank + 2
+    assert parsed.problems[0].message.startswith(f"line {blank + 2}: ")
 
 
 async def test_unknown_ids_get_404_with_a_clear_message(api: Setup) -> None:

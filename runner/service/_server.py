@@ -4,13 +4,14 @@ Endpoints (docs/worker.md has the full reference):
 
 * ``POST /v1/tasks``: one task as JSON, or many as JSONL
   (``Content-Type: application/x-ndjson``).  202 with the ids.  A batch is all
-  or nothing: if any line is invalid the answer is 400 listing every bad line
-  (number and reason) and *no* task of the batch is accepted, so a client can
-  fix or drop those lines and send the batch again.  503 with ``Retry-After``
-  when the queue has no room for the whole batch or the worker is draining;
-  413 past ``worker.max_request_bytes``.  409 ``id_conflict`` (nothing
-  accepted, ``lines`` as for 400) when an id is journaled for a different
-  task; the same task again is a 202 duplicate.
+  or nothing: if any line is invalid the answer is 400 listing the bad lines
+  (number and reason, the first 100, then a count) and *no* task of the
+  batch is accepted, so a client can fix or drop those lines and send the
+  batch again.  503 with ``Retry-After`` when the queue has no room for the
+  whole batch or the worker is draining; 413 past ``worker.max_request_bytes``
+  or ``worker.queue_size`` tasks (``_intake`` bounds the parse).  409
+  ``id_conflict`` (nothing accepted, ``lines`` as for 400) when an id is
+  journaled for a different task; the same task again is a 202 duplicate.
 * ``GET /v1/tasks/{id}[?wait=S]``: ``{"id", "status", "result"}``.
 * ``DELETE /v1/tasks/{id}``: cancel; answers the task's view.
 * ``GET /healthz`` (never needs the token) and ``GET /metrics`` (Prometheus).
@@ -25,7 +26,7 @@ from __future__ import annotations
 import hmac
 import math
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Final
 
 import anyio
@@ -34,9 +35,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from runner._task import Task
-from runner._task_check import id_problem, shape_problem
-from runner._tasks_file import TOO_DEEP, explain_validation
 from runner.service._http import Limits, Reports, error, shown_safely
+from runner.service._intake import LineError, TooManyTasks, parse_tasks
 from runner.service._journal import IdConflict
 from runner.service._prometheus import CONTENT_TYPE, PrometheusTee
 from runner.service._worker import QueueFull, ShuttingDown, Worker
@@ -51,74 +51,13 @@ JSONL_TYPES: Final = frozenset(
 #: Seconds a draining worker suggests waiting before trying again.
 DRAIN_RETRY_AFTER: Final = 5
 
-_DECODER: Final = msgspec.json.Decoder(Task)
 _ENCODER: Final = msgspec.json.Encoder()
-
-
-class LineError(msgspec.Struct, frozen=True, kw_only=True):
-    """One invalid line of a request: its number (from 1) and what is wrong."""
-
-    line: int
-    message: str
 
 
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         status=status, body=_ENCODER.encode(body), content_type="application/json", headers=headers
     )
-
-
-def parse_tasks(
-    body: bytes, *, jsonl: bool, known_workflows: Collection[str], new_id: Callable[[], str]
-) -> tuple[list[Task], list[LineError]]:
-    """The tasks of a request body, or the problem of every bad line.
-
-    A task without an ``id`` gets ``new_id()``; an id repeated within the
-    body is an error on its later line.  Blank lines count for numbering but
-    carry no task.
-    """
-    lines = body.split(b"\n") if jsonl else [body]
-    tasks: list[Task] = []
-    problems: list[LineError] = []
-    seen: dict[str, int] = {}
-    for number, raw in enumerate(lines, start=1):
-        if jsonl and not raw.strip():
-            continue
-        try:
-            task = _DECODER.decode(raw)
-        except msgspec.ValidationError as exc:
-            problems.append(
-                LineError(line=number, message=f"line {number}: {explain_validation(str(exc))}")
-            )
-            continue
-        except msgspec.DecodeError as exc:
-            problems.append(LineError(line=number, message=f"line {number}: not valid JSON: {exc}"))
-            continue
-        except RecursionError:
-            problems.append(LineError(line=number, message=f"line {number}: {TOO_DEEP}"))
-            continue
-        if task.id is None:
-            task = msgspec.structs.replace(task, id=new_id())
-        task_id = task.id or ""
-        # Checked before the repeat test, so a bad id is never quoted back.
-        problem = id_problem(task_id)
-        if problem is not None:
-            problems.append(LineError(line=number, message=f"line {number}: {problem}"))
-            continue
-        first = seen.setdefault(task_id, number)
-        if first != number:
-            problems.append(
-                LineError(
-                    line=number, message=f"line {number}: id '{task_id}' repeats line {first}"
-                )
-            )
-            continue
-        problem = shape_problem(task, known_workflows)
-        if problem is not None:
-            problems.append(LineError(line=number, message=f"line {number}: {problem}"))
-            continue
-        tasks.append(task)
-    return tasks, problems
 
 
 class _Api:
@@ -157,23 +96,36 @@ class _Api:
             response.force_close()
             request.content.feed_eof()
             return response
-        tasks, problems = parse_tasks(
-            body, jsonl=jsonl, known_workflows=self._workflows, new_id=lambda: uuid.uuid4().hex
-        )
-        if problems:
-            bad = len(problems)
-            total = bad + len(tasks)
+        try:
+            parsed = await parse_tasks(
+                body,
+                jsonl=jsonl,
+                known_workflows=self._workflows,
+                new_id=lambda: uuid.uuid4().hex,
+                max_tasks=self._worker.queue_size,
+            )
+        except TooManyTasks as exc:
+            return error(
+                413,
+                "too_many_tasks",
+                f"{exc} (worker.queue_size, the most this worker holds); send them in"
+                " smaller batches",
+            )
+        if parsed.bad:
+            listed = len(parsed.problems)
             return error(
                 400,
                 "invalid_tasks",
-                f"{bad} of {total} lines are not valid tasks; nothing was accepted:"
-                " fix or remove them and send the batch again",
-                lines=problems,
+                f"{parsed.bad} of {parsed.lines} lines are not valid tasks; nothing was"
+                " accepted: fix or remove them and send the batch again"
+                + (f" ('lines' lists the first {listed})" if listed < parsed.bad else ""),
+                lines=parsed.problems,
+                unlisted=parsed.bad - listed,
             )
-        if not tasks:
+        if not parsed.tasks:
             return error(400, "invalid_tasks", "the request holds no task")
         try:
-            accepted = await self._worker.accept(tasks)
+            accepted = await self._worker.accept(parsed.tasks)
         except ShuttingDown:
             return _draining()
         except QueueFull as exc:
@@ -184,7 +136,7 @@ class _Api:
                 headers={"Retry-After": str(exc.retry_after)},
             )
         except IdConflict as exc:
-            return _conflict(tasks, exc.positions, _task_lines(body, jsonl=jsonl))
+            return _conflict(parsed.tasks, exc.positions, parsed.numbers)
         if not jsonl:
             return _json(202, accepted[0])
         duplicates = sum(1 for a in accepted if a.duplicate)
@@ -245,13 +197,6 @@ def _draining() -> web.Response:
         content_type="application/json",
         headers={"Retry-After": str(DRAIN_RETRY_AFTER)},
     )
-
-
-def _task_lines(body: bytes, *, jsonl: bool) -> list[int]:
-    """The line number of each task of a body that parsed without problems."""
-    if not jsonl:
-        return [1]
-    return [n for n, raw in enumerate(body.split(b"\n"), start=1) if raw.strip()]
 
 
 def _conflict(tasks: list[Task], positions: list[int], lines: list[int]) -> web.Response:
