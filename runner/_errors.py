@@ -5,6 +5,7 @@ Every exception runner raises on purpose derives from :class:`RunnerError`::
     RunnerError
     ├── ConfigError          the config file is wrong; carries every Problem found
     ├── UsageError           a command line or API call that cannot be served
+    │   └── JournalError     the worker's journal refused a write (runner.service)
     ├── TransitionError      an illegal task status move: always a bug in runner
     ├── TaskError            a task line or Task that cannot run (code invalid_task)
     └── ProviderError        one provider attempt failed; carries code, retryable

@@ -206,6 +206,32 @@ async def test_producers_wait_when_the_writer_is_behind() -> None:
 
 
 @pytest.mark.anyio
+async def test_flush_returns_once_every_event_sent_before_it_is_stored() -> None:
+    """flush() waits for the write in flight and the queued events; later sends don't hold it."""
+    store = FakeStore(hold=True)
+    flushed = anyio.Event()
+    async with open_event_writer(store, spill=JsonlStore("unused.jsonl"), batch_size=2) as sink:
+        for n in range(5):
+            await sink.send(event(n))
+
+        async def flush() -> None:
+            await sink.flush()
+            flushed.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(flush)
+            await anyio.wait_all_tasks_blocked()
+            assert not flushed.is_set()  # the writer is held on its first batch
+            await sink.send(event(5))
+            store.hold.set()
+            await flushed.wait()
+            assert [e.event_id for e in store.events[:5]] == [f"e{n}" for n in range(5)]
+        await sink.flush()
+        assert len(store.events) == 6
+    await sink.flush()  # after the writer stopped: returns at once
+
+
+@pytest.mark.anyio
 async def test_a_flush_past_its_deadline_spills_what_is_left(tmp_path: Path) -> None:
     """A writer stuck at shutdown: past the deadline, in-flight and queued events are spilled."""
     store = FakeStore(hold=True)

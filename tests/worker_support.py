@@ -78,7 +78,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def worker_config(
-    tmp: Path, *, latency: int = 150, jitter: int = 50, grace: str = "5s", extra: str = ""
+    tmp: Path,
+    *,
+    latency: int = 150,
+    jitter: int = 50,
+    grace: str = "5s",
+    extra: str = "",
+    concurrency: int = 50,
 ) -> Path:
     path = tmp / "worker.yaml"
     path.write_text(
@@ -92,7 +98,7 @@ providers:
     max_concurrency: 64
     pricing: {{input_per_million: 1.0, output_per_million: 2.0}}
 {extra}default_provider: sim
-concurrency: 50
+concurrency: {concurrency}
 grace_period: {grace}
 metrics: {{store: sqlite, path: {tmp / "metrics.db"}}}
 logging: {{level: warning}}

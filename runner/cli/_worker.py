@@ -121,7 +121,13 @@ class Service:
                 observe = _Relay()
                 runner = Runner.from_config(self.config, metrics=tee, observer=observe)
                 async with runner:
-                    worker = Worker(runner, journal, queue_size=wc.queue_size)
+                    worker = Worker(
+                        runner,
+                        journal,
+                        queue_size=wc.queue_size,
+                        before_finish=tee.flush,
+                        report=self.say,
+                    )
                     observe.target = worker.on_status
                     await self._serve(runner, worker, journal, tee)
             outer.cancel_scope.cancel()
@@ -164,6 +170,11 @@ class Service:
                 # worker.run returns (ending this task group) once every
                 # task the Runner gave back is journaled.
                 worker.close()
+        if worker.unwritten:
+            self.say(
+                f"{worker.unwritten} finished results could not be journaled: those tasks run"
+                " again on the next start"
+            )
         self.say(
             f"stopped; {worker.unfinished} unfinished tasks stay in the journal for the next start"
         )

@@ -15,6 +15,10 @@ It opens the store and starts the writer before it yields, and on exit (also
 on cancellation or error) closes the stream and lets the writer drain and
 commit what it was given, shielded, within ``flush_deadline`` seconds.
 
+``await sink.flush()`` returns once every event sent before it is stored (or
+spilled, or reported lost): the worker calls it before it journals a task's
+result, so a result that survives a crash never lacks its metric events.
+
 A write that fails (database locked past its busy timeout, disk full, an
 unwritable path) is retried; if it still fails, that batch and every later
 one go to the spill file (the database path + ``.spill.jsonl``), and stderr
@@ -32,7 +36,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol, TextIO, cast
+from typing import Any, Protocol, TextIO, cast, runtime_checkable
 
 import aiosqlite
 import anyio
@@ -99,6 +103,15 @@ class MetricsSink(Protocol):
         ...
 
 
+@runtime_checkable
+class FlushableSink(MetricsSink, Protocol):
+    """A sink that can say when what it was given is stored (every sink here can)."""
+
+    async def flush(self) -> None:
+        """Return once every event sent before the call is stored, spilled or reported lost."""
+        ...
+
+
 class EventStore(Protocol):
     """A place the writer puts batches: SQLite, a JSONL file, or a test double."""
 
@@ -125,6 +138,9 @@ class MemorySink:
     async def send(self, event: MetricEvent) -> None:
         self.events.append(event)
 
+    async def flush(self) -> None:
+        return None
+
 
 class NullSink:
     """The ``metrics.store: none`` sink: stores nothing, so it drops nothing."""
@@ -132,14 +148,19 @@ class NullSink:
     async def send(self, event: MetricEvent) -> None:
         return None
 
+    async def flush(self) -> None:
+        return None
+
 
 class _StreamSink:
     """The sink in front of the writer's stream."""
 
-    __slots__ = ("_stream",)
+    __slots__ = ("_sent", "_stream", "_writer")
 
-    def __init__(self, stream: MemoryObjectSendStream[MetricEvent]) -> None:
+    def __init__(self, stream: MemoryObjectSendStream[MetricEvent], writer: _Writer) -> None:
         self._stream = stream
+        self._writer = writer
+        self._sent = 0
 
     async def send(self, event: MetricEvent) -> None:
         # The non-blocking try first spares a scheduler round trip per event;
@@ -148,6 +169,12 @@ class _StreamSink:
             self._stream.send_nowait(event)
         except anyio.WouldBlock:
             await self._stream.send(event)
+        self._sent += 1
+
+    async def flush(self) -> None:
+        # One writer takes the stream in order, so "the first _sent events
+        # are handled" means every event sent before this call is.
+        await self._writer.wait_handled(self._sent)
 
 
 class SqliteStore:
@@ -265,6 +292,9 @@ class _Writer:
         self.spilled = 0
         self.lost = 0
         self.inflight: list[MetricEvent] = []
+        #: Events taken from the stream and stored, spilled or reported lost.
+        self.handled = 0
+        self._progress = anyio.Event()
         self.done = anyio.Event()
         self.scope = anyio.CancelScope(shield=True)
 
@@ -293,8 +323,17 @@ class _Writer:
                             break
                     await self.write(batch)
                     self.inflight = []
+                    self.handled += len(batch)
+                    self._progress.set()
+                    self._progress = anyio.Event()
             finally:
                 self.done.set()
+                self._progress.set()
+
+    async def wait_handled(self, count: int) -> None:
+        """Return once ``count`` events are handled, or the writer has stopped."""
+        while self.handled < count and not self.done.is_set():
+            await self._progress.wait()
 
     async def write(self, batch: Sequence[MetricEvent]) -> None:
         """Write a batch to the store, retrying; spill it if the store keeps failing."""
@@ -375,7 +414,7 @@ async def open_event_writer(
     retry_delay: float = 0.1,
     sleep: Callable[[float], Awaitable[Any]] = anyio.sleep,
     import_hint: str | None = None,
-) -> AsyncIterator[MetricsSink]:
+) -> AsyncIterator[FlushableSink]:
     """Run a writer in front of an already open ``store``; close the store on exit.
 
     :func:`open_metrics_writer` builds the store from the config; tests use
@@ -396,7 +435,7 @@ async def open_event_writer(
         async with anyio.create_task_group() as tg:
             await tg.start(writer.run, receive)
             try:
-                yield _StreamSink(send)
+                yield _StreamSink(send, writer)
             finally:
                 send.close()
                 with anyio.move_on_after(flush_deadline, shield=True):
@@ -450,7 +489,7 @@ async def open_metrics_writer(
     buffer_size: int = DEFAULT_BUFFER,
     batch_size: int = DEFAULT_BATCH,
     flush_deadline: float = DEFAULT_FLUSH_DEADLINE,
-) -> AsyncIterator[MetricsSink]:
+) -> AsyncIterator[FlushableSink]:
     """Open the configured store, start its writer, and yield the sink producers use.
 
     Ready when it yields; on exit every event sent has been stored, spilled

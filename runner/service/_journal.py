@@ -76,6 +76,10 @@ _COLUMNS: Final = ("id", "task", "status", "result", "submitted_at", "updated_at
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled", "rejected"})
 
 
+class JournalError(UsageError):
+    """An operation the journal's database refused (disk full, I/O error): nothing of it stuck."""
+
+
 class Stored(Struct, frozen=True, kw_only=True):
     """One journaled task as read back: its status and, once terminal, its result line."""
 
@@ -266,7 +270,7 @@ class Journal:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            error = UsageError(f"the journal could not be written: {exc}")
+            error = JournalError(f"the journal could not be written: {exc}")
             for op in batch:
                 op.error = error
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 from runner.metrics._events import MetricEvent
-from runner.metrics._writer import MetricsSink
+from runner.metrics._writer import FlushableSink, MetricsSink
 
 #: Upper bounds, in seconds, of the latency histogram's buckets (``+Inf`` is implicit).
 LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -69,6 +69,11 @@ class PrometheusTee:
     async def send(self, event: MetricEvent) -> None:
         self.observe(event)
         await self._inner.send(event)
+
+    async def flush(self) -> None:
+        """The inner sink's flush: every event sent so far is stored when it returns."""
+        if isinstance(self._inner, FlushableSink):
+            await self._inner.flush()
 
     def observe(self, event: MetricEvent) -> None:
         """Count one event (without forwarding it)."""

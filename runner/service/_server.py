@@ -39,7 +39,7 @@ from runner.service._http import Limits, Reports, error, shown_safely
 from runner.service._intake import LineError, TooManyTasks, parse_tasks
 from runner.service._journal import IdConflict
 from runner.service._prometheus import CONTENT_TYPE, PrometheusTee
-from runner.service._worker import QueueFull, ShuttingDown, Worker
+from runner.service._worker import JournalUnavailable, QueueFull, ShuttingDown, Worker
 from workers._secrets import Secret
 
 #: The longest ``?wait=`` honoured, in seconds; longer asks are cut to this.
@@ -174,6 +174,7 @@ class _Api:
             200,
             {
                 "status": "draining" if self._worker.draining else "ok",
+                "journal": "failing" if self._worker.journal_failing else "ok",
                 "queue_size": self._worker.queue_size,
                 "queue_depth": int(gauges["runner_queue_depth"]),
                 "in_flight": int(gauges["runner_tasks_in_flight"]),
@@ -217,6 +218,20 @@ def _conflict(tasks: list[Task], positions: list[int], lines: list[int]) -> web.
         " its result",
         lines=problems,
     )
+
+
+#: What a 503 journal_unavailable says was (not) done, by method.
+_NOT_DONE: Final = {
+    "POST": "nothing of this request was accepted; send it again",
+    "DELETE": "the cancellation may not hold; send the DELETE again",
+}
+
+
+def _journal_unavailable(request: web.Request, exc: JournalUnavailable) -> web.Response:
+    outcome = _NOT_DONE.get(request.method, "retry")
+    response = error(503, "journal_unavailable", f"{exc}; {outcome} after {exc.retry_after} s")
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _unknown(task_id: str) -> web.Response:
@@ -280,6 +295,8 @@ def _json_errors(reports: Reports) -> Middleware:
                 exc.reason.lower().replace(" ", "_"),
                 f"{exc.reason}: {request.method} {request.path}",
             )
+        except JournalUnavailable as exc:
+            return _journal_unavailable(request, exc)
         except ConnectionError:
             raise  # the client went away: aiohttp closes the connection quietly
         except Exception as exc:

@@ -9,18 +9,30 @@
   task's result;
 * every accepted task ends with exactly one terminal result in the journal,
   except the ones a shutdown interrupts: those stay unfinished there and run
-  again on the next start (a ``DELETE`` cancellation, by contrast, is final);
+  again on the next start;
+* :meth:`Worker.cancel` returns only once the task's terminal result is in
+  the journal (``cancelled``, or the result it reached first), so a
+  cancellation that was answered survives any crash;
+* before a terminal result is journaled, ``before_finish`` (the metrics
+  writer's flush) has stored every metric event sent so far, so a journaled
+  result never lacks the events of its attempts, crash or not;
 * at most ``queue_size`` accepted tasks are unfinished at once; past that,
-  :meth:`Worker.accept` raises :class:`QueueFull` (the 503).
+  :meth:`Worker.accept` raises :class:`QueueFull` (the 503);
+* when the journal refuses a write (disk full, I/O error), nothing is
+  accepted or cancelled (:class:`JournalUnavailable`, the 503); results
+  that could not be written wait in memory, are served from there, and are
+  written as soon as the journal takes writes again.  The failure and the
+  recovery are reported once each.
 
-It owns one task group (started by :meth:`Worker.run`): a feeder that hands
+It owns two task groups (started by :meth:`Worker.run`): the outer one
+retries results the journal refused; the inner one holds a feeder that hands
 queued tasks to the Runner in order, and one waiter per submitted task.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -30,7 +42,14 @@ from anyio.abc import TaskStatus
 
 from runner._errors import UsageError
 from runner._task import ErrorInfo, HistoryEntry, Result, Status, Task
-from runner.service._journal import Journal, Stored
+from runner.service._journal import Journal, JournalError, Stored
+
+#: Seconds DELETE lets the Runner end a running task before it journals the cancellation itself.
+CANCEL_WAIT: Final = 5.0
+#: Seconds between two tries to write the results the journal refused.
+JOURNAL_RETRY: Final = 1.0
+#: What a 503 for a journal that refuses writes suggests (seconds).
+JOURNAL_RETRY_AFTER: Final = 5
 
 _ENCODER: Final = msgspec.json.Encoder()
 _TASK_DECODER: Final = msgspec.json.Decoder(Task)
@@ -66,6 +85,15 @@ class ShuttingDown(Exception):
     """The worker is draining and takes no new tasks."""
 
 
+class JournalUnavailable(Exception):
+    """The journal refused the write (or read) this call needs; nothing of the call stuck.
+
+    ``retry_after`` suggests when to try again (seconds).
+    """
+
+    retry_after = JOURNAL_RETRY_AFTER
+
+
 class TaskView(msgspec.Struct, frozen=True, kw_only=True):
     """What ``GET /v1/tasks/{id}`` answers: status, and the result line once terminal."""
 
@@ -84,7 +112,7 @@ class Accepted(msgspec.Struct, frozen=True, kw_only=True):
 class _Entry:
     """One unfinished task of this process."""
 
-    __slots__ = ("deleted", "done", "handle", "status", "submitting", "task")
+    __slots__ = ("claimed", "deleted", "done", "encoded", "handle", "status", "submitting", "task")
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -92,6 +120,10 @@ class _Entry:
         self.handle: Handle | None = None
         self.submitting = False
         self.deleted = False
+        #: The task's one terminal result, once someone has taken it for the journal.
+        self.claimed: Result | None = None
+        self.encoded = b""
+        #: Set once the claimed result is in the journal.
         self.done = anyio.Event()
 
 
@@ -105,15 +137,28 @@ class Worker:
         *,
         queue_size: int,
         now: Callable[[], str] | None = None,
+        before_finish: Callable[[], Awaitable[None]] | None = None,
+        report: Callable[[str], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        cancel_wait: float = CANCEL_WAIT,
     ) -> None:
         self._runner = runner
         self._journal = journal
         self._queue_size = queue_size
         self._now = now or _utc_now
+        self._before_finish = before_finish
+        self._report = report or (lambda text: None)
+        self._sleep = sleep
+        self._cancel_wait = cancel_wait
         self._active: dict[str, _Entry] = {}
         self._reserved = 0
         self._send, self._receive = anyio.create_memory_object_stream[str](math.inf)
         self._draining = False
+        self._journal_failing = False
+        self._journal_error = ""
+        #: Entries whose claimed result the journal refused, retried in order.
+        self._unwritten: dict[str, _Entry] = {}
+        self._retry = anyio.Event()
         #: Terminal results journaled by this process, by status (for /metrics).
         self.finished: dict[str, int] = {}
 
@@ -132,10 +177,17 @@ class Worker:
             self._send.send_nowait(task_id)
             resumed += 1
         with self._receive:
-            async with anyio.create_task_group() as tg:
-                task_status.started(resumed)
-                async for task_id in self._receive:
-                    await self._feed(task_id, tg)
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._retry_unwritten)
+                async with anyio.create_task_group() as tg:
+                    task_status.started(resumed)
+                    async for task_id in self._receive:
+                        await self._feed(task_id, tg)
+                # Every waiter is done: one last try for what the journal refused.
+                for task_id, entry in list(self._unwritten.items()):
+                    if not await self._write(task_id, entry):
+                        break
+                outer.cancel_scope.cancel()
 
     def begin_drain(self) -> None:
         """Take no new tasks and stop handing queued ones to the Runner."""
@@ -158,14 +210,31 @@ class Worker:
 
     @property
     def unfinished(self) -> int:
-        """Accepted tasks of this process without a terminal result yet."""
+        """Accepted tasks of this process without a terminal result in the journal yet."""
         return len(self._active)
+
+    @property
+    def unwritten(self) -> int:
+        """Terminal results the journal refused and that wait in memory."""
+        return len(self._unwritten)
+
+    @property
+    def journal_failing(self) -> bool:
+        """Whether the journal's last write failed."""
+        return self._journal_failing
 
     def gauges(self) -> dict[str, float]:
         """``runner_queue_depth`` and ``runner_tasks_in_flight`` right now."""
-        in_flight = sum(1 for e in self._active.values() if e.status in ("running", "retrying"))
+        waiting = in_flight = 0
+        for e in self._active.values():
+            if e.claimed is not None:
+                continue  # finished; only its journal write is pending
+            if e.status in ("running", "retrying"):
+                in_flight += 1
+            else:
+                waiting += 1
         return {
-            "runner_queue_depth": float(len(self._active) - in_flight),
+            "runner_queue_depth": float(waiting),
             "runner_tasks_in_flight": float(in_flight),
         }
 
@@ -188,8 +257,12 @@ class Worker:
         try:
             rows = [(_id(t), _ENCODER.encode(t)) for t in tasks]
             existing = await self._journal.accept(rows, same=same_task)
+        except JournalError as exc:
+            self._journal_failed(exc)
+            raise JournalUnavailable(str(exc)) from None
         finally:
             self._reserved -= len(tasks)
+        self._journal_works()
         out: list[Accepted] = []
         for task, found in zip(tasks, existing, strict=True):
             task_id = _id(task)
@@ -217,23 +290,41 @@ class Worker:
                 await entry.done.wait()
         entry = self._active.get(task_id)
         if entry is not None:
+            if entry.claimed is not None:  # finished, its journal write still pending
+                return TaskView(
+                    id=task_id, status=entry.claimed.status, result=msgspec.Raw(entry.encoded)
+                )
             return TaskView(id=task_id, status=entry.status)
-        return _view(await self._journal.get(task_id))
+        return _view(await self._get(task_id))
 
     async def cancel(self, task_id: str) -> TaskView | None:
-        """Cancel the task (final: status ``cancelled``); a finished task is left as it is."""
+        """Cancel the task for good; return once its terminal result is journaled.
+
+        That result is ``cancelled``, or the one the task reached before the
+        cancellation took effect (a finished task is left as it is).  Raises
+        :class:`JournalUnavailable` if the journal refuses it: no answer
+        then claims a cancellation that a crash could undo.
+        """
         entry = self._active.get(task_id)
         if entry is None:
-            return _view(await self._journal.get(task_id))
-        if not entry.deleted:
-            entry.deleted = True
-            if entry.handle is not None:
-                await entry.handle.cancel()
-            elif not entry.submitting:
-                # Still in our queue: the Runner never saw it, so the result is ours to write.
-                await self._finish(task_id, entry, self._cancelled_before_start(task_id, entry))
-        with anyio.move_on_after(5):
-            await entry.done.wait()
+            return _view(await self._get(task_id))
+        entry.deleted = True
+        if entry.claimed is None and entry.handle is not None:
+            # Running: let the Runner end it, so the result keeps its attempts and usage.
+            await entry.handle.cancel()
+            with anyio.move_on_after(self._cancel_wait):
+                await entry.done.wait()
+        if entry.claimed is None:
+            # Queued here, being handed to a full Runner queue, or a Runner that
+            # did not stop it in time: the cancellation is ours to journal now.
+            await self._finish(task_id, entry, self._cancelled_by_delete(task_id, entry))
+        if not entry.done.is_set():
+            with anyio.move_on_after(self._cancel_wait):
+                await entry.done.wait()
+        if not entry.done.is_set():
+            raise JournalUnavailable(
+                self._journal_error or "the journal did not take the cancellation in time"
+            )
         return await self.lookup(task_id)
 
     # -- running ----------------------------------------------------------
@@ -266,20 +357,85 @@ class Worker:
         await self._finish(task_id, entry, result)
 
     async def _finish(self, task_id: str, entry: _Entry, result: Result) -> None:
-        await self._journal.finish(task_id, result.status, _ENCODER.encode(result))
-        self.finished[result.status] = self.finished.get(result.status, 0) + 1
-        del self._active[task_id]
-        entry.done.set()
+        """Journal ``result`` as the task's one result, unless another is claimed already."""
+        if entry.claimed is not None:
+            return
+        entry.claimed = result
+        entry.encoded = _ENCODER.encode(result)
+        if self._before_finish is not None:
+            # The metric events of this task's attempts are stored before its
+            # result: after a crash, no journaled result lacks them.
+            await self._before_finish()
+        await self._write(task_id, entry)
 
-    def _cancelled_before_start(self, task_id: str, entry: _Entry) -> Result:
+    async def _write(self, task_id: str, entry: _Entry) -> bool:
+        """Journal the entry's claimed result; on failure keep it for :meth:`_retry_unwritten`."""
+        result = entry.claimed
+        assert result is not None  # only claimed entries are written
+        try:
+            await self._journal.finish(task_id, result.status, entry.encoded)
+        except JournalError as exc:
+            self._journal_failed(exc)
+            self._unwritten[task_id] = entry
+            self._retry.set()
+            return False
+        self._journal_works()
+        self._unwritten.pop(task_id, None)
+        self.finished[result.status] = self.finished.get(result.status, 0) + 1
+        self._active.pop(task_id, None)
+        entry.done.set()
+        return True
+
+    async def _retry_unwritten(self) -> None:
+        """Write the results the journal refused, in order, once it takes writes again."""
+        while True:
+            await self._retry.wait()
+            self._retry = anyio.Event()
+            while self._unwritten:
+                await self._sleep(JOURNAL_RETRY)
+                for task_id, entry in list(self._unwritten.items()):
+                    if not await self._write(task_id, entry):
+                        break
+
+    async def _get(self, task_id: str) -> Stored | None:
+        try:
+            return await self._journal.get(task_id)
+        except JournalError as exc:
+            self._journal_failed(exc)
+            raise JournalUnavailable(str(exc)) from None
+
+    def _journal_failed(self, exc: JournalError) -> None:
+        self._journal_error = str(exc)
+        if not self._journal_failing:
+            self._journal_failing = True
+            self._report(
+                f"{exc}. New tasks and DELETE get 503 until it takes writes again; finished"
+                f" results wait in memory (retried every {JOURNAL_RETRY:g} s)"
+            )
+
+    def _journal_works(self) -> None:
+        self._journal_error = ""
+        if self._journal_failing:
+            self._journal_failing = False
+            self._report("the journal takes writes again")
+
+    def _cancelled_by_delete(self, task_id: str, entry: _Entry) -> Result:
         at = self._now()
+        moves: list[Status] = ["pending"]
+        if entry.status != "pending":
+            moves.append(entry.status)
+        message = (
+            "cancelled by DELETE before it started"
+            if entry.status == "pending"
+            else "cancelled by DELETE"
+        )
         return Result(
             id=task_id,
             status="cancelled",
             role=entry.task.role,
-            error=ErrorInfo(code="cancelled", message="cancelled by DELETE before it started"),
+            error=ErrorInfo(code="cancelled", message=message),
             history=[
-                HistoryEntry(status="pending", at=at),
+                *(HistoryEntry(status=status, at=at) for status in moves),
                 HistoryEntry(status="cancelled", at=at),
             ],
             workflow=entry.task.workflow,
