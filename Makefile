@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench bench-full clean
+.PHONY: run test lint typecheck pytest adversarial bench bench-full clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ pytest: $(STAMP)
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest
+
+# The worker under attack (slow clients, hostile bodies, SIGKILL), printing the
+# figures docs/worker.md quotes.  make test runs the same tests, quietly.
+adversarial: $(STAMP)
+	$(PY) -m pytest -q -s tests/test_worker_adversarial.py
 
 # The benchmarks also need LiteLLM (the `compare` extra) for the side-by-side case.
 BENCH_STAMP := $(VENV)/.installed-bench

@@ -46,9 +46,14 @@ from runner._errors import UsageError
 
 #: Seconds between two report lines of the same kind.
 REPORT_INTERVAL: Final = 60.0
-#: Open files kept free of connections (journal, metrics, provider connections,
-#: a burst of accepts being closed): the cap is lowered to fit beside them.
-FD_RESERVE: Final = 256
+#: Connections the kernel holds for accept (aiohttp's default).  asyncio also
+#: accepts up to this many at once, before any of them reaches the cap below.
+BACKLOG: Final = 128
+#: Open files kept free of connections, the cap is lowered to fit beside them:
+#: a few bursts of accepts not yet counted (or evicted but not yet closed, which
+#: asyncio does on its next turn), the journal, the metrics database, stdio.
+#: Running out means EMFILE, and asyncio then stops accepting for a second.
+FD_RESERVE: Final = 3 * BACKLOG + 64
 #: The cap is never lowered below this, whatever the open-files limit.
 MIN_CONNECTIONS: Final = 16
 
@@ -268,7 +273,7 @@ class _Site(web.BaseSite):
         await super().start()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._factory, self._host, self._port, backlog=self._backlog
+            self._factory, self._host, self._port, backlog=BACKLOG
         )
 
 
