@@ -228,3 +228,32 @@ def _task(task_id: str) -> Any:
     from runner._task import Task
 
     return Task(id=task_id, prompt="p")
+
+
+async def test_leaving_serve_closes_every_connection(tmp_path: Path) -> None:
+    """On exit, idle, half-sent and keep-alive connections are all closed, not left hanging."""
+    async with _serving(tmp_path, Limits()) as srv:
+        silent, half, kept = await srv.connect(), await srv.connect(), await srv.connect()
+        await half.send(b"GET /healthz HTTP/1.1\r\nHost: w\r\n")
+        await kept.send(b"GET /healthz HTTP/1.1\r\nHost: w\r\n\r\n")
+        assert _answer(await _read_answer(kept))[0] == 200
+    for stream in (silent, half, kept):
+        assert await _read_until_closed(stream) == b""
+        await stream.aclose()
+
+
+def test_reports_say_each_kind_once_per_interval_with_the_count_held_back() -> None:
+    """A second line of a kind within the interval is held; the next one says how many were."""
+    now = [0.0]
+    lines = Lines()
+    reports = Reports(lines.append, interval=60.0, clock=lambda: now[0])
+    for _ in range(3):
+        reports.report("accept", "cannot accept")
+    reports.report("cap", "cap reached")
+    now[0] = 61.0
+    reports.report("accept", "cannot accept")
+    assert lines == [
+        "cannot accept",
+        "cap reached",
+        "cannot accept (2 more like this since the last report)",
+    ]
