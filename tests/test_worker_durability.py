@@ -44,9 +44,9 @@ class Breakable:
         if self.broken:
             raise JournalError(FULL)
 
-    async def accept(self, tasks: Any) -> list[Stored | None]:
+    async def accept(self, tasks: Any, **options: Any) -> list[Stored | None]:
         self._check()
-        return await self._journal.accept(tasks)
+        return await self._journal.accept(tasks, **options)
 
     async def finish(self, task_id: str, status: str, result: bytes) -> None:
         self._check()
