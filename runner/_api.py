@@ -44,7 +44,7 @@ from runner._dispatcher import Dispatcher, Observer
 from runner._errors import UsageError
 from runner._log import FLUSH_DELAY, ExecutionLog, LineWriter, configure_logging
 from runner._policy import RetryPolicy
-from runner._registry import Registry
+from runner._registry import Notice, Registry, disabled_message
 from runner._task import ErrorInfo, FinalStatus, Result, Status, Task
 from runner._task_check import task_problem
 from runner._workflow import known_workflows, run_workflow
@@ -125,6 +125,7 @@ class Runner:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         observer: Observer | None = None,
         log_stream: TextIO | None = None,
+        on_notice: Callable[[Notice], None] | None = None,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {concurrency}")
@@ -136,6 +137,7 @@ class Runner:
         self._sleep = sleep if sleep is not None else anyio.sleep
         self._observer = observer
         self._log_stream = log_stream
+        self._on_notice = on_notice
         #: Said on the log when the runner opens (the bundled config is in use, say).
         self._notices: list[str] = []
         self._workflows: dict[str, WorkflowConfig] = known_workflows(config)
@@ -159,6 +161,7 @@ class Runner:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         observer: Observer | None = None,
         log_stream: TextIO | None = None,
+        on_notice: Callable[[Notice], None] | None = None,
     ) -> Runner:
         """A runner for ``config``: a Config, a path, or ``None`` to discover one.
 
@@ -167,7 +170,9 @@ class Runner:
         the configured metrics store and adapters (tests, embedding);
         ``clock``/``sleep`` replace monotonic time and waiting; ``observer`` is
         called on every status move; ``log_stream`` replaces stderr for the
-        execution log.
+        execution log; ``on_notice`` receives each :class:`Notice` (a provider
+        disabled for a missing key, a role the config does not name, a
+        cooldown starting or ending) instead of the execution log's warning.
         """
         notices: list[str] = []
         if not isinstance(config, Config):
@@ -186,6 +191,7 @@ class Runner:
             sleep=sleep,
             observer=observer,
             log_stream=log_stream,
+            on_notice=on_notice,
         )
         runner._notices = notices
         return runner
@@ -209,8 +215,19 @@ class Runner:
         sink = self._metrics
         if sink is None:
             sink = await stack.enter_async_context(open_metrics_writer(config.metrics))
+        log_config = config.logging
+        logger, log_writer = configure_logging(log_config, stream=self._log_stream)
+        # Registered first, so it runs last: every line logged until the end is written.
+        stack.callback(log_writer.flush)
+        log = ExecutionLog(logger, log_config.level)
+        # Built before any provider is opened: a role left with no provider
+        # (every key of its chain missing) is refused first.
+        registry = self._registry = Registry.from_config(config, clock=self._clock)
+        registry.notify = self._on_notice or _log_notice(log)
         providers: dict[str, Provider] = {}
         for pc in config.providers:
+            if pc.id in registry.disabled:
+                continue
             given = self._given_providers.get(pc.id)
             if given is not None:
                 providers[pc.id] = given
@@ -219,20 +236,23 @@ class Runner:
 
             provider = providers[pc.id] = open_provider(pc)
             stack.push_async_callback(_close_quietly, provider)
-        registry = self._registry = Registry.from_config(config, clock=self._clock)
-        log_config = config.logging
-        logger, log_writer = configure_logging(log_config, stream=self._log_stream)
-        # Registered first, so it runs last: every line logged until the end is written.
-        stack.callback(log_writer.flush)
         for text in self._notices:
             logger.warning("config", notice=text)
+        for pid, variable in registry.disabled.items():
+            registry.notify(
+                Notice(
+                    kind="provider_disabled",
+                    provider=pid,
+                    message=disabled_message(pid, variable),
+                )
+            )
         dispatcher = self._dispatcher = Dispatcher(
             registry,
             providers,
-            {pc.id: pc for pc in config.providers},
+            {pc.id: pc for pc in config.providers if pc.id not in registry.disabled},
             sink=sink,
             policy=RetryPolicy(config.retry),
-            log=ExecutionLog(logger, log_config.level),
+            log=log,
             concurrency=self._concurrency,
             queue_size=self._concurrency,
             clock=self._clock,
@@ -475,6 +495,16 @@ def _forget_done(handles: dict[TaskExecutionContext, None]) -> None:
     done = [ctx for ctx in handles if ctx.result is not None]
     for ctx in done:
         del handles[ctx]
+
+
+def _log_notice(log: ExecutionLog) -> Callable[[Notice], None]:
+    """Notices as warning lines of the execution log (when nobody else takes them)."""
+
+    def notice(n: Notice) -> None:
+        fields = {"provider": n.provider, "role": n.role, "seconds": n.seconds}
+        log.problem(n.kind, **{k: v for k, v in fields.items() if v is not None})
+
+    return notice
 
 
 async def _close_quietly(provider: Provider) -> None:

@@ -6,6 +6,14 @@ in it) with parameters merged ``defaults < provider < role``; the task's own
 parameters go on top at dispatch.  A role the config does not name resolves to
 the default provider's chain.
 
+A provider whose key is missing (``workers._settings.missing_key``) is left
+out of every chain; :func:`stranded_roles` names the roles that leaves with
+no provider at all, which :meth:`Registry.from_config` refuses.
+
+What a person watching a run should know about routing and health (a
+provider left out, a role the config does not name, a cooldown starting or
+ending) is told once, as a :class:`Notice`, to :attr:`Registry.notify`.
+
 Selection is on every task's hot path, so everything is precomputed here and
 :meth:`Registry.select` only reads two floats per route: no parsing, copying
 or logging per call.  Health is one small mutable record per provider,
@@ -18,11 +26,88 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from msgspec import Struct
 
+from runner._errors import UsageError
 from runner.config._model import Config, ProviderConfig
 from workers._parameters import Parameters
+from workers._settings import missing_key
+
+#: What the chain of roles the config does not name is called in messages.
+DEFAULT_ROLE = "default"
+
+NoticeKind = Literal["provider_disabled", "unknown_role", "cooldown_started", "cooldown_ended"]
+
+
+class Notice(Struct, frozen=True, kw_only=True):
+    """Something about routing or provider health worth telling once, in words."""
+
+    kind: NoticeKind
+    message: str
+    provider: str | None = None
+    role: str | None = None
+    #: For ``cooldown_started``: how long the provider is out of selection.
+    seconds: float | None = None
+
+
+def disabled_providers(config: Config) -> dict[str, str]:
+    """Provider id -> the variable its missing key should come from, in config order."""
+    return {p.id: v for p in config.providers if (v := missing_key(p)) is not None}
+
+
+def chain_ids(config: Config) -> dict[str | None, tuple[str, ...]]:
+    """Every role's provider ids in the order tried; key ``None``: the roles not named."""
+    chains: dict[str | None, tuple[str, ...]] = {}
+    default_id = config.default_provider
+    for role, rc in config.roles.items():
+        ids: list[str] = []
+        for pid in (rc.provider, *rc.fallbacks, default_id):
+            if pid not in ids:
+                ids.append(pid)
+        chains[role] = tuple(ids)
+    chains[None] = (default_id,)
+    return chains
+
+
+def stranded_roles(config: Config) -> dict[str | None, tuple[str, ...]]:
+    """Roles left with no provider once those without a key are out, with their chains.
+
+    Key ``None`` stands for the roles the config does not name (they run on
+    ``default_provider`` alone).
+    """
+    disabled = disabled_providers(config)
+    if not disabled:
+        return {}
+    return {role: ids for role, ids in chain_ids(config).items() if all(p in disabled for p in ids)}
+
+
+def disabled_message(provider_id: str, variable: str) -> str:
+    """The one line that says a provider is left out for its missing key."""
+    return (
+        f"provider {provider_id} is disabled: {variable} is not set"
+        " (its roles use the rest of their chains)"
+    )
+
+
+def stranded_message(config: Config, stranded: dict[str | None, tuple[str, ...]]) -> str:
+    """One sentence naming the roles with no provider left and the variables to set."""
+    disabled = disabled_providers(config)
+    if len(disabled) == len(config.providers):
+        return f"no provider has its key: set {', '.join(dict.fromkeys(disabled.values()))}"
+    named = [role for role in stranded if role is not None]
+    parts = [("role " if len(named) == 1 else "roles ") + ", ".join(named)] if named else []
+    if None in stranded:
+        parts.append(
+            "the roles the config does not name (they run on default_provider"
+            f" {config.default_provider})"
+        )
+    variables = list(dict.fromkeys(disabled[p] for ids in stranded.values() for p in ids))
+    return (
+        f"no provider with a key is left for {' and '.join(parts)}: set"
+        f" {', '.join(variables)}, or give those roles a provider whose key is set"
+    )
 
 
 class Route(Struct, frozen=True, kw_only=True):
@@ -75,7 +160,17 @@ class _Health:
 class Registry:
     """Role chains and provider health for one config."""
 
-    __slots__ = ("_chains", "_clock", "_cooldown", "_default", "_health", "_threshold")
+    __slots__ = (
+        "_chains",
+        "_clock",
+        "_cooldown",
+        "_default",
+        "_health",
+        "_threshold",
+        "_unknown",
+        "disabled",
+        "notify",
+    )
 
     def __init__(
         self,
@@ -95,14 +190,33 @@ class Registry:
         for chain in (*chains.values(), default):
             for route in chain.routes:
                 self._health.setdefault(route.provider.id, _Health())
+        # Roles already told about: one notice per role per run.
+        self._unknown: set[str] = set()
+        #: Providers left out for a missing key: id -> its variable.
+        self.disabled: dict[str, str] = {}
+        #: Called with each :class:`Notice`; ``None`` drops them.
+        self.notify: Callable[[Notice], None] | None = None
 
     @classmethod
     def from_config(
-        cls, config: Config, *, clock: Callable[[], float] = time.monotonic
+        cls,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        keep_disabled: bool = False,
     ) -> Registry:
-        """Precompute every role's chain and merged parameters."""
+        """Precompute every role's chain and merged parameters.
+
+        Providers without their key are left out of the chains (kept, for
+        display, with ``keep_disabled``); a role left with no provider at all
+        raises :class:`UsageError` naming it.
+        """
         by_id = {p.id: p for p in config.providers}
-        default_id = config.default_provider
+        disabled = {} if keep_disabled else disabled_providers(config)
+        if disabled:
+            stranded = stranded_roles(config)
+            if stranded:
+                raise UsageError(stranded_message(config, stranded))
 
         def route(provider_id: str, role_params: Parameters | None) -> Route:
             provider = by_id[provider_id]
@@ -112,30 +226,66 @@ class Registry:
             return Route(provider=provider, parameters=merged)
 
         chains: dict[str, Chain] = {}
-        for role, rc in config.roles.items():
-            ids: list[str] = []
-            for pid in (rc.provider, *rc.fallbacks, default_id):
-                if pid not in ids:
-                    ids.append(pid)
-            chains[role] = Chain(role=role, routes=tuple(route(p, rc.parameters) for p in ids))
-        default = Chain(role="default", routes=(route(default_id, None),))
-        return cls(
+        default_routes: tuple[Route, ...] = ()
+        for role, ids in chain_ids(config).items():
+            rc = None if role is None else config.roles[role]
+            routes = tuple(
+                route(p, None if rc is None else rc.parameters) for p in ids if p not in disabled
+            )
+            if role is None:
+                default_routes = routes
+            else:
+                chains[role] = Chain(role=role, routes=routes)
+        registry = cls(
             chains,
-            default,
+            Chain(role=DEFAULT_ROLE, routes=default_routes),
             failures=config.cooldown.failures,
             cooldown=config.cooldown.seconds,
             clock=clock,
         )
+        registry.disabled = disabled
+        return registry
 
     def roles(self) -> tuple[str, ...]:
         """The roles the config names, in file order."""
         return tuple(self._chains)
 
     def chain(self, role: str | None) -> Chain:
-        """The chain for ``role``; an unknown or missing role gets the default's."""
+        """The chain for ``role``; an unknown or missing role gets the default's.
+
+        The first time a role the config does not name comes by, a notice
+        says where its tasks go instead.
+        """
         if role is None:
             return self._default
-        return self._chains.get(role, self._default)
+        chain = self._chains.get(role)
+        if chain is not None:
+            return chain
+        if role not in self._unknown:
+            self._unknown.add(role)
+            ids = self._default.provider_ids
+            self._tell(
+                "unknown_role",
+                f"role '{role}' is not in the config: its tasks run on the default provider"
+                f" {ids[0] if ids else '(none)'}",
+                role=role,
+            )
+        return self._default
+
+    def _tell(
+        self,
+        kind: NoticeKind,
+        message: str,
+        *,
+        provider: str | None = None,
+        role: str | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        notify = self.notify
+        if notify is not None:
+            notify(
+                Notice(kind=kind, message=message, provider=provider, role=role, seconds=seconds)
+            )
 
     def select(self, chain: Chain, start: int = 0) -> Selection:
         """The first route at or after ``start`` that is not cooling down.
@@ -159,6 +309,10 @@ class Registry:
                 # The cooldown is over: the provider gets a fresh start.
                 h.cooled_until = 0.0
                 h.failures = 0
+                pid = route.provider.id
+                self._tell(
+                    "cooldown_ended", f"provider {pid} is back after its cooldown", provider=pid
+                )
                 return Selection(i, route)
             earliest = min(earliest, until)
         if earliest == math.inf:
@@ -180,6 +334,13 @@ class Registry:
         if h.cooled_until > now:
             return False  # already cooling: a late failure does not extend it
         h.cooled_until = now + self._cooldown
+        self._tell(
+            "cooldown_started",
+            f"provider {provider_id} is cooling down for {self._cooldown:g} s after"
+            f" {h.failures} consecutive failures",
+            provider=provider_id,
+            seconds=self._cooldown,
+        )
         return True
 
     def statistics(self) -> dict[str, HealthSnapshot]:

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from runner.cli._config import _print_rich
 from runner.cli._main import main
@@ -14,7 +15,7 @@ from runner.config._load import BUNDLED_NOTICE, discover
 ROOT = Path(__file__).resolve().parent.parent
 MULTI = str(ROOT / "config" / "multi-provider.yaml")
 SINGLE = str(ROOT / "config" / "single-provider.yaml")
-KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY")
+KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
 SECRET = "sk-UNIQUE-4f1e9c2a7b"
 
 
@@ -53,22 +54,63 @@ def test_multi_provider_with_keys_prints_the_table(
     assert SECRET not in out
 
 
-def test_multi_provider_without_keys_names_each_variable(
+def test_unset_keys_pass_the_check_and_say_which_providers_cannot_run(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """With the keys unset, exit 2 and name every missing variable, at its line."""
-    assert main(["config", "check", MULTI]) == 2
+    """Unset key variables: exit 0, ``missing (VAR)`` per provider, one line naming them."""
+    assert main(["config", "check", MULTI]) == 0
     out, err = capsys.readouterr()
-    assert out == ""
-    lines = err.splitlines()
-    assert lines[0] == "error: the config is not valid (3 problems):"
-    assert [line.split(": ", 2)[:2] for line in lines[1:]] == [
-        [f"  {MULTI}:14:14", "providers[0].api_key"],
-        [f"  {MULTI}:24:14", "providers[1].api_key"],
-        [f"  {MULTI}:31:14", "providers[2].api_key"],
+    assert err == ""
+    for provider, name in zip(
+        ("openai-gpt4o", "claude-sonnet", "gemini-flash"), KEYS[:3], strict=True
+    ):
+        row = next(line for line in out.splitlines() if line.startswith(f"  {provider} "))
+        assert row.endswith(f"missing ({name})")
+    cannot = [line for line in out.splitlines() if "cannot run" in line]
+    assert cannot == [
+        "3 providers cannot run: openai-gpt4o (OPENAI_API_KEY not set), "
+        "claude-sonnet (ANTHROPIC_API_KEY not set), gemini-flash (GEMINI_API_KEY not set)"
     ]
-    for name, line in zip(KEYS, lines[1:], strict=True):
-        assert f"environment variable {name} is not set" in line
+    assert (
+        "submit and worker refuse to start: no provider has its key: "
+        "set OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY" in out
+    )
+
+
+def test_one_missing_key_names_that_provider_and_the_roles_it_strands(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With only Gemini's key unset, the chains mark it and only the stranded role is named."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    assert main(["config", "check", MULTI]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "1 provider cannot run: gemini-flash (GEMINI_API_KEY not set)" in lines
+    assert "  (any other role)  1  gemini-flash (no key)  temperature=0.2 max_tokens=1024" in lines
+    assert lines[-1] == (
+        "submit and worker refuse to start: no provider with a key is left for the roles the"
+        " config does not name (they run on default_provider gemini-flash): set GEMINI_API_KEY,"
+        " or give those roles a provider whose key is set"
+    )
+    assert SECRET not in out
+
+
+def test_strict_makes_a_missing_key_an_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--strict``: the same report, then exit 2 naming the providers without a key."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("GEMINI_API_KEY", SECRET)
+    assert main(["config", "check", "--strict", MULTI]) == 2
+    out, err = capsys.readouterr()
+    assert "missing (ANTHROPIC_API_KEY)" in out
+    assert err == (
+        "error: --strict: 1 provider cannot run: claude-sonnet (ANTHROPIC_API_KEY not set)\n"
+    )
+    for name in KEYS:
+        monkeypatch.setenv(name, SECRET)
+    assert main(["config", "check", "--strict", MULTI]) == 0
 
 
 def test_a_key_set_but_empty_shows_as_missing(
@@ -191,7 +233,7 @@ def test_rich_output_shows_status_not_secrets(monkeypatch: pytest.MonkeyPatch) -
     for name in KEYS:
         monkeypatch.setenv(name, SECRET)
     buffer = io.StringIO()
-    _print_rich(discover(MULTI), buffer, width=200)
+    _print_rich(discover(MULTI), buffer, console=Console(file=buffer, width=200))
     text = buffer.getvalue()
     assert "set (OPENAI_API_KEY)" in text
     assert "openai-gpt4o" in text

@@ -182,12 +182,12 @@ def test_fallback_repeated_within_fallbacks() -> None:
 def test_missing_environment_variable_is_named_never_valued() -> None:
     """An unset variable is named with its path; nothing of the environment is shown."""
     text = (
-        "providers:\n  - id: a\n    type: openai\n    model: gpt-4o\n"
+        "providers:\n  - id: a\n    type: openai\n    model: ${OPENAI_MODEL}\n"
         "    api_key: ${OPENAI_API_KEY}\ndefault_provider: a\n"
     )
     p = only(text, environ={"OTHER": "sk-not-this-one"})
-    assert at(p) == ("providers[0].api_key", 5, 14)
-    assert p.message == "environment variable OPENAI_API_KEY is not set"
+    assert at(p) == ("providers[0].model", 4, 12)
+    assert p.message == "environment variable OPENAI_MODEL is not set"
     assert "sk-not-this-one" not in p.render()
 
 
@@ -369,7 +369,7 @@ defaults: {temprature: 0.5}
 providers:
   - id: openai-gpt4o
     type: openai
-    api_key: ${OPENAI_API_KEY}
+    base_url: ${OPENAI_BASE_URL}
     timeout: soon
   - id: openai-gpt4o
     type: antropic
@@ -389,7 +389,7 @@ def test_every_mistake_is_reported_in_one_run_in_file_order() -> None:
     assert [(p.path, p.line) for p in found] == [
         ("defaults.temprature", 2),
         ("providers[0]", 4),
-        ("providers[0].api_key", 6),
+        ("providers[0].base_url", 6),
         ("providers[0].timeout", 7),
         ("providers[1].id", 8),
         ("providers[1].type", 9),
@@ -407,8 +407,8 @@ def test_every_mistake_is_reported_in_one_run_in_file_order() -> None:
         "(add model:, for example model: gpt-4o)"
     )
     assert rendered[2] == (
-        "c.yaml:6:14: providers[0].api_key: environment variable OPENAI_API_KEY is not set "
-        "(set OPENAI_API_KEY, or give a default: ${OPENAI_API_KEY:-...})"
+        "c.yaml:6:15: providers[0].base_url: environment variable OPENAI_BASE_URL is not set "
+        "(set OPENAI_BASE_URL, or give a default: ${OPENAI_BASE_URL:-...})"
     )
     assert rendered[6] == (
         "c.yaml:11:47: roles.coder.fallbacks[0]: unknown provider 'claude'; known: openai-gpt4o"

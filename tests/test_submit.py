@@ -9,9 +9,10 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from rich.console import Console
 
 from runner._errors import UsageError
-from runner._task import Result
+from runner._task import ErrorInfo, HistoryEntry, Result, Usage
 from runner.cli._main import main
 from runner.cli._results_file import ResultsFile
 from runner.cli._summary import Summary
@@ -127,7 +128,7 @@ def test_bad_lines_are_rejected_by_number_while_the_rest_run(
     }
     printed = capsys.readouterr().out
     assert "2 completed, 0 failed, 0 cancelled, 4 rejected" in printed
-    assert "rejected lines (4):" in printed
+    assert "4 rejected lines:" in printed
     assert "  line 5: id 't-1' repeats line 1" in printed
 
 
@@ -163,7 +164,7 @@ def test_summary_counts_retries_and_fallbacks(
     assert "3 completed, 0 failed, 0 cancelled, 0 rejected" in printed
     # busy: 3 attempts on sim-busy (2 retries), then the default provider (a fallback);
     # fragile: auth_failed moves on to sim-b at once (a fallback, no retry).
-    assert "retries 2, fallbacks 3," in printed
+    assert "2 retries, 3 fallbacks," in printed
     rows = {tuple(line.split()[:2]): line.split()[2:8] for line in printed.splitlines()[5:7]}
     assert rows == {
         ("sim-a", "busy"): ["1", "1", "0", "0", "2", "1"],
@@ -178,7 +179,7 @@ def test_summary_counts_retries_inside_workflow_stages(
     tasks = write_tasks(tmp_path, ['{"id": "w-1", "workflow": "shaky", "input": "x"}'])
     code, out = submit(tmp_path, config, tasks)
     assert code == 0
-    assert "retries 2, fallbacks 1," in capsys.readouterr().out
+    assert "2 retries, 1 fallback," in capsys.readouterr().out
     (result,) = results(out)
     assert result.stages is not None
     generation = result.stages[1]
@@ -260,17 +261,83 @@ class _Terminal(io.StringIO):
 
 
 def test_summary_on_a_terminal_is_a_table() -> None:
-    """On a terminal the summary is a rich table with the same numbers; too narrow, plain rows."""
+    """On a terminal the summary is a rich table with the same numbers."""
     summary = Summary()
     summary.add(Result(id="a", status="completed", role="coder", provider="sim-a", attempts=1))
     summary.add(Result(id="b", status="failed", role="coder", provider="sim-a", attempts=3))
     stream = _Terminal()
     summary.render(stream, wall=2.0)
     text = stream.getvalue()
-    assert "2 tasks in 2.00 s (1.0 tasks/s)" in text
+    assert "2 tasks in 2.00 s (2 finished, 1.0 per second)" in text
     assert "1 completed, 1 failed, 0 cancelled, 0 rejected" in text
     row = next(line for line in text.splitlines() if line.startswith("sim-a"))
     assert row.split()[:6] == ["sim-a", "coder", "2", "1", "1", "0"]
+
+
+def test_summary_wording_uses_plurals_and_rates_over_finished_tasks() -> None:
+    """One of each reads in the singular; rejected and unstarted lines do not inflate the rate."""
+    summary = Summary()
+    summary.add(
+        Result(
+            id="a",
+            status="completed",
+            role="coder",
+            provider="sim-a",
+            attempts=2,
+            fallback_used=True,
+            usage=Usage(input_tokens=1, output_tokens=0, total_tokens=1),
+            history=[
+                HistoryEntry(status="pending", at="t"),
+                HistoryEntry(status="running", at="t", provider="sim-a", attempt=1),
+                HistoryEntry(status="retrying", at="t", provider="sim-a", attempt=1),
+                HistoryEntry(status="running", at="t", provider="sim-a", attempt=2),
+                HistoryEntry(status="completed", at="t", provider="sim-a", attempt=2),
+            ],
+        )
+    )
+    for i in range(3):
+        summary.add(
+            Result(
+                id=f"r{i}",
+                status="rejected",
+                error=ErrorInfo(code="invalid_task", message=f"line {i}: no"),
+            )
+        )
+    summary.add(Result(id="c", status="cancelled", role="coder"))
+    text = summary.plain(wall=0.5)
+    lines = text.splitlines()
+    assert lines[0] == "5 tasks in 0.50 s (1 finished, 2.0 per second)"
+    assert lines[2] == "1 retry, 1 fallback, 1 token, cost $0.000000"
+    assert "3 rejected lines:" in lines
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_summary_table_keeps_ids_and_roles_whole_at_80_and_120_columns(width: int) -> None:
+    """Every provider id and role is shown whole and no line is wider than the terminal."""
+    summary = Summary()
+    for provider in ("sim-fast", "sim-flaky", "sim-careful"):
+        for role in ("coder", "reviewer", "workflow:default"):
+            summary.add(
+                Result(
+                    id=f"{provider}-{role}",
+                    status="completed",
+                    role=role,
+                    provider=provider,
+                    attempts=1,
+                    usage=Usage(input_tokens=100_000, output_tokens=20_000, total_tokens=120_000),
+                    cost_usd=0.0123456,
+                )
+            )
+    buffer = io.StringIO()
+    summary.render(buffer, wall=1.0, console=Console(file=buffer, width=width))
+    text = buffer.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width
+    for provider in ("sim-fast", "sim-flaky", "sim-careful"):
+        for role in ("coder", "reviewer", "workflow:default"):
+            assert any(line.split()[:2] == [provider, role] for line in text.splitlines()), (
+                provider,
+                role,
+            )
 
 
 def test_unwritable_results_file_is_exit_2(

@@ -15,7 +15,11 @@ REDACTED: Final = "***"
 
 
 class Secret:
-    """A credential whose value never appears in a repr, str or format."""
+    """A credential whose value never appears in a repr, str or format.
+
+    An empty Secret with a ``source`` stands for a key that should have come
+    from that variable but was not set (``workers._settings.missing_key``).
+    """
 
     __slots__ = ("_value", "source")
 

@@ -7,7 +7,8 @@ The config file's ``providers:`` entries decode straight into
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
 
 from msgspec import Meta, Struct, field
 
@@ -64,3 +65,44 @@ class ProviderConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     failure_codes: tuple[str, ...] = ("rate_limited", "server_error")
     retry_after: NonNegative | None = None
     seed: int = 0
+
+
+#: Each hosted type's official API host: the only place a key found in the
+#: environment (rather than written in the config) is ever sent.
+OFFICIAL_HOSTS: Final[dict[str, str]] = {
+    "openai": "api.openai.com",
+    "anthropic": "api.anthropic.com",
+    "google": "generativelanguage.googleapis.com",
+}
+
+#: The variables a hosted type's key is read from when the entry has no
+#: ``api_key``, in order (the names the official SDKs and LiteLLM read).
+KEY_VARIABLES: Final[dict[str, tuple[str, ...]]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "google": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
+
+
+def official_host(config: ProviderConfig) -> bool:
+    """Whether ``config`` talks to its type's official API (no ``base_url``, or that host)."""
+    host = OFFICIAL_HOSTS.get(config.type)
+    if host is None:
+        return False
+    if config.base_url is None:
+        return True
+    url = urlsplit(config.base_url)
+    return url.scheme == "https" and url.hostname == host
+
+
+def missing_key(config: ProviderConfig) -> str | None:
+    """The variable(s) whose key this provider lacks, or ``None`` when it can run.
+
+    A key that should come from the environment but is not set is kept as an
+    empty :class:`Secret` naming its variable, so the provider can be left out
+    (and the variable named) instead of failing every call with a 401.
+    """
+    key = config.api_key
+    if key is None or key:
+        return None
+    return key.source or "api_key"

@@ -12,39 +12,72 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Final, TextIO
 
-from runner._registry import Registry
+from runner._errors import UsageError
+from runner._registry import Registry, disabled_providers, stranded_message, stranded_roles
 from runner.cli._main import notice
+from runner.cli._tables import Column, print_table
 from runner.config._load import MIGRATION_DOC, Loaded, discover
 from runner.config._model import Config, ProviderConfig
 from workers._parameters import Parameters
 from workers._secrets import Secret, scrub
+from workers._settings import missing_key
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 Table = tuple[Sequence[str], list[list[str]]]
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    """Validate the config at ``args.path`` (or the discovered one) and print it resolved."""
+    """Validate the config at ``args.path`` (or the discovered one) and print it resolved.
+
+    A provider whose key variable is not set does not make the file invalid
+    (the others still run), so the check passes and says which providers
+    cannot run; with ``--strict`` that is an error (exit 2).
+    """
     loaded = discover(getattr(args, "path", None), notice=notice)
     out = sys.stdout
     if out.isatty():
         _print_rich(loaded, out)
     else:
         out.write(render_plain(loaded))
+    disabled = disabled_providers(loaded.config)
+    if disabled and getattr(args, "strict", False):
+        raise UsageError(f"--strict: {cannot_run(disabled)}")
     return 0
 
 
 def key_status(provider: ProviderConfig, variable: str | None) -> str:
     """``set (VAR)``, ``missing (VAR)`` or ``not needed``; never the key itself."""
-    named = f" ({variable})" if variable else ""
+    missing = missing_key(provider)
+    if missing is not None:
+        return f"missing ({missing})"
     if provider.api_key:
-        return f"set{named or ' (in the file)'}"
-    if provider.type == "simulated" or (not variable and provider.base_url):
-        # A simulated provider, or a local OpenAI-compatible server without a key.
-        return "not needed"
-    return f"missing{named}"
+        return f"set ({variable or 'in the file'})"
+    # A simulated provider, or a server of the user's own (base_url) without a key.
+    return "not needed"
+
+
+def cannot_run(disabled: Mapping[str, str]) -> str:
+    """One line: the providers left out for a missing key, and each one's variable."""
+    count = len(disabled)
+    named = ", ".join(f"{pid} ({variable} not set)" for pid, variable in disabled.items())
+    return f"{count} {'provider cannot' if count == 1 else 'providers cannot'} run: {named}"
+
+
+def availability_lines(config: Config) -> list[str]:
+    """Which providers cannot run for a missing key, and which roles that leaves empty."""
+    disabled = disabled_providers(config)
+    if not disabled:
+        return []
+    lines = [cannot_run(disabled)]
+    stranded = stranded_roles(config)
+    if stranded:
+        lines.append(f"submit and worker refuse to start: {stranded_message(config, stranded)}")
+    return lines
 
 
 def _seconds(value: float) -> str:
@@ -82,18 +115,23 @@ def provider_table(loaded: Loaded) -> Table:
 
 
 def role_table(config: Config) -> Table:
-    """One row per provider of each role's chain, in the order they are tried."""
-    registry = Registry.from_config(config)
+    """One row per provider of each role's chain, in the order they are tried.
+
+    A provider without its key is shown as ``(no key)``: runs skip it.
+    """
+    registry = Registry.from_config(config, keep_disabled=True)
+    disabled = disabled_providers(config)
     rows: list[list[str]] = []
     chains = [(role, registry.chain(role)) for role in registry.roles()]
     chains.append(("(any other role)", registry.chain(None)))
     for role, chain in chains:
         for i, route in enumerate(chain.routes):
+            pid = route.provider.id
             rows.append(
                 [
                     role if i == 0 else "",
                     str(i + 1),
-                    route.provider.id,
+                    f"{pid} (no key)" if pid in disabled else pid,
                     _parameters(route.parameters) or "(provider defaults)",
                 ]
             )
@@ -150,11 +188,11 @@ def _aligned(table: Table) -> list[str]:
 def render_plain(loaded: Loaded) -> str:
     """The whole report as aligned plain text (what pipes and tests see)."""
     config = loaded.config
-    form = "single-provider form" if loaded.single_provider else "multi-provider form"
-    lines = [f"config: {config.source} (version {config.version}, {form}): valid", ""]
+    lines = [_headline(loaded), ""]
     lines += ["providers:", *_aligned(provider_table(loaded)), ""]
     lines += ["roles (providers tried in order):", *_aligned(role_table(config)), ""]
     lines += settings_lines(config)
+    lines += availability_lines(config)
     note = migration_note(loaded)
     if note:
         lines += ["", *note]
@@ -163,29 +201,56 @@ def render_plain(loaded: Loaded) -> str:
     return scrub("\n".join(lines) + "\n", _secrets(config))
 
 
+def _headline(loaded: Loaded) -> str:
+    config = loaded.config
+    form = "single-provider form" if loaded.single_provider else "multi-provider form"
+    return f"config: {config.source} (version {config.version}, {form}): valid"
+
+
 def _secrets(config: Config) -> list[Secret | None]:
     return [*(p.api_key for p in config.providers), config.worker.auth_token]
 
 
-def _print_rich(loaded: Loaded, out: TextIO, *, width: int | None = None) -> None:
+#: The provider table's columns on a terminal: what gives way first when it is narrow.
+_PROVIDER_COLUMNS: Final = (
+    Column("ID", key=True),
+    Column("TYPE", drop=3),
+    Column("MODEL", wrap=True),
+    Column("BASE_URL", wrap=True, drop=4),
+    Column("TIMEOUT", justify="right", drop=2),
+    Column("MAX_CONCURRENCY", justify="right", drop=5),
+    # Wrapped, never cut: "missing (GEMINI_A…" would hide the answer.
+    Column("API_KEY", wrap=True),
+)
+_ROLE_COLUMNS: Final = (
+    Column("ROLE", key=True),
+    Column("#", justify="right", drop=1),
+    Column("PROVIDER", key=True),
+    Column("PARAMETERS", wrap=True),
+)
+
+
+def _print_rich(loaded: Loaded, out: TextIO, *, console: Console | None = None) -> None:
     from rich.console import Console
-    from rich.table import Table as RichTable
+    from rich.text import Text
 
     config = loaded.config
     secrets = _secrets(config)
-    console = Console(file=out, highlight=False, width=width)
-    form = "single-provider form" if loaded.single_provider else "multi-provider form"
-    console.print(f"[bold]config[/] {config.source} (version {config.version}, {form}): valid")
-    for title, (headers, rows) in (
-        ("providers", provider_table(loaded)),
-        ("roles (providers tried in order)", role_table(config)),
+    console = console or Console(file=out, highlight=False)
+    console.print(Text(_headline(loaded)))
+    for title, columns, (_, rows) in (
+        ("providers", _PROVIDER_COLUMNS, provider_table(loaded)),
+        ("roles (providers tried in order)", _ROLE_COLUMNS, role_table(config)),
     ):
-        table = RichTable(title=title, title_justify="left")
-        for header in headers:
-            # Wrap rather than cut: a cut "missing (GEMINI_A…" would hide the answer.
-            table.add_column(header, overflow="fold")
-        for row in rows:
-            table.add_row(*(scrub(cell, secrets) for cell in row))
-        console.print(table, markup=False)
-    for line in [*settings_lines(config), *migration_note(loaded)]:
-        console.print(scrub(line, secrets), markup=False)
+        console.print()
+        print_table(
+            console, columns, [[scrub(cell, secrets) for cell in row] for row in rows], title=title
+        )
+    console.print()
+    for line in [*settings_lines(config), *availability_lines(config)]:
+        console.print(Text(scrub(line, secrets)))
+    note = migration_note(loaded)
+    if note:
+        console.print()
+        for line in note:
+            console.print(Text(scrub(line, secrets)))

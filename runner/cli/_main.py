@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--concurrency", metavar="N", type=int, help="tasks in flight at once")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show the per-attempt log lines on stderr (above the bar)",
+    )
+    p.add_argument("--log", metavar="FILE", help="write the per-attempt log lines to FILE")
     p.add_argument("--url", metavar="URL", help="send the tasks to a running worker instead")
     p.add_argument("--token", metavar="T", help="worker bearer token (default: $RUNNER_TOKEN)")
     p.set_defaults(handler="runner.cli._submit:cmd_submit")
@@ -73,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
     c = csub.add_parser("check", help="validate a config and print the resolved roles")
     c.add_argument("path", metavar="P", nargs="?", help="config file (else discovery)")
+    c.add_argument(
+        "--strict", action="store_true", help="a provider whose key is not set is an error"
+    )
     c.set_defaults(handler="runner.cli._config:cmd_config_check")
 
     p = sub.add_parser("providers", help="provider commands")

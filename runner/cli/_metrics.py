@@ -18,11 +18,12 @@ import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
 from runner._errors import UsageError
+from runner.cli._tables import Column, print_table
 from runner.metrics._events import MetricEvent
 from runner.metrics._query import (
     Filters,
@@ -36,6 +37,9 @@ from runner.metrics._query import (
 )
 from runner.metrics._store import import_jsonl, open_for_reading, read_jsonl
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 _EVENT_FIELDS = MetricEvent.__struct_fields__
 _encoder = msgspec.json.Encoder()
 
@@ -45,15 +49,16 @@ def _store(args: argparse.Namespace) -> tuple[str, str]:
     if args.db:
         return ("jsonl" if args.db.endswith(".jsonl") else "sqlite"), args.db
     from runner.cli._main import notice
-    from runner.config._load import discover_config
+    from runner.config._load import discover_metrics
 
-    config = discover_config(args.config, notice=notice)
-    if config.metrics.store == "none":
+    # Only the metrics: section is read: no provider key is needed to read metrics.
+    source, metrics = discover_metrics(args.config, notice=notice)
+    if metrics.store == "none":
         raise UsageError(
-            f"metrics are off in {config.source} (metrics.store: none), so none were"
+            f"metrics are off in {source} (metrics.store: none), so none were"
             " recorded; pass --db PATH to read a metrics database"
         )
-    return config.metrics.store, config.metrics.path
+    return metrics.store, metrics.path
 
 
 def _filters(args: argparse.Namespace) -> Filters:
@@ -119,7 +124,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         _write_summary_csv(rows, sys.stdout)
     elif sys.stdout.isatty():
-        _print_rich(rows, grouping.provider, grouping.role)
+        print_rich(rows, grouping.provider, grouping.role)
     else:
         _print_plain(rows, grouping.provider, grouping.role, sys.stdout)
     return 0
@@ -153,19 +158,37 @@ def _print_plain(rows: list[SummaryRow], provider: bool, role: bool, out: TextIO
         print("  ".join(cells).rstrip(), file=out)
 
 
-def _print_rich(rows: list[SummaryRow], provider: bool, role: bool) -> None:
+#: Which summary columns give way first on a narrow terminal (see ``_tables``).
+_DROP_RANKS = {
+    "max ms": 7,
+    "in tok": 6,
+    "out tok": 6,
+    "avg ms": 5,
+    "p99 ms": 4,
+    "cost $": 3,
+    "p50 ms": 2,
+}
+
+
+def print_rich(
+    rows: list[SummaryRow], provider: bool, role: bool, console: Console | None = None
+) -> None:
+    """The summary as a table that fits the terminal; provider ids and roles are never cut."""
     from rich.console import Console
-    from rich.table import Table
 
     head, body = _table(rows, provider, role)
     keys = int(provider) + int(role)
-    table = Table(title="metrics summary")
-    for i, name in enumerate(head):
-        numeric = keys <= i < len(head) - 1
-        table.add_column(name, justify="right" if numeric else "left", no_wrap=numeric)
-    for line in body:
-        table.add_row(*line)
-    Console().print(table)
+    columns = [
+        Column(
+            name,
+            justify="right" if keys <= i < len(head) - 1 else "left",
+            key=i < keys,
+            wrap=i == len(head) - 1,
+            drop=_DROP_RANKS.get(name, 0),
+        )
+        for i, name in enumerate(head)
+    ]
+    print_table(console or Console(), columns, body, title="metrics summary")
 
 
 def _write_summary_csv(rows: list[SummaryRow], out: TextIO) -> None:
@@ -283,15 +306,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         db = args.db
     else:
         from runner.cli._main import notice
-        from runner.config._load import discover_config
+        from runner.config._load import discover_metrics
 
-        config = discover_config(args.config, notice=notice)
-        if config.metrics.store != "sqlite":
+        where, metrics = discover_metrics(args.config, notice=notice)
+        if metrics.store != "sqlite":
             raise UsageError(
-                f"the config ({config.source}) has metrics.store: {config.metrics.store};"
+                f"the config ({where}) has metrics.store: {metrics.store};"
                 " name the target database with --db PATH"
             )
-        db = config.metrics.path
+        db = metrics.path
     try:
         read, added = import_jsonl(db, source, stderr=sys.stderr)
     except (sqlite3.Error, OSError) as exc:

@@ -10,6 +10,7 @@ long as the slowest provider.  Every outcome is one of:
 ``auth_failed`` 401, 403, or Gemini's 400 ``API_KEY_INVALID``
 ``unreachable`` connection refused, reset, or the host name did not resolve
 ``timeout``     no answer within ``--timeout`` (or the provider's own timeout)
+``missing_key`` its key variable is not set: not called at all
 ``error``       anything else; the detail starts with the error code
 ==============  ==========================================================
 
@@ -22,16 +23,21 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Final, Literal, TextIO
+from typing import TYPE_CHECKING, Final, Literal, TextIO
 
 import anyio
 from msgspec import Struct
 
 from runner._errors import ProviderError, UsageError
+from runner.cli._tables import Column, print_table
 from runner.config._model import Config, ProviderConfig
 from workers._secrets import scrub
+from workers._settings import missing_key
 
-Outcome = Literal["ok", "auth_failed", "unreachable", "timeout", "error"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+Outcome = Literal["ok", "auth_failed", "unreachable", "timeout", "missing_key", "error"]
 
 _OUTCOMES: Final[dict[str, Outcome]] = {
     "auth_failed": "auth_failed",
@@ -90,6 +96,15 @@ async def check_provider(
 
     start = clock()
     outcome: Outcome
+    variable = missing_key(config)
+    if variable is not None:
+        return CheckResult(
+            provider=config.id,
+            type=config.type,
+            outcome="missing_key",
+            detail=f"{variable} is not set; not called",
+            elapsed=0.0,
+        )
     try:
         provider = open_provider(config)
     except Exception as exc:  # a config the adapter refuses is a failed check, not a crash
@@ -120,34 +135,45 @@ async def check_provider(
     )
 
 
-def render(results: Sequence[CheckResult], out: TextIO, *, rich: bool | None = None) -> None:
+_COLUMNS: Final = (
+    Column("PROVIDER", key=True),
+    Column("TYPE", drop=2),
+    Column("OUTCOME", key=True),
+    Column("TIME", justify="right", drop=1),
+    Column("DETAIL", wrap=True),
+)
+
+
+def render(
+    results: Sequence[CheckResult],
+    out: TextIO,
+    *,
+    rich: bool | None = None,
+    console: Console | None = None,
+) -> None:
     """Print the results table: rich on a terminal, plain aligned text otherwise."""
-    use_rich = out.isatty() if rich is None else rich
+    use_rich = console is not None or (out.isatty() if rich is None else rich)
     rows: list[tuple[str, ...]] = [
         (r.provider, r.type, r.outcome, f"{r.elapsed:.2f}s", r.detail) for r in results
     ]
-    failed = sum(not r.ok for r in results)
-    summary = (
-        f"all {len(results)} providers ok"
-        if not failed
-        else f"{failed} of {len(results)} providers failed"
-    )
+    summary = _summary(results)
     if use_rich:
         from rich.console import Console
-        from rich.table import Table
         from rich.text import Text
 
-        table = Table(*_HEADERS)
-        table.columns[3].justify = "right"
-        for row in rows:
-            style = "green" if row[2] == "ok" else "red"
-            # Text, not markup: a provider's message may contain "[...]".
-            table.add_row(
-                *(Text(cell, style=style if i == 2 else "") for i, cell in enumerate(row))
-            )
-        console = Console(file=out, highlight=False)
-        console.print(table)
-        console.print(summary, markup=False)
+        console = console or Console(file=out, highlight=False)
+        print_table(
+            console,
+            _COLUMNS,
+            [
+                [
+                    Text(cell, style=("green" if row[2] == "ok" else "red") if i == 2 else "")
+                    for i, cell in enumerate(row)
+                ]
+                for row in rows
+            ],
+        )
+        console.print(Text(summary))
         return
     widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(_HEADERS)]
     for row in [_HEADERS, *rows]:
@@ -157,6 +183,26 @@ def render(results: Sequence[CheckResult], out: TextIO, *, rich: bool | None = N
         ]
         print("  ".join([*cells, row[4]]).rstrip(), file=out)
     print(summary, file=out)
+
+
+def _summary(results: Sequence[CheckResult]) -> str:
+    """``all 3 providers ok``, or how many failed and how many were not called."""
+    total = len(results)
+    failed = sum(not r.ok for r in results)
+    if not failed:
+        return f"all {total} {'provider' if total == 1 else 'providers'} ok"
+    missing = sum(r.outcome == "missing_key" for r in results)
+    called = failed - missing
+    parts = []
+    if called:
+        parts.append(f"{called} of {total} {'provider' if total == 1 else 'providers'} failed")
+    if missing:
+        parts.append(
+            f"{missing} {'has' if missing == 1 else 'have'} no key"
+            if called
+            else f"{missing} of {total} {'provider has' if total == 1 else 'providers have'} no key"
+        )
+    return ", ".join(parts)
 
 
 def cmd_providers_check(args: argparse.Namespace) -> int:

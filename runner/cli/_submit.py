@@ -14,26 +14,32 @@ signal gives up on those unread lines.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING, Final, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Final, Protocol, TextIO
 
 import anyio
 import anyio.abc
+import msgspec
 
 from runner._errors import UsageError
-from runner._task import ErrorInfo, Result, Task
+from runner._task import ErrorInfo, HistoryEntry, Result, Task
 from runner._tasks_file import TasksFile
 from runner.cli._main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, notice
 from runner.cli._results_file import FLUSH_EVERY, ResultsFile
+from runner.cli._screen import Screen
 from runner.cli._summary import Summary
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from runner._api import Runner
+    from runner._registry import Notice
+    from runner.config._model import Config
 
 #: How often the progress bar is redrawn from the counters.
 PROGRESS_EVERY: Final = 0.1
@@ -53,17 +59,86 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from runner.config._load import discover_config
 
     config = discover_config(args.config, notice=notice)
-    runner = Runner.from_config(config, concurrency=args.concurrency)
+    refuse_stranded(config)
+    screen = Screen(sys.stderr)
+    progress = not args.no_progress and sys.stderr.isatty()
     workflows = known_workflows(config)
     started = time.perf_counter()
     with (
         TasksFile.open(args.file, known_workflows=workflows) as tasks,
+        _open_log(args.log) as log_file,
         ResultsFile.open(args.out, tasks=tasks.identity) as out,
     ):
-        run = Submission(tasks, out, grace=config.grace_period)
-        anyio.run(run.main, runner, not args.no_progress and sys.stderr.isatty())
+        run = Submission(tasks, out, grace=config.grace_period, screen=screen)
+        # Per-attempt lines only where asked for: --log FILE, or -v on stderr
+        # (above the bar).  Otherwise stderr shows warnings only.
+        detailed = log_file is not None or args.verbose
+        runner = Runner.from_config(
+            with_log_level(config, "info" if detailed else "warning"),
+            concurrency=args.concurrency,
+            log_stream=log_file if log_file is not None else screen.lines(),
+            on_notice=run.notice,
+            observer=run.observe if progress else None,
+        )
+        anyio.run(run.main, runner, progress)
         out.commit()
     return run.finish(args.out, wall=time.perf_counter() - started)
+
+
+def refuse_stranded(config: Config) -> None:
+    """Exit 2 (naming them) when some role has no provider with its key left.
+
+    The providers without a key are named first, one warning line each; when
+    every role still has a provider, the Runner says the same as it opens.
+    """
+    from runner._registry import (
+        disabled_message,
+        disabled_providers,
+        stranded_message,
+        stranded_roles,
+    )
+
+    stranded = stranded_roles(config)
+    if not stranded:
+        return
+    for pid, variable in disabled_providers(config).items():
+        print(f"warning: {disabled_message(pid, variable)}", file=sys.stderr)
+    raise UsageError(stranded_message(config, stranded))
+
+
+def with_log_level(config: Config, level: str) -> Config:
+    """``config`` logging at ``level`` (``info``: at least; ``warning``: at most).
+
+    ``info`` lowers a quieter config level to show the per-attempt lines
+    (``debug`` stays); ``warning`` raises a chattier one to warnings only.
+    """
+    order = ("debug", "info", "warning", "error")
+    current = config.logging.level
+    if level == "info":
+        chosen = current if order.index(current) <= 1 else "info"
+    else:
+        chosen = current if order.index(current) >= 2 else "warning"
+    if chosen == current:
+        return config
+    logging = msgspec.structs.replace(config.logging, level=chosen)
+    return msgspec.structs.replace(config, logging=logging)
+
+
+@contextmanager
+def _open_log(path: str | None) -> Iterator[TextIO | None]:
+    """The ``--log`` file (truncated), or ``None`` without one."""
+    if path is None:
+        yield None
+        return
+    try:
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise UsageError(f"cannot write the log to {path}: {exc.strerror}") from None
+    with stream:
+        yield stream
 
 
 class Drainable(Protocol):
@@ -86,11 +161,14 @@ def cancelled(task: Task) -> Result:
 class Submission:
     """One local run of a tasks file: feeding, recording, signals and progress."""
 
-    def __init__(self, tasks: TasksFile, out: ResultsFile, *, grace: float) -> None:
+    def __init__(
+        self, tasks: TasksFile, out: ResultsFile, *, grace: float, screen: Screen | None = None
+    ) -> None:
         self.tasks = tasks
         self.out = out
         self.summary = Summary()
         self.grace = grace
+        self.screen = screen if screen is not None else Screen(sys.stderr)
         self.interrupted = False
         #: True when a third signal left lines without a result.
         self.unread = False
@@ -101,6 +179,29 @@ class Submission:
         self._opening: anyio.CancelScope | None = None
         self._drained = anyio.Event()
         self._drain_scope: anyio.CancelScope | None = None
+        self._feed_scope: anyio.CancelScope | None = None
+        #: Tasks handed to the runner whose result has not come back yet.
+        self._in_flight = 0
+        #: Contexts with an attempt under way (only counted with a progress bar).
+        self._attempting: set[object] = set()
+        #: Provider id -> the monotonic time its cooldown ends, from the notices.
+        self._cooling: dict[str, float] = {}
+
+    def notice(self, notice: Notice) -> None:
+        """Show a runner notice once, above the bar; keep cooldowns for the bar's status."""
+        if notice.kind == "cooldown_started" and notice.provider is not None:
+            self._cooling[notice.provider] = time.monotonic() + (notice.seconds or 0.0)
+        elif notice.kind == "cooldown_ended" and notice.provider is not None:
+            self._cooling.pop(notice.provider, None)
+        prefix = "note" if notice.kind == "cooldown_ended" else "warning"
+        self.screen.say(f"{prefix}: {notice.message}")
+
+    def observe(self, ctx: object, entry: HistoryEntry) -> None:
+        """Count attempts under way: the bar says why when none can run."""
+        if entry.status == "running":
+            self._attempting.add(ctx)
+        else:
+            self._attempting.discard(ctx)
 
     def finish(self, out: str, *, wall: float) -> int:
         """Print the closing summary and return the run's exit code.
@@ -139,6 +240,7 @@ class Submission:
                     feed = self._feed()
                     try:
                         async for result in runner.run_many(feed):
+                            self._in_flight -= 1
                             self.record(result)
                     finally:
                         await feed.aclose()
@@ -153,16 +255,24 @@ class Submission:
             self.out.flush()
 
     async def _feed(self) -> AsyncGenerator[Task, None]:
-        """The file's tasks until a signal; rejected lines are recorded on the way."""
+        """The file's tasks until a signal; rejected lines are recorded on the way.
+
+        A signal also ends a read that is waiting for input (standard input
+        that never ends): what that read brings is not lost, the drain reads it.
+        """
         while not self.interrupted:
-            item = await self.tasks.next()
-            if item is None:
+            scope = self._feed_scope = anyio.CancelScope()
+            with scope:
+                item = await self.tasks.next()
+            self._feed_scope = None
+            if scope.cancelled_caught or item is None:
                 return
             if isinstance(item, Result):
                 self.record(item)
             elif self.interrupted:  # the signal came while this line was being read
                 self.record(cancelled(item))
             else:
+                self._in_flight += 1
                 yield item
 
     async def _drain(self) -> None:
@@ -187,18 +297,19 @@ class Submission:
             self._signals += 1
             self.interrupted = True
             if self._signals == 1 and self._opening is not None:
-                print("interrupted before any task started: none will run", file=sys.stderr)
+                self.screen.say("interrupted before any task started: none will run")
                 self._opening.cancel()
             elif self._signals == 1:
-                print(
+                self.screen.say(
                     f"interrupted: finishing running tasks (up to {self.grace:g} s), "
-                    "cancelling the rest; again to cancel at once",
-                    file=sys.stderr,
+                    "cancelling the rest; again to cancel at once"
                 )
+                if self._feed_scope is not None:
+                    self._feed_scope.cancel()
                 if self._runner_open:
                     tg.start_soon(runner.shutdown, self.grace)
             elif self._signals == 2:
-                print("interrupted again: cancelling at once", file=sys.stderr)
+                self.screen.say("interrupted again: cancelling at once")
                 if self._runner_open:
                     tg.start_soon(runner.shutdown, 0.0)
             elif not self._drained.is_set():
@@ -207,57 +318,32 @@ class Submission:
                     self._drain_scope.cancel()
 
     async def _show_progress(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        columns = (
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} lines/s"),
-            TextColumn("{task.fields[bad]}"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, transient=True) as progress:
-            bar = progress.add_task("submit", total=None, rate="0", bad="")
+        with self.screen.bar() as progress:
+            bar = progress.add_task("submit", total=None, status="")
             async with anyio.create_task_group() as tg:
                 if self.tasks.rereadable:
-                    tg.start_soon(self._count_lines, progress, bar)
-                started = time.perf_counter()
+                    tg.start_soon(self._count_tasks, progress, bar)
                 while True:
-                    self._update(progress, bar, time.perf_counter() - started)
+                    progress.update(bar, completed=self.out.written, status=self.status())
                     await anyio.sleep(PROGRESS_EVERY)
 
-    def _update(self, progress: Progress, bar: TaskID, elapsed: float) -> None:
-        done = self.out.written + self.tasks.blank
+    def status(self, now: float | None = None) -> str:
+        """The bar's last column: why nothing runs, else how many did not complete."""
+        now = time.monotonic() if now is None else now
+        cooling = {p: until - now for p, until in self._cooling.items() if until > now}
+        if cooling and self._in_flight > 0 and not self._attempting:
+            waits = ", ".join(f"{p} cooling down, {left:.0f} s" for p, left in cooling.items())
+            return f"waiting: {waits}"
         bad = self.summary.total - self.summary.by_status["completed"]
-        progress.update(
-            bar,
-            completed=done,
-            rate=f"{done / elapsed:,.0f}" if elapsed > 0 else "0",
-            bad=f"{bad} not completed" if bad else "",
-        )
+        return f"{bad} not completed" if bad else ""
 
-    async def _count_lines(self, progress: Progress, bar: TaskID) -> None:
-        """Count the file's lines in a thread, so the bar gets a total (regular files only)."""
-        lines = await anyio.to_thread.run_sync(
-            _count_lines, self.tasks.name, abandon_on_cancel=True
-        )
-        progress.update(bar, total=lines)
+    async def _count_tasks(self, progress: Progress, bar: TaskID) -> None:
+        """Count the file's tasks in a thread, so the bar gets a total (regular files only)."""
+        total = await anyio.to_thread.run_sync(count_tasks, self.tasks.name, abandon_on_cancel=True)
+        progress.update(bar, total=total)
 
 
-def _count_lines(path: str) -> int:
-    lines = 0
-    last = b"\n"
+def count_tasks(path: str) -> int:
+    """Non-blank lines of ``path``: the tasks the bar counts to (each gets one result)."""
     with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            lines += block.count(b"\n")
-            last = block[-1:]
-    return lines if last == b"\n" else lines + 1
+        return sum(1 for line in f if line.strip())

@@ -7,11 +7,15 @@ run and a run on a worker (``--url``) end with the same summary.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 from msgspec import Struct
 
 from runner._task import FinalStatus, HistoryEntry, Result
+from runner.cli._tables import Column, print_table
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 STATUSES: Final[tuple[FinalStatus, ...]] = ("completed", "failed", "cancelled", "rejected")
 #: Rejection messages kept for display; the results file has them all.
@@ -98,18 +102,28 @@ class Summary:
             self.cost_usd += result.cost_usd
 
     def headline(self, wall: float) -> str:
-        """``N tasks in S s (R tasks/s)``: the first line."""
-        rate = self.total / wall if wall > 0 else 0.0
-        return f"{self.total} tasks in {wall:.2f} s ({rate:,.1f} tasks/s)"
+        """``30 tasks in 0.37 s (26 finished, 70.3 per second)``: the first line.
+
+        The rate is over the tasks that ran to an end (completed or failed):
+        rejected lines and tasks cancelled unstarted take no time and would
+        inflate it.
+        """
+        finished = self.by_status["completed"] + self.by_status["failed"]
+        rate = finished / wall if wall > 0 else 0.0
+        return (
+            f"{plural(self.total, 'task')} in {wall:.2f} s"
+            f" ({finished:,} finished, {rate:,.1f} per second)"
+        )
 
     def counts(self) -> str:
         """``3 completed, 0 failed, 0 cancelled, 1 rejected``."""
-        return ", ".join(f"{self.by_status[s]} {s}" for s in STATUSES)
+        return ", ".join(f"{self.by_status[s]:,} {s}" for s in STATUSES)
 
     def totals(self) -> str:
+        """``2 retries, 1 fallback, 2,219 tokens, cost $0.007575``."""
         return (
-            f"retries {self.retries}, fallbacks {self.fallbacks}, "
-            f"tokens {self.tokens:,}, cost ${self.cost_usd:.6f}"
+            f"{plural(self.retries, 'retry', 'retries')}, {plural(self.fallbacks, 'fallback')}, "
+            f"{plural(self.tokens, 'token')}, cost ${self.cost_usd:.6f}"
         )
 
     def table(self) -> tuple[list[str], list[list[str]]]:
@@ -126,10 +140,17 @@ class Summary:
         ]
         return header, rows
 
-    def render(self, stream: TextIO, *, wall: float, results: str | None = None) -> None:
-        """Print the summary: a rich table on a terminal, plain aligned text otherwise."""
-        if stream.isatty():
-            self._render_rich(stream, wall=wall, results=results)
+    def render(
+        self,
+        stream: TextIO,
+        *,
+        wall: float,
+        results: str | None = None,
+        console: Console | None = None,
+    ) -> None:
+        """Print the summary: a rich table on a terminal (or ``console``), else plain text."""
+        if console is not None or stream.isatty():
+            self._render_rich(stream, wall=wall, results=results, console=console)
         else:
             stream.write(self.plain(wall=wall, results=results))
         stream.flush()
@@ -163,37 +184,59 @@ class Summary:
         rejected = self.by_status["rejected"]
         if not rejected:
             return []
-        out = ["", f"rejected lines ({rejected}):"]
+        out = ["", f"{plural(rejected, 'rejected line')}:"]
         out.extend(f"  {message}" for message in self.rejections)
         if rejected > len(self.rejections):
-            out.append(f"  ... and {rejected - len(self.rejections)} more in the results file")
+            out.append(f"  ... and {rejected - len(self.rejections):,} more in the results file")
         return out
 
-    def _render_rich(self, stream: TextIO, *, wall: float, results: str | None) -> None:
-        from rich import box
+    def _render_rich(
+        self,
+        stream: TextIO,
+        *,
+        wall: float,
+        results: str | None,
+        console: Console | None = None,
+    ) -> None:
         from rich.console import Console
-        from rich.table import Table
+        from rich.text import Text
 
-        console = Console(file=stream, highlight=False)
-        console.print(self.headline(wall), style="bold")
-        console.print(self.counts())
-        console.print(self.totals())
+        console = console or Console(file=stream, highlight=False)
+        console.print(Text(self.headline(wall), style="bold"))
+        console.print(Text(self.counts()))
+        console.print(Text(self.totals()))
         header, rows = self.table()
         if rows:
-            table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-            for i, name in enumerate(header):
-                table.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
-            for cells in rows:
-                table.add_row(*cells)
-            aligned = self._aligned_table()
-            # The plain table's width plus rich's padding: rich would cut cells short otherwise.
-            if max(len(line) for line in aligned) + len(header) <= console.width:
-                console.print(table)
-            else:  # too narrow for the table: lines may wrap, but no number is cut short
-                console.print()
-                for line in aligned:
-                    console.print(line, markup=False, crop=False, soft_wrap=True)
+            console.print()
+            print_table(console, self._columns(header, rows), rows)
         for line in self._rejection_lines():
-            console.print(line, markup=False, soft_wrap=True)
+            console.print(Text(line), soft_wrap=True)
         if results is not None:
-            console.print(f"results: {results}", markup=False, soft_wrap=True)
+            console.print(Text(f"results: {results}"), soft_wrap=True)
+
+    @staticmethod
+    def _columns(header: list[str], rows: list[list[str]]) -> list[Column]:
+        """Provider and role never cut; a column of zeros gives way before one with news."""
+        columns = []
+        for i, name in enumerate(header):
+            rank = _DROP_RANKS.get(name, 0)
+            if rank and all(row[i] in ("0", "0.000000") for row in rows):
+                rank += 10
+            columns.append(Column(name, justify="left" if i < 2 else "right", key=i < 2, drop=rank))
+        return columns
+
+
+#: Which summary columns give way first on a narrow terminal (see ``_tables``).
+_DROP_RANKS: Final = {
+    "cancelled": 6,
+    "fallbacks": 5,
+    "tokens": 4,
+    "retries": 3,
+    "failed": 2,
+    "cost_usd": 1,
+}
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 task``, ``2 tasks``, ``1,000 tasks``; ``nouns`` where adding s is wrong."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"

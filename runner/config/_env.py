@@ -6,12 +6,17 @@ that is unset and has no default is a problem that names the variable and the
 place, never a value.  The expansion remembers which variables each value
 used, so messages can avoid quoting what came from the environment and key
 secrets can say where they came from.
+
+Some values may name a variable that is not set (``optional`` says which:
+the providers' ``api_key``): such a value becomes empty and its variable is
+remembered in ``unset``, so a provider without a key can be left out, not
+make the whole file invalid.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final, NamedTuple
 
 from runner._errors import Problem
@@ -30,15 +35,23 @@ class Expanded(NamedTuple):
     #: Written paths whose value could not be expanded (already reported).
     broken: frozenset[Path]
     problems: list[Problem]
+    #: Written optional paths -> the first variable they named that is not set.
+    unset: dict[Path, str]
 
 
 def expand(
-    data: object, environ: Mapping[str, str], *, source: str, positions: Positions
+    data: object,
+    environ: Mapping[str, str],
+    *,
+    source: str,
+    positions: Positions,
+    optional: Callable[[Path], bool] | None = None,
 ) -> Expanded:
     """Expand every string value in ``data`` (keys are left as written)."""
     variables: dict[Path, tuple[str, ...]] = {}
     broken: set[Path] = set()
     problems: list[Problem] = []
+    unset: dict[Path, str] = {}
 
     def problem(path: Path, message: str, hint: str) -> None:
         mark = positions.at(path)
@@ -75,6 +88,9 @@ def expand(
                 return value
             if default is not None:
                 return default
+            if optional is not None and optional(path):
+                unset.setdefault(path, name)
+                return ""
             ok = False
             problem(
                 path,
@@ -88,7 +104,8 @@ def expand(
             variables[path] = tuple(names)
         if not ok:
             broken.add(path)
-        return result
+        # Half a key is no key: a value naming an unset variable is empty.
+        return "" if path in unset else result
 
     def walk(value: object, path: Path) -> object:
         if isinstance(value, str):
@@ -99,4 +116,4 @@ def expand(
             return {k: walk(v, (*path, k)) for k, v in value.items()}
         return value
 
-    return Expanded(walk(data, ()), variables, frozenset(broken), problems)
+    return Expanded(walk(data, ()), variables, frozenset(broken), problems, unset)

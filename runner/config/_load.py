@@ -28,10 +28,11 @@ import msgspec.inspect as mi
 
 from runner._errors import ConfigError, Problem
 from runner.config._env import expand
-from runner.config._model import Config, ProviderConfig
+from runner.config._model import Config, MetricsConfig, ProviderConfig
 from runner.config._schema import Checker, close_match, describe, suggest
 from runner.config._yaml import Path, Positions, format_path, parse_yaml
 from workers._secrets import Secret
+from workers._settings import KEY_VARIABLES, official_host
 
 BUNDLED: Final = "<bundled>"
 BUNDLED_NOTICE: Final = (
@@ -43,6 +44,7 @@ EXTENSION_PREFIX: Final = "x-"
 
 _CONFIG_INFO: Final = cast(mi.StructType, mi.type_info(Config))
 _PROVIDER_INFO: Final = cast(mi.StructType, mi.type_info(ProviderConfig))
+_METRICS_INFO: Final = cast(mi.StructType, mi.type_info(MetricsConfig))
 
 #: Top-level keys of the single-provider form that describe its one provider.
 _SINGLE_PROVIDER_KEYS: Final = frozenset(
@@ -109,16 +111,56 @@ def discover(
 ) -> Loaded:
     """:func:`discover_config`, keeping what ``config check`` displays."""
     env = os.environ if environ is None else environ
+    text, source = _locate(path, env, notice)
+    return _load_text(text, source, env)
+
+
+def discover_metrics(
+    path: str | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> tuple[str, MetricsConfig]:
+    """The discovered config's source and its ``metrics:`` section, reading nothing else.
+
+    Reading metrics needs no provider keys: a file whose other sections are
+    incomplete (``${OPENAI_API_KEY}`` unset, a provider not written yet) still
+    names its metrics store.  Problems in ``metrics:`` itself are reported as
+    for a whole config.
+    """
+    env = os.environ if environ is None else environ
+    text, source = _locate(path, env, notice)
+    document = parse_yaml(text, source)
+    data = document.data
+    section = data.get("metrics") if isinstance(data, dict) else None
+    if section is None:
+        return source, MetricsConfig()
+    # Only this subtree is expanded: a variable elsewhere may well be unset.
+    expanded = expand({"metrics": section}, env, source=source, positions=document.positions)
+    checker = Checker(source, document.positions, expanded=expanded.variables, skip=expanded.broken)
+    tree = cast(dict[str, object], expanded.data)
+    checked = checker.check(tree["metrics"], _METRICS_INFO, ("metrics",), None)
+    problems = [*expanded.problems, *checker.problems]
+    if problems or not isinstance(checked, dict):
+        problems.sort(key=lambda p: (p.line is None, p.line or 0, p.column or 0))
+        raise ConfigError(problems or [Problem("metrics", "not valid", file=source)])
+    return source, msgspec.convert(checked, MetricsConfig)
+
+
+def _locate(
+    path: str | None, env: Mapping[str, str], notice: Callable[[str], None] | None
+) -> tuple[str, str]:
+    """The text of the config to use, and its source (a path or ``<bundled>``)."""
     if path:
-        return _load_path(path, env)
+        return _read(path), path
     from_env = env.get("RUNNER_CONFIG")
     if from_env:
-        return _load_path(from_env, env, hint="it was named by $RUNNER_CONFIG")
+        return _read(from_env, hint="it was named by $RUNNER_CONFIG"), from_env
     if os.path.isfile("runner.yaml"):
-        return _load_path("runner.yaml", env)
+        return _read("runner.yaml"), "runner.yaml"
     if notice is not None:
         notice(BUNDLED_NOTICE)
-    return _load_text(bundled_text(), BUNDLED, env)
+    return bundled_text(), BUNDLED
 
 
 def bundled_text() -> str:
@@ -126,10 +168,14 @@ def bundled_text() -> str:
     return importlib.resources.files("runner").joinpath("data", "local.yaml").read_text("utf-8")
 
 
-def _load_path(path: str, environ: Mapping[str, str] | None, hint: str | None = None) -> Loaded:
+def _load_path(path: str, environ: Mapping[str, str] | None) -> Loaded:
+    return _load_text(_read(path), path, environ)
+
+
+def _read(path: str, hint: str | None = None) -> str:
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except FileNotFoundError:
         reason = "no such file"
     except IsADirectoryError:
@@ -140,8 +186,6 @@ def _load_path(path: str, environ: Mapping[str, str] | None, hint: str | None = 
         reason = "not UTF-8 text"
     except OSError as exc:
         reason = exc.strerror or "cannot be read"
-    else:
-        return _load_text(text, path, environ)
     hint = hint or "check the path, or pass --config PATH / set RUNNER_CONFIG"
     raise ConfigError([Problem("", f"cannot read the config: {reason}", hint=hint, file=path)])
 
@@ -179,7 +223,16 @@ def _load_text(text: str, source: str, environ: Mapping[str, str] | None) -> Loa
         )
     # Top-level `x-` keys are free for YAML anchors to share (as in compose files).
     data = {k: v for k, v in data.items() if not k.startswith(EXTENSION_PREFIX)}
-    expanded = expand(data, env, source=source, positions=document.positions)
+    single = "provider" in data
+
+    def is_key(path: Path) -> bool:
+        # A provider's key may name a variable that is not set: that provider
+        # is left out, but the rest of the file still loads.
+        if single:
+            return path == ("api_key",)
+        return len(path) == 3 and path[0] == "providers" and path[2] == "api_key"
+
+    expanded = expand(data, env, source=source, positions=document.positions, optional=is_key)
     problems = [*document.problems, *expanded.problems]
     # Expansion only replaces strings, so the top level is still a mapping.
     form = _Form.of(cast(dict[str, object], expanded.data), source, document.positions, problems)
@@ -201,10 +254,55 @@ def _load_text(text: str, source: str, environ: Mapping[str, str] | None) -> Loa
     except msgspec.ValidationError as exc:  # a gap in the checker; still no traceback
         raise ConfigError([Problem("", str(exc), file=source)]) from None
     key_variables: dict[str, str | None] = {}
+    providers: list[ProviderConfig] = []
+    entries = cast(list[dict[str, object]], form.data["providers"])
     for i, provider in enumerate(config.providers):
-        named = expanded.variables.get(form.remap(("providers", i, "api_key")), ())
-        key_variables[provider.id] = named[0] if named else None
+        written = form.remap(("providers", i, "api_key"))
+        named = expanded.variables.get(written, ())
+        provider, variable = _resolve_key(
+            provider,
+            given="api_key" in entries[i],
+            unset=expanded.unset.get(written),
+            named=named,
+            env=env,
+        )
+        key_variables[provider.id] = variable
+        providers.append(provider)
+    config = msgspec.structs.replace(config, providers=tuple(providers))
     return Loaded(config, form.single, key_variables)
+
+
+def _resolve_key(
+    provider: ProviderConfig,
+    *,
+    given: bool,
+    unset: str | None,
+    named: tuple[str, ...],
+    env: Mapping[str, str],
+) -> tuple[ProviderConfig, str | None]:
+    """The provider with its key settled, and the variable the key comes from.
+
+    A key whose variable is not set becomes an empty Secret naming it (see
+    ``workers._settings.missing_key``).  A hosted provider with no ``api_key``
+    takes its type's usual variable (``OPENAI_API_KEY``, ...), as the official
+    SDKs do, but only when it talks to the official host: a key from the
+    environment is never sent to a ``base_url`` the user chose.
+    """
+    if unset is not None:
+        return msgspec.structs.replace(provider, api_key=Secret("", source=unset)), unset
+    variable = named[0] if named else None
+    if provider.api_key is not None or not official_host(provider):
+        return provider, variable
+    if given:  # written but empty (`${VAR:-}`): the official API still needs a key
+        missing = Secret("", source=variable)
+        return msgspec.structs.replace(provider, api_key=missing), variable
+    candidates = KEY_VARIABLES[provider.type]
+    for name in candidates:
+        value = env.get(name)
+        if value:
+            return msgspec.structs.replace(provider, api_key=Secret(value, source=name)), name
+    wanted = " or ".join(candidates)
+    return msgspec.structs.replace(provider, api_key=Secret("", source=wanted)), wanted
 
 
 def _keep_secret(t: type, value: object) -> object:
