@@ -23,12 +23,14 @@ if TYPE_CHECKING:
     from runner._context import TaskExecutionContext
     from runner._errors import (
         ConfigError,
+        InvalidValueError,
         ProviderError,
         RunnerError,
         TaskError,
         TransitionError,
         UsageError,
     )
+    from runner._registry import Notice
     from runner._task import (
         ErrorInfo,
         HistoryEntry,
@@ -46,7 +48,9 @@ _EXPORTS: Final = {
     "ConfigError": "runner._errors",
     "ErrorInfo": "runner._task",
     "HistoryEntry": "runner._task",
+    "InvalidValueError": "runner._errors",
     "Message": "runner._task",
+    "Notice": "runner._registry",
     "Parameters": "workers._parameters",
     "ProviderError": "runner._errors",
     "Result": "runner._task",
@@ -68,7 +72,9 @@ __all__ = [
     "ConfigError",
     "ErrorInfo",
     "HistoryEntry",
+    "InvalidValueError",
     "Message",
+    "Notice",
     "Parameters",
     "ProviderError",
     "Result",

@@ -36,21 +36,25 @@ from types import MappingProxyType, TracebackType
 from typing import Any, TextIO
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup
 from msgspec import Struct
 
 from runner._context import TaskExecutionContext, new_context, resolve
 from runner._dispatcher import Dispatcher, Observer
-from runner._errors import UsageError
+from runner._errors import ErrorCode, InvalidValueError, UsageError
 from runner._log import FLUSH_DELAY, ExecutionLog, LineWriter, configure_logging
 from runner._policy import RetryPolicy
 from runner._registry import Notice, Registry, disabled_message
-from runner._task import ErrorInfo, FinalStatus, Result, Status, Task
+from runner._task import ErrorInfo, FinalStatus, Result, Status, Task, explain_validation
 from runner._task_check import task_problem
 from runner._workflow import known_workflows, run_workflow
 from runner.config._model import Config, WorkflowConfig
 from runner.metrics._writer import MetricsSink, open_metrics_writer
 from workers._base import Provider
+
+#: What the API takes as a task: a Task, or a mapping of its fields as in a tasks file.
+TaskInput = Task | Mapping[str, Any]
 
 #: Seconds closing the provider adapters may take when the runner exits.
 CLOSE_DEADLINE = 5.0
@@ -342,15 +346,17 @@ class Runner:
 
     # -- running tasks --------------------------------------------------------------
 
-    async def submit(self, task: Task) -> TaskHandle:
+    async def submit(self, task: TaskInput) -> TaskHandle:
         """Queue ``task`` (waiting while the queue is full) and return its handle.
 
-        An invalid task is not raised: its handle is already done, with a
-        ``rejected`` Result (code ``invalid_task``).
+        ``task`` is a :class:`Task` or a mapping of its fields, as a tasks file
+        line has them (``{"role": "coder", "prompt": "..."}``).  An invalid
+        task is not raised: its handle is already done, with a ``rejected``
+        Result (code ``invalid_task``, the message naming the field).
         """
         return await self._submit(task, None)
 
-    async def run(self, task: Task) -> Result:
+    async def run(self, task: TaskInput) -> Result:
         """Run ``task`` (or a workflow task) to its one terminal Result.
 
         Cancelling the caller cancels the task (settled before run() returns).
@@ -373,9 +379,9 @@ class Runner:
         return await self.run(Task(id=id, workflow=name, input=input))
 
     async def run_many(
-        self, tasks: Iterable[Task] | AsyncIterable[Task]
+        self, tasks: Iterable[TaskInput] | AsyncIterable[TaskInput]
     ) -> AsyncGenerator[Result, None]:
-        """Run ``tasks``, yielding their Results in completion order.
+        """Run ``tasks`` (Tasks or mappings), yielding their Results in completion order.
 
         Tasks are pulled only as results come out (at most twice the
         concurrency in flight), so any length of input runs in bounded memory.
@@ -428,14 +434,18 @@ class Runner:
             send.close()
             receive.close()
 
-    async def _submit(self, task: Task, notify: Callable[[Result], None] | None) -> TaskHandle:
+    async def _submit(self, data: TaskInput, notify: Callable[[Result], None] | None) -> TaskHandle:
         dispatcher = self._require_open()
         if dispatcher.closing:
             raise UsageError("the runner is shutting down; no new tasks are accepted")
+        task, problem = as_task(data)
         task_id = task.id if task.id is not None else f"{self._id_prefix}-{next(self._ids)}"
         now = self._clock()
         wall = time.time()
-        problem = task_problem(task, self._workflows)
+        problem = problem or task_problem(task, self._workflows)
+        code: ErrorCode = "invalid_task"
+        if problem is None and self.config.strict_roles:
+            problem, code = _role_problem(task, self.config, self._workflows), "unknown_role"
         if problem is not None:
             ctx = new_context(task, task_id, None, now=now, wall=wall, notify=notify)
             self._rejected += 1
@@ -446,7 +456,7 @@ class Runner:
                     status="rejected",
                     role=task.role,
                     workflow=task.workflow,
-                    error=ErrorInfo(code="invalid_task", message=problem),
+                    error=ErrorInfo(code=code, message=problem),
                 ),
             )
             return TaskHandle(ctx, dispatcher)
@@ -465,7 +475,8 @@ class Runner:
             await dispatcher.enqueue(ctx)
         return TaskHandle(ctx, dispatcher)
 
-    def _refused(self, task: Task, why: str) -> Result:
+    def _refused(self, data: TaskInput, why: str) -> Result:
+        task = as_task(data)[0]
         return Result(
             id=task.id if task.id is not None else f"{self._id_prefix}-{next(self._ids)}",
             status="cancelled",
@@ -482,7 +493,9 @@ class Runner:
         return self._dispatcher
 
 
-async def _pull(tasks: Iterable[Task] | AsyncIterable[Task]) -> AsyncGenerator[Task, None]:
+async def _pull(
+    tasks: Iterable[TaskInput] | AsyncIterable[TaskInput],
+) -> AsyncGenerator[TaskInput, None]:
     if isinstance(tasks, AsyncIterable):
         async for task in tasks:
             yield task
@@ -491,10 +504,58 @@ async def _pull(tasks: Iterable[Task] | AsyncIterable[Task]) -> AsyncGenerator[T
             yield task
 
 
+def as_task(data: TaskInput) -> tuple[Task, str | None]:
+    """``data`` as a Task, and what is wrong with it (``None`` when nothing is).
+
+    A mapping is read exactly as a tasks file line: the same checks, the same
+    messages (``'parameters.temperature': expected float <= 2.0``).  An
+    invalid one still gives a Task with its usable ``id`` and ``role``, so its
+    rejected Result keeps them.
+    """
+    if isinstance(data, Task):
+        return data, None
+    if not isinstance(data, Mapping):
+        return Task(), f"a task must be a Task or a mapping, not {type(data).__name__}"
+    try:
+        return msgspec.convert(msgspec.to_builtins(dict(data)), Task), None
+    except TypeError as exc:  # to_builtins: a value no tasks file could hold
+        problem = f"not a task: {exc}"
+    except msgspec.ValidationError as exc:
+        problem = explain_validation(str(exc))
+    except InvalidValueError as exc:
+        problem = str(exc)
+    task_id, role = data.get("id"), data.get("role")
+    return (
+        Task(
+            id=task_id if isinstance(task_id, str) and task_id.strip() else None,
+            role=role if isinstance(role, str) else None,
+        ),
+        problem,
+    )
+
+
 def _forget_done(handles: dict[TaskExecutionContext, None]) -> None:
     done = [ctx for ctx in handles if ctx.result is not None]
     for ctx in done:
         del handles[ctx]
+
+
+def _role_problem(
+    task: Task, config: Config, workflows: Mapping[str, WorkflowConfig]
+) -> str | None:
+    """With ``strict_roles``: the role (or a workflow stage's role) the config does not name."""
+    known = ", ".join(config.roles) or "none"
+    if task.workflow is not None:
+        for stage in workflows[task.workflow].stages:
+            if stage.role not in config.roles:
+                return (
+                    f"workflow {task.workflow!r} stage {stage.name!r} has role {stage.role!r},"
+                    f" which the config does not name (strict_roles is on; known: {known})"
+                )
+        return None
+    if task.role is not None and task.role not in config.roles:
+        return f"unknown role {task.role!r} (strict_roles is on; known: {known})"
+    return None
 
 
 def _log_notice(log: ExecutionLog) -> Callable[[Notice], None]:

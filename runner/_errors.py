@@ -7,7 +7,9 @@ Every exception runner raises on purpose derives from :class:`RunnerError`::
     ├── UsageError           a command line or API call that cannot be served
     │   └── JournalError     the worker's journal refused a write (runner.service)
     ├── TransitionError      an illegal task status move: always a bug in runner
-    ├── TaskError            a task line or Task that cannot run (code invalid_task)
+    ├── InvalidValueError    (also a ValueError) a value built in Python that the
+    │   │                    tasks file would refuse: Parameters(temperature=9)
+    │   └── TaskError        a Task built in Python that cannot run (code invalid_task)
     └── ProviderError        one provider attempt failed; carries code, retryable
                              and retry_after, and is what adapters raise
 
@@ -21,6 +23,7 @@ from workers._errors import (
     ERROR_CODES,
     RETRYABLE_CODES,
     ErrorCode,
+    InvalidValueError,
     ProviderError,
     RunnerError,
 )
@@ -30,6 +33,7 @@ __all__ = [
     "RETRYABLE_CODES",
     "ConfigError",
     "ErrorCode",
+    "InvalidValueError",
     "Problem",
     "ProviderError",
     "RunnerError",
@@ -47,8 +51,8 @@ class TransitionError(RunnerError):
     """A task status move the state machine does not allow (a bug in runner)."""
 
 
-class TaskError(RunnerError):
-    """A task that cannot run as written (reported with code ``invalid_task``)."""
+class TaskError(InvalidValueError):
+    """A Task that cannot run as written; ``field`` names the field (code ``invalid_task``)."""
 
     code: ErrorCode = "invalid_task"
 

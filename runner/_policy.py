@@ -46,7 +46,14 @@ from runner.config._model import RetryConfig
 
 #: Failures that say something about the task, not about the provider's health.
 TASK_SPECIFIC_CODES: Final[frozenset[str]] = frozenset(
-    {"bad_request", "context_length_exceeded", "content_filtered", "cancelled", "invalid_task"}
+    {
+        "bad_request",
+        "context_length_exceeded",
+        "content_filtered",
+        "cancelled",
+        "invalid_task",
+        "unknown_role",
+    }
 )
 
 

@@ -11,7 +11,6 @@ costs).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import stat
@@ -25,9 +24,9 @@ import anyio.to_thread
 import msgspec
 
 from runner._errors import UsageError
-from runner._task import ErrorInfo, Message, Result, Task
+from runner._task import ErrorInfo, Result, Task
+from runner._task import explain_validation as explain_validation  # the HTTP API uses it too
 from runner._task_check import id_problem, shape_problem
-from workers._parameters import Parameters
 
 #: Raw bytes read per block: small enough to be nothing in memory, large
 #: enough that the thread hop per block costs nothing per line.
@@ -35,22 +34,10 @@ BLOCK_BYTES: Final = 64 * 1024
 
 _DECODER: Final = msgspec.json.Decoder(Task)
 
-#: The most characters of a user's field name quoted in a message.
-SHOWN_NAME: Final = 60
-
 #: The rejection of a line nested too deeply for the JSON reader.
 TOO_DEEP: Final = "nested too deeply to read; a task line is a flat JSON object"
 
-# msgspec's validation messages end with "- at `$.path`" when not at the root.
-_AT: Final = re.compile(r"^(?P<what>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
-_UNKNOWN: Final = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`$")
-_MISSING: Final = re.compile(r"^Object missing required field `(?P<name>[^`]*)`$")
 _BYTE: Final = re.compile(r"\(byte (\d+)\)")
-_FIELDS: Final[dict[str, tuple[str, ...]]] = {
-    "task": tuple(f.name for f in msgspec.structs.fields(Task)),
-    "parameters": tuple(f.name for f in msgspec.structs.fields(Parameters)),
-    "messages": tuple(f.name for f in msgspec.structs.fields(Message)),
-}
 
 
 class _IdOnly(msgspec.Struct):
@@ -60,41 +47,6 @@ class _IdOnly(msgspec.Struct):
 
 
 _ID_DECODER: Final = msgspec.json.Decoder(_IdOnly)
-
-
-def _known_fields(path: str) -> tuple[str, ...]:
-    if path.startswith("parameters"):
-        return _FIELDS["parameters"]
-    if path.startswith("messages"):
-        return _FIELDS["messages"]
-    return _FIELDS["task"]
-
-
-def _shown(name: str) -> str:
-    """A user's field name fit for one line of a message: escaped, and cut if long."""
-    if not name.isprintable():
-        name = name.encode("unicode_escape").decode("ascii")
-    return name if len(name) <= SHOWN_NAME else name[: SHOWN_NAME - 1] + "…"
-
-
-def explain_validation(message: str) -> str:
-    """msgspec's validation message for a task line, said the way a user needs it."""
-    at = _AT.match(message)
-    what, path = (at["what"], at["path"] or "") if at else (message, "")
-    where = f" in '{path}'" if path else ""
-    if unknown := _UNKNOWN.match(what):
-        name = unknown["name"]
-        known = _known_fields(path)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
-        return f"unknown field '{_shown(name)}'{where} ({hint})"
-    if missing := _MISSING.match(what):
-        return f"missing field '{missing['name']}'{where}"
-    if not path and what.startswith("Expected `object`"):
-        return "a task must be a JSON object, " + what.split(", ", 1)[-1].replace("`", "")
-    text = what.replace("`", "").replace(" | null", "")
-    text = text[:1].lower() + text[1:]
-    return f"'{path}': {text}" if path else text
 
 
 def _columns(message: str) -> str:

@@ -85,6 +85,22 @@ def test_unknown_field_suggests_the_close_name() -> None:
     assert items[0].id == "a"
 
 
+def test_a_far_name_gets_no_suggestion() -> None:
+    """``stream`` is not a misspelt ``system``: no 'did you mean', the known fields instead."""
+    items = read('{"prompt": "x", "stream": true}\n')
+    [message] = messages(items)
+    assert message.startswith("line 1: unknown field 'stream' (known: id, role, prompt, system,")
+    assert "did you mean" not in message
+
+
+def test_a_stop_string_is_a_list_of_one() -> None:
+    """``"stop": "###"`` is accepted, as docs/configuration.md says, and read as ["###"]."""
+    [task] = read('{"prompt": "x", "parameters": {"stop": "###"}}\n')
+    assert isinstance(task, Task)
+    assert task.parameters is not None
+    assert task.parameters.stop == ("###",)
+
+
 def test_invalid_line_with_a_taken_id_is_named_by_its_line() -> None:
     """An invalid line whose id is already taken gets line-<n>, keeping result ids unique."""
     items = read('{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": 5}\n')

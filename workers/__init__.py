@@ -14,7 +14,14 @@ faults).
 from __future__ import annotations
 
 from workers._base import CompletionRequest, CompletionResponse, Provider
-from workers._errors import ERROR_CODES, RETRYABLE_CODES, ErrorCode, ProviderError, RunnerError
+from workers._errors import (
+    ERROR_CODES,
+    RETRYABLE_CODES,
+    ErrorCode,
+    InvalidValueError,
+    ProviderError,
+    RunnerError,
+)
 from workers._factory import open_provider
 from workers._parameters import Parameters
 from workers._secrets import Secret, scrub
@@ -28,6 +35,7 @@ __all__ = [
     "CompletionResponse",
     "ErrorCode",
     "FinishReason",
+    "InvalidValueError",
     "LatencySpec",
     "Message",
     "Parameters",

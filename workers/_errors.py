@@ -8,6 +8,7 @@ errors that only the runner raises.
 
 from __future__ import annotations
 
+import re
 from typing import Final, Literal, get_args
 
 ErrorCode = Literal[
@@ -26,6 +27,7 @@ ErrorCode = Literal[
     "invalid_response",
     "cancelled",
     "invalid_task",
+    "unknown_role",
     "unknown",
 ]
 
@@ -39,6 +41,32 @@ RETRYABLE_CODES: Final[frozenset[str]] = frozenset(
 
 class RunnerError(Exception):
     """Root of every error runner raises on purpose."""
+
+
+class InvalidValueError(RunnerError, ValueError):
+    """A value built in Python that the tasks file would refuse; ``field`` names it.
+
+    A ``ValueError`` too, so code that validates input the usual Python way
+    catches it.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+    @classmethod
+    def from_validation(cls, message: str, prefix: str = "") -> InvalidValueError:
+        """From msgspec's ``Expected `int` >= 1 - at `$.max_tokens``` to ``'max_tokens': ...``."""
+        at = _AT.match(message)
+        what, path = (at["what"], at["path"] or "") if at else (message, "")
+        path = f"{prefix}.{path}" if prefix and path else prefix or path
+        text = what.replace("`", "").replace(" | null", "")
+        text = text[:1].lower() + text[1:]
+        return cls(f"'{path}': {text}" if path else text, field=path or None)
+
+
+# msgspec's validation messages end with "- at `$.path`" when not at the root.
+_AT: Final = re.compile(r"^(?P<what>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
 class ProviderError(RunnerError):

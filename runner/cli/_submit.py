@@ -30,6 +30,7 @@ from runner._errors import UsageError
 from runner._task import ErrorInfo, HistoryEntry, Result, Task
 from runner._tasks_file import TasksFile
 from runner.cli._main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, notice
+from runner.cli._notices import notice_line, refuse_stranded
 from runner.cli._results_file import FLUSH_EVERY, ResultsFile
 from runner.cli._screen import Screen
 from runner.cli._summary import Summary
@@ -83,27 +84,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
         anyio.run(run.main, runner, progress)
         out.commit()
     return run.finish(args.out, wall=time.perf_counter() - started)
-
-
-def refuse_stranded(config: Config) -> None:
-    """Exit 2 (naming them) when some role has no provider with its key left.
-
-    The providers without a key are named first, one warning line each; when
-    every role still has a provider, the Runner says the same as it opens.
-    """
-    from runner._registry import (
-        disabled_message,
-        disabled_providers,
-        stranded_message,
-        stranded_roles,
-    )
-
-    stranded = stranded_roles(config)
-    if not stranded:
-        return
-    for pid, variable in disabled_providers(config).items():
-        print(f"warning: {disabled_message(pid, variable)}", file=sys.stderr)
-    raise UsageError(stranded_message(config, stranded))
 
 
 def with_log_level(config: Config, level: str) -> Config:
@@ -193,8 +173,7 @@ class Submission:
             self._cooling[notice.provider] = time.monotonic() + (notice.seconds or 0.0)
         elif notice.kind == "cooldown_ended" and notice.provider is not None:
             self._cooling.pop(notice.provider, None)
-        prefix = "note" if notice.kind == "cooldown_ended" else "warning"
-        self.screen.say(f"{prefix}: {notice.message}")
+        self.screen.say(notice_line(notice))
 
     def observe(self, ctx: object, entry: HistoryEntry) -> None:
         """Count attempts under way: the bar says why when none can run."""

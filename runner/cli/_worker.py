@@ -30,6 +30,7 @@ from runner._context import TaskExecutionContext
 from runner._errors import UsageError
 from runner._task import HistoryEntry, Status
 from runner.cli._main import EXIT_INTERRUPTED, EXIT_OK, notice
+from runner.cli._notices import notice_line, refuse_stranded
 from runner.config._model import Config
 from runner.metrics._writer import open_metrics_writer
 from runner.service._http import FD_RESERVE, Limits, Reports, connection_cap, serve
@@ -56,6 +57,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             f"--port {args.port} is not a TCP port: give 0-{MAX_PORT} (0 picks a free one)"
         )
     config = discover_config(args.config, notice=notice)
+    refuse_stranded(config)
     host = args.host or config.worker.host
     port = config.worker.port if args.port is None else args.port
     check_bind(host, config)
@@ -119,7 +121,12 @@ class Service:
             async with open_metrics_writer(self.config.metrics) as sink:
                 tee = PrometheusTee(sink)
                 observe = _Relay()
-                runner = Runner.from_config(self.config, metrics=tee, observer=observe)
+                runner = Runner.from_config(
+                    self.config,
+                    metrics=tee,
+                    observer=observe,
+                    on_notice=lambda n: self.say(notice_line(n)),
+                )
                 async with runner:
                     worker = Worker(
                         runner,

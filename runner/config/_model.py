@@ -118,6 +118,9 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     providers: tuple[ProviderConfig, ...]
     roles: dict[str, RoleConfig] = field(default_factory=dict)
     default_provider: str
+    #: A task whose role the file does not name is rejected (``unknown_role``)
+    #: instead of running on ``default_provider``.
+    strict_roles: bool = False
     concurrency: AtLeastOne = 64
     grace_period: NonNegative = 10.0
     retry: RetryConfig = RetryConfig()

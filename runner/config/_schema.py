@@ -13,7 +13,6 @@ strings become :class:`~workers._secrets.Secret`.  The result converts with
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ from typing import Final
 import msgspec.inspect as mi
 
 from runner._errors import ERROR_CODES, Problem
+from runner._words import closest
 from runner.config._model import (
     Config,
     CooldownConfig,
@@ -88,9 +88,8 @@ def parse_duration(value: str) -> float | None:
 
 
 def close_match(word: str, candidates: list[str] | tuple[str, ...]) -> str | None:
-    """The candidate ``word`` was most likely meant to be, if any is close."""
-    found = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return found[0] if found else None
+    """The candidate ``word`` was most likely meant to be, if any is close (``runner._words``)."""
+    return closest(word, candidates)
 
 
 def suggest(word: str, candidates: list[str] | tuple[str, ...]) -> str:
