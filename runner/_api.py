@@ -18,6 +18,7 @@ Every task it accepts ends with exactly one Result, whatever happens.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -33,11 +34,12 @@ from collections.abc import (
 )
 from contextlib import AsyncExitStack
 from types import MappingProxyType, TracebackType
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 from msgspec import Struct
 
 from runner._context import TaskExecutionContext, new_context, resolve
@@ -152,6 +154,8 @@ class Runner:
         self._registry: Registry | None = None
         self._tg: TaskGroup | None = None
         self._rejected = 0
+        #: The sources of the run_many calls under way (see _Puller).
+        self._pullers: set[_Puller] = set()
 
     @classmethod
     def from_config(
@@ -272,6 +276,8 @@ class Runner:
         flusher = anyio.CancelScope()
         # Pushed after the task group, so it runs before the group waits for its tasks.
         stack.callback(flusher.cancel)
+        # Likewise: a run_many left unfinished must not keep its puller waiting.
+        stack.callback(self._stop_pullers)
         tg.start_soon(_flush_periodically, log_writer, flusher)
 
     async def __aexit__(
@@ -385,45 +391,73 @@ class Runner:
 
         Tasks are pulled only as results come out (at most twice the
         concurrency in flight), so any length of input runs in bounded memory.
+        A source that waits for its next task (standard input, a queue) does
+        not hold back Results already there: they are yielded meanwhile.
         Every task pulled yields exactly one Result: after a shutdown the
         ones that could not be accepted come back ``cancelled``.  Closing the
         iterator early (``contextlib.aclosing``, or leaving the runner)
         cancels the tasks still in flight.
         """
+        tg = self._tg
+        self._require_open()
+        if tg is None:
+            raise UsageError("the runner is not open")
         window = 2 * self._concurrency
-        send, receive = anyio.create_memory_object_stream[Result](window)
+        # Pulled tasks and finished Results arrive on one stream, so waiting
+        # for either is one receive.  At most `window` of each are ever in it.
+        send, receive = anyio.create_memory_object_stream[_Arrival](2 * window + 2)
         handles: dict[TaskExecutionContext, None] = {}
-        source = _pull(tasks)
+        # A plain iterable is pulled here, between Results (it cannot wait
+        # for input without blocking everything anyway); an async one in a
+        # task of its own, so its waiting never holds back a Result.
+        inline = iter(tasks) if not isinstance(tasks, AsyncIterable) else None
+        puller = None
+        if isinstance(tasks, AsyncIterable):
+            puller = _Puller(tasks, send, window)
+            self._pullers.add(puller)
+            tg.start_soon(puller.run)
+
+        def finished(result: Result) -> None:
+            send.send_nowait(result)
+
         in_flight = 0
         exhausted = False
         try:
             while True:
-                while not exhausted and in_flight < window:
-                    task = await anext(source, None)
-                    if task is None:
+                while inline is not None and not exhausted and in_flight < window:
+                    task = next(inline, _END)
+                    if isinstance(task, _End):
                         exhausted = True
                         break
                     in_flight += 1
-                    try:
-                        handle = await self._submit(task, send.send_nowait)
-                    except UsageError as exc:
-                        send.send_nowait(self._refused(task, str(exc)))
-                        exhausted = True
-                        break
-                    if not handle.done():
-                        handles[handle._ctx] = None
-                if in_flight == 0:
+                    if not await self._run_one(task, finished, send, handles):
+                        exhausted = True  # shutting down: refused, and nothing more is pulled
+                if exhausted and not in_flight:
                     return
                 try:
-                    result = receive.receive_nowait()
+                    arrival = receive.receive_nowait()
                 except anyio.WouldBlock:
-                    result = await receive.receive()
-                in_flight -= 1
-                if len(handles) > 2 * window:
-                    _forget_done(handles)  # amortised: keeps the map bounded by the window
-                yield result
+                    arrival = await receive.receive()
+                if isinstance(arrival, Result):
+                    in_flight -= 1
+                    if puller is not None:
+                        puller.room.release()
+                    if len(handles) > 2 * window:
+                        _forget_done(handles)  # amortised: keeps the map bounded by the window
+                    yield arrival
+                elif isinstance(arrival, _Pulled):
+                    in_flight += 1
+                    refused = not await self._run_one(arrival.task, finished, send, handles)
+                    if refused and puller is not None:
+                        puller.stop()
+                elif isinstance(arrival, BaseException):
+                    raise arrival  # the source's own error, as if raised here
+                else:
+                    exhausted = True
         finally:
-            await source.aclose()
+            if puller is not None:
+                await puller.aclose()
+                self._pullers.discard(puller)
             dispatcher = self._dispatcher
             if dispatcher is not None:
                 for ctx in handles:
@@ -433,6 +467,23 @@ class Runner:
                     dispatcher.request_cancel(ctx)
             send.close()
             receive.close()
+
+    async def _run_one(
+        self,
+        task: TaskInput,
+        finished: Callable[[Result], None],
+        send: MemoryObjectSendStream[_Arrival],
+        handles: dict[TaskExecutionContext, None],
+    ) -> bool:
+        """Submit one task of a run_many; False when the runner refused it (shutting down)."""
+        try:
+            handle = await self._submit(task, finished)
+        except UsageError as exc:
+            send.send_nowait(self._refused(task, str(exc)))
+            return False
+        if not handle.done():
+            handles[handle._ctx] = None
+        return True
 
     async def _submit(self, data: TaskInput, notify: Callable[[Result], None] | None) -> TaskHandle:
         dispatcher = self._require_open()
@@ -485,6 +536,10 @@ class Runner:
             error=ErrorInfo(code="cancelled", message=why, retryable=False),
         )
 
+    def _stop_pullers(self) -> None:
+        for puller in list(self._pullers):
+            puller.stop()
+
     def _require_open(self) -> Dispatcher:
         if self._dispatcher is None:
             raise UsageError(
@@ -502,6 +557,77 @@ async def _pull(
     else:
         for task in tasks:
             yield task
+
+
+class _Pulled(Struct, frozen=True):
+    task: TaskInput
+
+
+class _End:
+    """The source has no more tasks."""
+
+
+_Arrival = Result | _Pulled | BaseException | _End
+_END: Final = _End()
+
+
+class _Puller:
+    """Pulls one run_many source in a task of its own, as room frees up.
+
+    Its own task, so a source that waits (standard input, a queue) waits
+    there, not in front of the Results.  ``room`` counts the tasks that may
+    still be pulled; the source is closed in this task (an async generator
+    cannot be closed from another task while it runs).
+    """
+
+    def __init__(
+        self,
+        tasks: Iterable[TaskInput] | AsyncIterable[TaskInput],
+        send: MemoryObjectSendStream[_Arrival],
+        window: int,
+    ) -> None:
+        self._tasks = tasks
+        self._send = send
+        self.room = anyio.Semaphore(window)
+        self._scope = anyio.CancelScope()
+        self._done = anyio.Event()
+
+    async def run(self) -> None:
+        source = _pull(self._tasks)
+        try:
+            with self._scope:
+                while True:
+                    # The non-blocking try first: acquire() always yields.
+                    try:
+                        self.room.acquire_nowait()
+                    except anyio.WouldBlock:
+                        await self.room.acquire()
+                    task = await anext(source, _END)
+                    if isinstance(task, _End):
+                        break
+                    self._send.send_nowait(_Pulled(task))
+        except Exception as exc:  # the source raised: the consumer re-raises it
+            self._tell(exc)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await source.aclose()
+            self._tell(_END)
+            self._done.set()
+
+    def _tell(self, arrival: _Arrival) -> None:
+        # The consumer may have gone already: then there is nobody to tell.
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._send.send_nowait(arrival)
+
+    def stop(self) -> None:
+        """Pull nothing more (the runner is shutting down)."""
+        self._scope.cancel()
+
+    async def aclose(self) -> None:
+        """Stop and wait until the source is closed."""
+        self._scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await self._done.wait()
 
 
 def as_task(data: TaskInput) -> tuple[Task, str | None]:

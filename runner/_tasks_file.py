@@ -15,13 +15,17 @@ import os
 import re
 import stat
 import sys
+import threading
 from array import array
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from typing import BinaryIO, Final
 
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 import msgspec
+from anyio.lowlevel import EventLoopToken
 
 from runner._errors import UsageError
 from runner._task import ErrorInfo, Result, Task
@@ -52,6 +56,75 @@ _ID_DECODER: Final = msgspec.json.Decoder(_IdOnly)
 def _columns(message: str) -> str:
     """msgspec counts bytes from 0; people count columns from 1."""
     return _BYTE.sub(lambda m: f"(column {int(m[1]) + 1})", message)
+
+
+_BOM: Final = b"\xef\xbb\xbf"
+
+
+def _opens_array(head: bytes) -> bool:
+    """Whether the first thing in the file (after a byte order mark) opens a JSON array."""
+    return head.removeprefix(_BOM).lstrip().startswith(b"[")
+
+
+def _array_error(name: str) -> UsageError:
+    return UsageError(
+        f"{name} is one JSON array, not JSONL: submit reads one JSON task per line"
+        f" (convert it with: jq -c '.[]' {name} > tasks.jsonl)"
+    )
+
+
+class _Background:
+    """Blocking reads of a pipe or terminal in a daemon thread, one block at a time.
+
+    A read waited for may be abandoned (a signal ends the wait); its block is
+    kept and handed to the next :meth:`read`, so no line is lost.  The
+    thread is a daemon so that a read no input will ever end (``tail -f``)
+    does not keep the process alive.  Only one read is ever outstanding, so
+    memory stays one block.
+    """
+
+    def __init__(self, read: Callable[[], bytes]) -> None:
+        self._read = read
+        self._wanted = threading.Semaphore(0)
+        self._blocks: deque[bytes | BaseException] = deque()
+        self._arrived: anyio.Event | None = None
+        self._token: EventLoopToken | None = None
+        self._thread: threading.Thread | None = None
+
+    async def read(self) -> bytes:
+        """The next block (empty at the end), waiting for it as long as it takes."""
+        if self._arrived is None:
+            self._arrived = anyio.Event()
+            if self._thread is None:
+                self._token = anyio.lowlevel.current_token()
+                self._thread = threading.Thread(
+                    target=self._run, name="runner tasks reader", daemon=True
+                )
+                self._thread.start()
+            self._wanted.release()
+        await self._arrived.wait()
+        self._arrived = None
+        block = self._blocks.popleft()
+        if isinstance(block, BaseException):
+            raise block
+        return block
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.acquire()
+            try:
+                block: bytes | BaseException = self._read()
+            except Exception as exc:  # raised in the reader's task, not lost in the thread
+                block = exc
+            self._blocks.append(block)
+            arrived = self._arrived
+            if arrived is not None:
+                try:
+                    anyio.from_thread.run_sync(arrived.set, token=self._token)
+                except RuntimeError:  # the event loop has gone: nobody is waiting
+                    return
+            if not block or isinstance(block, BaseException):
+                return
 
 
 def rejection(
@@ -137,7 +210,13 @@ class TasksFile:
 
     ``known_workflows`` are the workflow names a ``workflow`` line may use.
     Blank lines are skipped (they get no result) but still count for line
-    numbers; :attr:`line` is the number of lines read so far.
+    numbers; :attr:`line` is the number of lines read so far.  A UTF-8 byte
+    order mark at the start is skipped; a file whose first line opens a JSON
+    array (one array of tasks, not JSONL) is a :class:`UsageError`.
+
+    Each read takes what has arrived, up to :data:`BLOCK_BYTES`, so lines
+    from a pipe (``tail -f x | runner submit -``) are tasks as soon as they
+    end, not once 64 KiB have gathered.
     """
 
     def __init__(
@@ -151,14 +230,19 @@ class TasksFile:
         self._workflows = known_workflows
         self._offset = 0
         self._raw: deque[bytes] = deque()
+        #: The start of a line whose end has not been read yet.
+        self._partial = b""
         self._eof = False
+        self._first = True
         #: ``(st_dev, st_ino)`` of what is read, standard input included, so a
         #: results path that is this very file can be refused.
         self.identity: tuple[int, int] | None = None
+        fd: int | None
         try:
-            info = os.fstat(stream.fileno())
+            fd = stream.fileno()
+            info = os.fstat(fd)
         except (OSError, ValueError):  # an in-memory stream in tests
-            mode = 0
+            fd, mode = None, 0
         else:
             mode = info.st_mode
             self.identity = (info.st_dev, info.st_ino)
@@ -167,6 +251,12 @@ class TasksFile:
         #: True for a regular file opened by path (not standard input).
         self.rereadable = stat.S_ISREG(mode) and close
         self._ids: _ExactIds | _FileIds = _FileIds(self._recall) if self.rereadable else _ExactIds()
+        # A pipe or a terminal may block for ever: its reads run in a thread
+        # of their own, which a signal can leave waiting (see _Background).
+        # They read the descriptor itself: a daemon thread blocked inside the
+        # buffered reader would hold its lock while the interpreter exits.
+        self._fd = None if stat.S_ISREG(mode) else fd
+        self._background = None if stat.S_ISREG(mode) else _Background(self._read_block)
 
     @classmethod
     def open(cls, path: str, *, known_workflows: Collection[str]) -> TasksFile:
@@ -181,6 +271,14 @@ class TasksFile:
             raise UsageError(f"tasks file not found: {path}") from None
         except OSError as exc:
             raise UsageError(f"cannot read tasks file {path}: {exc.strerror}") from None
+        try:
+            # Checked before anything runs (or a results file is made).
+            head = os.pread(stream.fileno(), BLOCK_BYTES, 0)
+        except OSError:
+            head = b""
+        if _opens_array(head):
+            stream.close()
+            raise _array_error(path)
         return cls(stream, name=path, known_workflows=known_workflows, close=True)
 
     def close(self) -> None:
@@ -202,36 +300,60 @@ class TasksFile:
             elif self._eof:
                 return
             else:
-                self._refill(self._stream.readlines(BLOCK_BYTES))
+                self._refill(self._read_block())
 
     async def next(self) -> Task | Result | None:
         """The next line's item (``None`` at the end), reading blocks in a worker thread.
 
-        A read in progress is never abandoned on cancellation (its lines would
-        be lost); it finishes first, so every line is seen exactly once.
+        Cancelling the wait never loses lines: a regular file's read is short
+        and finishes first; a pipe's read may wait for ever, so it is left
+        waiting, and what it brings is taken by the next call.
         """
         while True:
             item = self._take()
             if item is not None or self._eof:
                 return item
-            block = await anyio.to_thread.run_sync(self._stream.readlines, BLOCK_BYTES)
+            if self._background is not None:
+                block = await self._background.read()
+            else:
+                block = await anyio.to_thread.run_sync(self._read_block)
             self._refill(block)
 
-    def _refill(self, block: list[bytes]) -> None:
-        if block:
-            self._raw.extend(block)
-        else:
+    def _read_block(self) -> bytes:
+        """What has arrived, up to BLOCK_BYTES; empty at the end."""
+        if self._fd is not None:
+            return os.read(self._fd, BLOCK_BYTES)
+        stream = self._stream
+        read1 = getattr(stream, "read1", None)
+        return bytes(read1(BLOCK_BYTES) if read1 is not None else stream.read(BLOCK_BYTES))
+
+    def _refill(self, block: bytes) -> None:
+        if not block:
             self._eof = True
+            if self._partial:  # a last line without its newline
+                self._raw.append(self._partial)
+                self._partial = b""
+            return
+        lines = (self._partial + block if self._partial else block).split(b"\n")
+        self._partial = lines.pop()
+        self._raw.extend(lines)
 
     def _take(self) -> Task | Result | None:
         while self._raw:
             raw = self._raw.popleft()
             self.line += 1
             offset = self._offset
-            self._offset += len(raw)
-            if raw.isspace():
+            self._offset += len(raw) + 1
+            if self.line == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
+                offset += len(_BOM)
+            if not raw.strip():
                 self.blank += 1
                 continue
+            if self._first:
+                self._first = False
+                if raw.lstrip().startswith(b"["):
+                    raise _array_error(self.name)
             return self._item(raw, self.line, offset)
         return None
 

@@ -8,8 +8,10 @@ field (never an AttributeError, never a task failed with code ``unknown``);
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from runner import InvalidValueError, Message, Parameters, Runner, Task, TaskError
@@ -149,3 +151,62 @@ async def test_run_takes_a_dict() -> None:
     async with Runner(load_config_text(CONFIG)) as runner:
         result = await runner.run({"role": "coder", "messages": [{"role": "user", "content": "x"}]})
     assert result.status == "completed"
+
+
+async def test_run_many_yields_results_while_an_async_source_waits() -> None:
+    """A source waiting for its next task (stdin, a queue) does not hold back a finished Result."""
+    gate = anyio.Event()
+    closed = False
+
+    async def source() -> AsyncIterator[Task]:
+        nonlocal closed
+        try:
+            yield Task(id="a", prompt="x")
+            await gate.wait()  # nothing more until the first result is out
+            yield Task(id="b", prompt="y")
+        finally:
+            closed = True
+
+    async with Runner(load_config_text(CONFIG)) as runner:
+        results = runner.run_many(source())
+        # Before, run_many waited on the source here and never yielded "a".
+        with anyio.fail_after(10):
+            first = await anext(results)
+        assert first.id == "a"
+        gate.set()
+        rest = [r.id async for r in results]
+    assert rest == ["b"]
+    assert closed
+
+
+async def test_an_async_source_error_comes_out_of_run_many() -> None:
+    """The source's own exception is raised by run_many, as a plain loop would raise it."""
+
+    async def source() -> AsyncIterator[Task]:
+        yield Task(id="a", prompt="x")
+        raise LookupError("the queue went away")
+
+    async with Runner(load_config_text(CONFIG)) as runner:
+        with pytest.raises(LookupError, match="the queue went away"):
+            async for _ in runner.run_many(source()):
+                pass
+
+
+async def test_leaving_run_many_early_closes_a_waiting_source() -> None:
+    """Closing the iterator while the source waits ends the source too; the runner closes."""
+    closed = anyio.Event()
+
+    async def source() -> AsyncIterator[Task]:
+        try:
+            yield Task(id="a", prompt="x")
+            await anyio.sleep_forever()
+        finally:
+            closed.set()
+        yield Task(id="never", prompt="x")  # pragma: no cover
+
+    async with Runner(load_config_text(CONFIG)) as runner:
+        results = runner.run_many(source())
+        with anyio.fail_after(10):
+            assert (await anext(results)).id == "a"
+            await results.aclose()
+            await closed.wait()

@@ -490,3 +490,56 @@ def test_a_run_that_stops_on_an_error_leaves_the_old_results_whole(
     with pytest.raises(UsageError), ResultsFile.open(str(out)):
         raise UsageError("before any result")
     assert sorted(tmp_path.iterdir()) == [partial, out]  # an empty partial is removed
+
+
+def test_an_empty_tasks_file_is_a_warning_and_exit_0(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty (or all blank) file: exit 0, one warning saying it has no tasks."""
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("\n  \n")
+    code, out = submit(tmp_path, config, tasks)
+    assert code == 0
+    assert out.read_bytes() == b""
+    err = capsys.readouterr().err
+    assert err == f"warning: {tasks} has no tasks (it is empty or only blank lines)\n"
+
+
+def test_a_tasks_file_with_a_byte_order_mark_runs(tmp_path: Path, config: Path) -> None:
+    """A file saved with a UTF-8 BOM runs like any other."""
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_bytes(b'\xef\xbb\xbf{"id": "t-1", "role": "coder", "prompt": "a"}\n')
+    code, out = submit(tmp_path, config, tasks)
+    assert code == 0
+    assert [(r.id, r.status) for r in results(out)] == [("t-1", "completed")]
+
+
+def test_a_json_array_file_is_one_error_suggesting_jsonl(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One JSON array instead of JSONL: exit 2, one message, no results file."""
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text('[{"prompt": "a"},\n {"prompt": "b"}]\n')
+    code, out = submit(tmp_path, config, tasks)
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: {tasks} is one JSON array, not JSONL: submit reads one JSON task per line"
+        f" (convert it with: jq -c '.[]' {tasks} > tasks.jsonl)\n"
+    )
+    assert not out.exists()
+
+
+def test_a_json_array_on_stdin_is_the_same_error(
+    tmp_path: Path,
+    config: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same from standard input, found at its first line: exit 2, no traceback."""
+    data = b'[{"prompt": "a"}, {"prompt": "b"}]\n'
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code = main(["submit", "-", "--config", str(config), "--out", str(tmp_path / "r.jsonl")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: <stdin> is one JSON array, not JSONL")
+    assert "Traceback" not in err

@@ -104,3 +104,37 @@ def test_second_signal_cancels_at_once(tmp_path: Path) -> None:
     assert proc.returncode == 130, stderr.decode()
     assert b"interrupted again: cancelling at once" in stderr
     assert check_every_line_once(out) == Counter(cancelled=TASKS)
+
+
+def test_stdin_is_read_line_by_line_and_a_third_signal_stops_reading(tmp_path: Path) -> None:
+    """``submit -``: each line runs as it arrives (stdin still open); three SIGINTs end it."""
+    config = tmp_path / "runner.yaml"
+    config.write_text(
+        "providers:\n  - {id: sim, type: simulated}\ndefault_provider: sim\n"
+        "metrics: {store: none}\ngrace_period: 5s\n"
+    )
+    out = tmp_path / "results.jsonl"
+    cmd = [sys.executable, "-m", "runner", "submit", "-", "--config", str(config)]
+    proc = subprocess.Popen(  # noqa: S603 (our own interpreter, our own arguments)
+        [*cmd, "--out", str(out)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    # Like `tail -f tasks.jsonl | runner submit -`: lines come one by one, no EOF.
+    for i in range(2):
+        proc.stdin.write(f'{{"id": "s-{i}", "prompt": "x"}}\n'.encode())
+        proc.stdin.flush()
+        wait_for_results(proc, out, i + 1)
+    for _ in range(3):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr.decode()
+    assert b"interrupted again: lines after 2 have no result line" in stderr
+    assert b"Traceback" not in stderr
+    ids = [msgspec.json.decode(line)["id"] for line in out.read_bytes().splitlines()]
+    assert ids == ["s-0", "s-1"]

@@ -220,8 +220,40 @@ def test_out_of_range_parameter_is_rejected() -> None:
 
 def test_non_object_line_is_rejected() -> None:
     """A JSON value that is not an object says what it was."""
-    items = read("[1, 2]\n")
-    assert messages(items) == ["line 1: a task must be a JSON object, got array"]
+    items = read('{"prompt": "x"}\n[1, 2]\n')
+    assert messages(items) == ["line 2: a task must be a JSON object, got array"]
+
+
+def test_a_file_that_is_one_json_array_is_a_usage_error(tmp_path: Path) -> None:
+    """A whole file written as one JSON array: one error suggesting JSONL, before anything runs."""
+    path = tmp_path / "tasks.json"
+    path.write_text('[\n  {"prompt": "a"},\n  {"prompt": "b"}\n]\n')
+    with pytest.raises(UsageError) as info:
+        TasksFile.open(str(path), known_workflows=WORKFLOWS)
+    assert str(info.value) == (
+        f"{path} is one JSON array, not JSONL: submit reads one JSON task per line"
+        f" (convert it with: jq -c '.[]' {path} > tasks.jsonl)"
+    )
+    # The same from a stream (standard input), at its first line.
+    with pytest.raises(UsageError):
+        read('\n  [{"prompt": "a"}]\n')
+
+
+def test_a_byte_order_mark_is_skipped() -> None:
+    """A UTF-8 BOM before the first line (Windows editors write one) is not part of the task."""
+    stream = io.BytesIO(b'\xef\xbb\xbf{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": "y"}')
+    with TasksFile(stream, name="<test>", known_workflows=WORKFLOWS, close=False) as tasks:
+        items = list(tasks)
+    assert [(type(i).__name__, i.id) for i in items] == [("Task", "a"), ("Task", "b")]
+
+
+def test_a_byte_order_mark_keeps_repeat_detection_exact(tmp_path: Path) -> None:
+    """The first line's id is re-read at the right offset when a later line repeats it."""
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": "y"}\n')
+    with TasksFile.open(str(path), known_workflows=WORKFLOWS) as tasks:
+        items = list(tasks)
+    assert messages(items) == ["line 2: id 'a' repeats line 1"]
 
 
 def test_bad_message_role_is_rejected() -> None:

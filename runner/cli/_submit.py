@@ -81,9 +81,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
             on_notice=run.notice,
             observer=run.observe if progress else None,
         )
-        anyio.run(run.main, runner, progress)
+        try:
+            anyio.run(run.main, runner, progress)
+        except BaseExceptionGroup as group:
+            # A usage error found while reading (standard input that is one
+            # JSON array): one message and exit 2, not the task group's traceback.
+            usage, _ = group.split(UsageError)
+            if usage is None:
+                raise
+            raise _first_usage(usage) from None
         out.commit()
     return run.finish(args.out, wall=time.perf_counter() - started)
+
+
+def _first_usage(group: BaseExceptionGroup[UsageError]) -> UsageError:
+    first = group.exceptions[0]
+    return _first_usage(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def with_log_level(config: Config, level: str) -> Config:
@@ -187,6 +200,10 @@ class Submission:
 
         The summary goes to stdout, or to stderr when the results do.
         """
+        if self.summary.total == 0 and not self.interrupted:
+            self.screen.say(
+                f"warning: {self.tasks.name} has no tasks (it is empty or only blank lines)"
+            )
         results = f"{out} (replaced the previous file)" if self.out.replaces else out
         self.summary.render(
             sys.stderr if out == "-" else sys.stdout,
