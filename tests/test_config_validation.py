@@ -498,3 +498,58 @@ def test_a_value_from_the_environment_is_named_by_its_variable_never_printed(cas
     assert message in [p.message for p in found], rendered
     for run in {ADV[i : i + 8] for i in range(len(ADV) - 7)}:
         assert run not in rendered
+
+
+@pytest.mark.parametrize(
+    ("line", "environ", "path", "message"),
+    [
+        (
+            "concurrency: ${RUNNER_CONCURRENCY}",
+            {"RUNNER_CONCURRENCY": "0"},
+            "concurrency",
+            "RUNNER_CONCURRENCY=0 must be at least 1",
+        ),
+        (
+            "worker: {port: '${PORT}'}",
+            {"PORT": "99999"},
+            "worker.port",
+            "PORT=99999 must be between 0 and 65535",
+        ),
+    ],
+)
+def test_a_number_from_a_variable_out_of_range_names_variable_and_value(
+    line: str, environ: dict[str, str], path: str, message: str
+) -> None:
+    """A number that came from ${VAR}: the message names the variable and its (numeric) value."""
+    p = only(PROVIDERS + line + "\n", environ)
+    assert (p.path, p.message) == (path, message)
+    assert p.render().startswith(f"c.yaml:{PROVIDERS.count(chr(10)) + 1}:")
+
+
+def test_a_variable_that_is_not_a_number_is_still_not_printed() -> None:
+    """Only a value that reads as a number is shown; text from ${VAR} may be a key."""
+    p = only(
+        PROVIDERS + "concurrency: ${RUNNER_CONCURRENCY}\n", {"RUNNER_CONCURRENCY": "sk-secret"}
+    )
+    assert "sk-secret" not in p.render()
+    assert "RUNNER_CONCURRENCY" in p.message
+
+
+@pytest.mark.parametrize(
+    ("line", "reference"),
+    [
+        ("  - {id: a, type: openai, model: m, api_key: ${OPENAI_API_KEY}}", "${OPENAI_API_KEY}"),
+        ("  - {id: a, type: simulated, model: ${MODEL:-sim}}", "${MODEL:-sim}"),
+    ],
+)
+def test_a_variable_in_a_flow_mapping_gets_a_hint_to_quote_it(line: str, reference: str) -> None:
+    """``{api_key: ${KEY}}`` breaks YAML's flow mapping: the hint says to quote the reference."""
+    p = only(f"providers:\n{line}\ndefault_provider: a\n")
+    assert p.message.startswith("YAML syntax error: ")
+    assert p.hint == f'inside {{...}} or [...] quote a variable reference: write "{reference}"'
+
+
+def test_a_plain_syntax_error_keeps_the_general_hint() -> None:
+    """Without a ${...} at the place, the hint stays about indentation, quotes and brackets."""
+    p = only("providers: [{id: a, type: simulated}\ndefault_provider: a\n")
+    assert p.hint == "check indentation, quotes and brackets around this place"

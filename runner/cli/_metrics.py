@@ -234,6 +234,13 @@ def _write_summary_csv(rows: list[SummaryRow], out: TextIO) -> None:
         )
 
 
+def _csv_value(value: object) -> object:
+    """Booleans as ``true``/``false`` (as JSON and most tools write them), not ``True``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
 def _iso(ts: datetime) -> str:
     return _encoder.encode(ts).decode().strip('"')
 
@@ -245,7 +252,7 @@ def write_events(events: Iterable[MetricEvent], fmt: str, out: TextIO) -> int:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(_EVENT_FIELDS)
         for e in events:
-            values = [getattr(e, f) for f in _EVENT_FIELDS]
+            values = [_csv_value(getattr(e, f)) for f in _EVENT_FIELDS]
             values[_EVENT_FIELDS.index("ts")] = _iso(e.ts)
             writer.writerow(values)
             n += 1

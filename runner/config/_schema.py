@@ -349,7 +349,13 @@ class Checker:
             return INVALID
         limits = _limits(t)
         if limits is not None and not limits[1](number):
-            self.report(path, f"must be {limits[0]}, got {self._shown(path, value)}")
+            variables = self.variables(path)
+            if len(variables) == 1 and isinstance(value, str):
+                # It read as a number (or a duration), so it is no secret, and
+                # the value is what the user needs to see: RUNNER_CONCURRENCY=0.
+                self.report(path, f"{variables[0]}={value.strip()} must be {limits[0]}")
+            else:
+                self.report(path, f"must be {limits[0]}, got {self._shown(path, value)}")
             return INVALID
         return float(number) if not is_int else number
 

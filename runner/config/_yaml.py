@@ -11,8 +11,9 @@ Scalars are resolved exactly as ``yaml.safe_load`` would; anchors, aliases and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import yaml
 
@@ -81,7 +82,7 @@ def parse_yaml(text: str, source: str) -> Document:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        raise ConfigError([_syntax_problem(exc, source)]) from None
+        raise ConfigError([_syntax_problem(exc, source, text)]) from None
     except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML parse error is marked
         raise ConfigError([Problem("", f"YAML syntax error: {exc}", file=source)]) from None
     builder = _Builder(source)
@@ -89,15 +90,28 @@ def parse_yaml(text: str, source: str) -> Document:
     return Document(data, builder.positions, builder.problems)
 
 
-def _syntax_problem(exc: yaml.MarkedYAMLError, source: str) -> Problem:
+_REFERENCE: Final = re.compile(r"\$\{[^}]*\}?")
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, source: str, text: str = "") -> Problem:
     mark = exc.problem_mark or exc.context_mark
     what = exc.problem or "not valid YAML"
     if exc.context:
         what = f"{what} ({exc.context})"
+    hint = "check indentation, quotes and brackets around this place"
+    if mark is not None and "flow" in (exc.context or ""):
+        # `{api_key: ${KEY}}`: in a flow mapping or list, the `{` of `${` opens
+        # another mapping.  Name the reference and how to write it.
+        lines = text.splitlines()
+        line = lines[mark.line] if mark.line < len(lines) else ""
+        found = [m for m in _REFERENCE.finditer(line) if m.start() <= mark.column + 1]
+        if found:
+            ref = found[-1].group(0)
+            hint = f'inside {{...}} or [...] quote a variable reference: write "{ref}"'
     return Problem(
         "",
         f"YAML syntax error: {what}",
-        hint="check indentation, quotes and brackets around this place",
+        hint=hint,
         file=source,
         line=None if mark is None else mark.line + 1,
         column=None if mark is None else mark.column + 1,

@@ -192,7 +192,9 @@ def _escape(value: str) -> str:
 
 
 def _line(name: str, value: float, **labels: str) -> str:
-    text = repr(float(value)) if isinstance(value, float) else str(value)
+    # 12 significant digits: sums of float costs carry noise in the last digits
+    # (0.0013109999999999999 for 0.001311), which only misleads a reader.
+    text = f"{value:.12g}" if isinstance(value, float) else str(value)
     if not labels:
         return f"{name} {text}"
     inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
