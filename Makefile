@@ -14,12 +14,16 @@ $(STAMP): pyproject.toml
 
 # submit exits 1 here by design: examples/tasks.jsonl has invalid lines to show
 # how they are reported.  A usage/config error (2) or an interruption (130)
-# still fails the target, and so does the metrics summary.
+# still fails the target, and so does the metrics summary.  The summary is of
+# this run only (--since its start): the database keeps earlier runs, which
+# would make the two tables disagree from the second run on.
 run: $(STAMP)
-	rm -f .runner/results.jsonl
+	@start=$$($(PY) -c 'import datetime; print(datetime.datetime.now(datetime.timezone.utc).isoformat())'); \
+	echo "$(PY) -m runner submit examples/tasks.jsonl --config config/local.yaml --out .runner/results.jsonl"; \
 	$(PY) -m runner submit examples/tasks.jsonl --config config/local.yaml --out .runner/results.jsonl; \
-	status=$$?; test $$status -le 1 || exit $$status
-	$(PY) -m runner metrics summary --config config/local.yaml
+	status=$$?; test $$status -le 1 || exit $$status; \
+	echo; echo "$(PY) -m runner metrics summary --config config/local.yaml --since $$start"; \
+	$(PY) -m runner metrics summary --config config/local.yaml --since $$start
 
 lint: $(STAMP)
 	$(PY) -m ruff check runner workers tests benchmarks

@@ -543,3 +543,43 @@ def test_a_json_array_on_stdin_is_the_same_error(
     err = capsys.readouterr().err
     assert err.startswith("error: <stdin> is one JSON array, not JSONL")
     assert "Traceback" not in err
+
+
+def test_the_bar_says_why_nothing_runs_and_notices_are_said_once() -> None:
+    """With tasks waiting, no attempt under way and a provider cooling, the bar says so."""
+    from runner._registry import Notice
+    from runner._tasks_file import TasksFile
+    from runner.cli._screen import Screen
+    from runner.cli._submit import Submission
+
+    said = io.StringIO()
+    now = [100.0]
+    run = Submission(
+        TasksFile(io.BytesIO(b""), name="<test>", known_workflows=(), close=False),
+        ResultsFile(io.BytesIO(), name="<out>", close=False),
+        grace=1.0,
+        screen=Screen(said),
+        clock=lambda: now[0],
+    )
+    run._in_flight = 3  # three tasks handed to the runner, none finished
+    run.notice(
+        Notice(
+            kind="cooldown_started",
+            provider="claude",
+            seconds=30.0,
+            message="provider claude is cooling down for 30 s after 3 consecutive failures",
+        )
+    )
+    now[0] += 7
+    assert run.status() == "waiting: claude cooling down, 23 s"
+    ctx = object()
+    run.observe(ctx, HistoryEntry(status="running", at="t", provider="sim"))
+    assert run.status() == ""  # something runs: no excuse needed
+    run.observe(ctx, HistoryEntry(status="completed", at="t", provider="sim"))
+    now[0] += 24
+    assert run.status() == ""  # the cooldown is over
+    run.notice(Notice(kind="cooldown_ended", provider="claude", message="provider claude is back"))
+    assert said.getvalue().splitlines() == [
+        "warning: provider claude is cooling down for 30 s after 3 consecutive failures",
+        "note: provider claude is back",
+    ]

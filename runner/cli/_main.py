@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -42,9 +43,15 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", metavar="T", help="ISO 8601 time or a span such as 15m, 2h, 7d")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def program_name() -> str:
+    """``runner`` when run as the console script, else ``python -m runner``."""
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "runner" if invoked in ("runner", "runner.exe") else "python -m runner"
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m runner",
+        prog=prog or program_name(),
         description="Run LLM tasks by role across providers, with retries, fallback and metrics.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final, Protocol, TextIO
 
@@ -155,9 +155,16 @@ class Submission:
     """One local run of a tasks file: feeding, recording, signals and progress."""
 
     def __init__(
-        self, tasks: TasksFile, out: ResultsFile, *, grace: float, screen: Screen | None = None
+        self,
+        tasks: TasksFile,
+        out: ResultsFile,
+        *,
+        grace: float,
+        screen: Screen | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tasks = tasks
+        self._clock = clock
         self.out = out
         self.summary = Summary()
         self.grace = grace
@@ -183,7 +190,7 @@ class Submission:
     def notice(self, notice: Notice) -> None:
         """Show a runner notice once, above the bar; keep cooldowns for the bar's status."""
         if notice.kind == "cooldown_started" and notice.provider is not None:
-            self._cooling[notice.provider] = time.monotonic() + (notice.seconds or 0.0)
+            self._cooling[notice.provider] = self._clock() + (notice.seconds or 0.0)
         elif notice.kind == "cooldown_ended" and notice.provider is not None:
             self._cooling.pop(notice.provider, None)
         self.screen.say(notice_line(notice))
@@ -323,9 +330,9 @@ class Submission:
                     progress.update(bar, completed=self.out.written, status=self.status())
                     await anyio.sleep(PROGRESS_EVERY)
 
-    def status(self, now: float | None = None) -> str:
+    def status(self) -> str:
         """The bar's last column: why nothing runs, else how many did not complete."""
-        now = time.monotonic() if now is None else now
+        now = self._clock()
         cooling = {p: until - now for p, until in self._cooling.items() if until > now}
         if cooling and self._in_flight > 0 and not self._attempting:
             waits = ", ".join(f"{p} cooling down, {left:.0f} s" for p, left in cooling.items())
