@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, TextIO, cast
 
 if TYPE_CHECKING:
@@ -42,6 +42,21 @@ class Screen:
             self.stream.flush()
         except (OSError, ValueError):  # a closed or broken stderr loses lines, not tasks
             pass
+
+    @property
+    def live(self) -> bool:
+        """Whether the progress bar is on the screen now."""
+        return self._progress is not None
+
+    def write(self, text: str) -> None:
+        """Text as it is, straight to the stream (only while no bar is shown)."""
+        # A closed or broken stderr loses lines, not tasks.
+        with suppress(OSError, ValueError):
+            self.stream.write(text)
+
+    def flush(self) -> None:
+        with suppress(OSError, ValueError):
+            self.stream.flush()
 
     def lines(self) -> TextIO:
         """A text stream whose every line is :meth:`say`-ed (for the execution log)."""
@@ -91,14 +106,21 @@ class _Lines(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        lines = (self._partial + text).split("\n")
-        self._partial = lines.pop()
-        for line in lines:
-            self._screen.say(line)
+        screen = self._screen
+        if screen.live:
+            lines = (self._partial + text).split("\n")
+            self._partial = lines.pop()
+            for line in lines:
+                screen.say(line)
+        else:
+            # No bar to keep clear: the log's batch goes out as one write.
+            screen.write(self._partial + text)
+            self._partial = ""
         return len(text)
 
     def flush(self) -> None:
-        """Lines are said as they complete; nothing waits here but a partial line."""
+        if not self._screen.live:
+            self._screen.flush()
 
     def isatty(self) -> bool:
         try:

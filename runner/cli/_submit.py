@@ -14,6 +14,7 @@ signal gives up on those unread lines.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -335,7 +336,10 @@ class Submission:
         now = self._clock()
         cooling = {p: until - now for p, until in self._cooling.items() if until > now}
         if cooling and self._in_flight > 0 and not self._attempting:
-            waits = ", ".join(f"{p} cooling down, {left:.0f} s" for p, left in cooling.items())
+            # Rounded up: "0 s" would read as "now" while it still waits.
+            waits = ", ".join(
+                f"{p} cooling down, {math.ceil(left)} s" for p, left in cooling.items()
+            )
             return f"waiting: {waits}"
         bad = self.summary.total - self.summary.by_status["completed"]
         return f"{bad} not completed" if bad else ""
