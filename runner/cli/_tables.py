@@ -44,11 +44,15 @@ def print_table(
     widths = [
         max([len(c.header), *(len(_plain(row[i])) for row in rows)]) for i, c in enumerate(columns)
     ]
+    words = [
+        max([0, *(len(w) for row in rows for w in _plain(row[i]).split())])
+        for i in range(len(columns))
+    ]
     visible = list(range(len(columns)))
     while True:
         # Three characters between columns (padding, the box's blank divider,
         # padding), none at the edges.
-        needed = sum(_least(columns[i], widths[i]) for i in visible)
+        needed = sum(_least(columns[i], widths[i], words[i]) for i in visible)
         needed += 3 * (len(visible) - 1)
         if needed <= console.width:
             console.print(_table(columns, rows, visible, widths, title))
@@ -60,17 +64,21 @@ def print_table(
     _print_blocks(console, columns, rows, title)
 
 
-#: The narrowest a wrapping column is made, unless its longest word is wider.
+#: The narrowest a wrapping column is made.
+WRAP_MIN = 16
+#: A wrapping column is made as wide as its longest word up to this; a longer
+#: word (a URL) may fold onto the next line.
 WRAP_WIDTH = 30
 
 
-def _least(column: Column, width: int) -> int:
+def _least(column: Column, width: int, words: int) -> int:
     """The fewest characters ``column`` can be shown in without cutting anything.
 
-    A wrapping column may fold a word longer than itself (a URL) onto the
-    next line, so it needs only :data:`WRAP_WIDTH`.
+    ``width`` is its widest cell, ``words`` its longest word.
     """
-    return min(width, max(WRAP_WIDTH, len(column.header))) if column.wrap else width
+    if not column.wrap:
+        return width
+    return min(width, max(len(column.header), WRAP_MIN, min(words, WRAP_WIDTH)))
 
 
 def _table(
