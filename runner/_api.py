@@ -43,12 +43,14 @@ from anyio.streams.memory import MemoryObjectSendStream
 from msgspec import Struct
 
 from runner._context import TaskExecutionContext, new_context, resolve
-from runner._dispatcher import Dispatcher, Observer
-from runner._errors import ErrorCode, InvalidValueError, UsageError
+from runner._dispatcher import Dispatcher
+from runner._errors import ErrorCode, InvalidValueError, ShuttingDown, UsageError
 from runner._log import FLUSH_DELAY, ExecutionLog, LineWriter, configure_logging
 from runner._policy import RetryPolicy
 from runner._registry import Notice, Registry, disabled_message
-from runner._task import ErrorInfo, FinalStatus, Result, Status, Task, explain_validation
+from runner._results import not_run, rejected
+from runner._supervise import Observer
+from runner._task import FinalStatus, Result, Status, Task, explain_validation
 from runner._task_check import task_problem
 from runner._workflow import known_workflows, run_workflow
 from runner.config._model import Config, WorkflowConfig
@@ -312,7 +314,8 @@ class Runner:
         """Stop intake, let running tasks finish within ``grace`` seconds, cancel the rest.
 
         ``grace`` defaults to the config's ``grace_period``.  Afterwards every
-        task accepted has its Result, and ``submit``/``run`` raise UsageError.
+        task accepted has its Result, and ``submit``/``run`` raise
+        :class:`~runner.ShuttingDown` (a ``UsageError``).
         """
         dispatcher = self._require_open()
         await dispatcher.shutdown(self.config.grace_period if grace is None else grace)
@@ -338,7 +341,7 @@ class Runner:
                 queued += 1
             else:
                 running += 1
-        c = dispatcher.counters
+        c = dispatcher.supervisor.counters
         return RunnerStatistics(
             queued=queued,
             running=running,
@@ -360,14 +363,14 @@ class Runner:
         task is not raised: its handle is already done, with a ``rejected``
         Result (code ``invalid_task``, the message naming the field).
         """
-        return await self._submit(task, None)
+        return TaskHandle(await self._submit(task, None), self._require_open())
 
     async def run(self, task: TaskInput) -> Result:
         """Run ``task`` (or a workflow task) to its one terminal Result.
 
         Cancelling the caller cancels the task (settled before run() returns).
         """
-        handle = await self._submit(task, None)
+        handle = TaskHandle(await self._submit(task, None), self._require_open())
         try:
             return await handle.wait()
         except anyio.get_cancelled_exc_class():
@@ -477,18 +480,21 @@ class Runner:
     ) -> bool:
         """Submit one task of a run_many; False when the runner refused it (shutting down)."""
         try:
-            handle = await self._submit(task, finished)
+            ctx = await self._submit(task, finished)
         except UsageError as exc:
             send.send_nowait(self._refused(task, str(exc)))
             return False
-        if not handle.done():
-            handles[handle._ctx] = None
+        if ctx.result is None:
+            handles[ctx] = None
         return True
 
-    async def _submit(self, data: TaskInput, notify: Callable[[Result], None] | None) -> TaskHandle:
+    async def _submit(
+        self, data: TaskInput, notify: Callable[[Result], None] | None
+    ) -> TaskExecutionContext:
+        """Accept ``data`` (or reject it, settled at once); its context."""
         dispatcher = self._require_open()
         if dispatcher.closing:
-            raise UsageError("the runner is shutting down; no new tasks are accepted")
+            raise ShuttingDown("the runner is shutting down; no new tasks are accepted")
         task, problem = as_task(data)
         task_id = task.id if task.id is not None else f"{self._id_prefix}-{next(self._ids)}"
         now = self._clock()
@@ -501,16 +507,9 @@ class Runner:
             ctx = new_context(task, task_id, None, now=now, wall=wall, notify=notify)
             self._rejected += 1
             resolve(
-                ctx,
-                Result(
-                    id=task_id,
-                    status="rejected",
-                    role=task.role,
-                    workflow=task.workflow,
-                    error=ErrorInfo(code=code, message=problem),
-                ),
+                ctx, rejected(task_id, problem, role=task.role, workflow=task.workflow, code=code)
             )
-            return TaskHandle(ctx, dispatcher)
+            return ctx
         registry = self._registry
         tg = self._tg
         if registry is None or tg is None:
@@ -524,17 +523,12 @@ class Runner:
                 task, task_id, registry.chain(task.role), now=now, wall=wall, notify=notify
             )
             await dispatcher.enqueue(ctx)
-        return TaskHandle(ctx, dispatcher)
+        return ctx
 
     def _refused(self, data: TaskInput, why: str) -> Result:
         task = as_task(data)[0]
-        return Result(
-            id=task.id if task.id is not None else f"{self._id_prefix}-{next(self._ids)}",
-            status="cancelled",
-            role=task.role,
-            workflow=task.workflow,
-            error=ErrorInfo(code="cancelled", message=why, retryable=False),
-        )
+        task_id = task.id if task.id is not None else f"{self._id_prefix}-{next(self._ids)}"
+        return not_run(task_id, why, role=task.role, workflow=task.workflow)
 
     def _stop_pullers(self) -> None:
         for puller in list(self._pullers):

@@ -2,10 +2,10 @@
 
 The dispatcher pulls these from its queue and is the only writer of their
 execution fields; the status itself changes only through
-:func:`runner._states.move`.  Once terminal, :func:`build_result` turns the
-context into the :class:`~runner._task.Result` users see, and
-:func:`resolve` hands that Result to whoever waits for it (a handle, a
-``run_many`` stream) exactly once.
+:func:`runner._states.move`.  Once terminal, ``runner._results`` turns the
+context into the :class:`~runner._task.Result` users see, and :func:`resolve`
+hands that Result to whoever waits for it (a handle, a ``run_many`` stream)
+exactly once.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import anyio
 from msgspec import Struct, field
 
 from runner._registry import Chain
-from runner._states import iso_ms
-from runner._task import ErrorInfo, HistoryEntry, Message, Result, StageResult, Status, Task, Usage
+from runner._states import Move
+from runner._task import ErrorInfo, Message, Result, Status, Task, Usage
 from runner.config._model import ProviderConfig
 from workers._base import CompletionResponse
 
@@ -26,8 +26,10 @@ class TaskExecutionContext(Struct, kw_only=True, eq=False):
     """A task, its chain, and everything recorded while it runs.
 
     ``eq=False`` gives identity equality and hashing, so contexts can sit in
-    sets even when two users' tasks share an id.  ``chain`` is ``None`` for a
-    workflow, whose stages are contexts of their own.
+    sets even when two users' tasks share an id, and an observer can tell a
+    context from any other by identity (``ctx.task`` is the very Task object
+    given to ``submit``; a workflow's stages have Task objects of their own).
+    ``chain`` is ``None`` for a workflow, whose stages are contexts of their own.
     """
 
     task: Task
@@ -38,9 +40,11 @@ class TaskExecutionContext(Struct, kw_only=True, eq=False):
     status: Status = "pending"
     #: Attempts across the whole chain.
     attempts: int = 0
-    #: The provider of the current (or last) attempt.
+    #: The provider of the current (or last) attempt, and its configured model.
     provider: str | None = None
-    history: list[HistoryEntry] = field(default_factory=list)
+    model: str | None = None
+    #: Every status move so far; formatted into HistoryEntry only for the Result.
+    history: list[Move] = field(default_factory=list)
     #: Monotonic times: accepted, first running, terminal.
     enqueued_at: float = 0.0
     started_at: float | None = None
@@ -53,9 +57,12 @@ class TaskExecutionContext(Struct, kw_only=True, eq=False):
     #: The request's messages and system prompt, built once per task.
     messages: tuple[Message, ...] = ()
     system: str | None = None
-    # Plumbing: the scope that cancels this task while it runs, who waits for
-    # its result, and the result once terminal.
+    # Plumbing: the scope that cancels this task's current step (an attempt,
+    # a workflow), whether a cancel was asked for (a plain task is between
+    # scopes while it records an attempt), who waits for its result, and the
+    # result once terminal.
     scope: anyio.CancelScope | None = None
+    cancel_requested: bool = False
     waiter: anyio.Event | None = None
     notify: Callable[[Result], None] | None = None
     result: Result | None = None
@@ -82,7 +89,7 @@ def new_context(
         chain=chain,
         workflow=task.workflow,
         enqueued_at=now,
-        history=[HistoryEntry(status="pending", at=iso_ms(wall))],
+        history=[Move("pending", wall)],
         notify=notify,
     )
     if task.workflow is None:
@@ -117,107 +124,6 @@ def cost_of(usage: Usage, provider: ProviderConfig) -> float:
         usage.input_tokens * pricing.input_per_million
         + usage.output_tokens * pricing.output_per_million
     ) / 1_000_000
-
-
-def _usd(amount: float | None) -> float | None:
-    """Costs to a tenth of a micro-dollar: float sums otherwise print 17 digits."""
-    return None if amount is None else round(amount, 10)
-
-
-def build_result(ctx: TaskExecutionContext) -> Result:
-    """The Result line of a terminal plain task (workflows build their own)."""
-    status = ctx.status
-    if status not in ("completed", "failed", "cancelled"):
-        raise RuntimeError(f"task {ctx.id!r} is {status}, not terminal")
-    response = ctx.response if status == "completed" else None
-    queued_ms = None
-    if ctx.started_at is not None:
-        queued_ms = round((ctx.started_at - ctx.enqueued_at) * 1000, 3)
-    latency_ms = None if ctx.latency_ms is None else round(ctx.latency_ms, 3)
-    if response is None and ctx.started_at is not None and ctx.finished_at is not None:
-        latency_ms = round((ctx.finished_at - ctx.started_at) * 1000, 3)
-    return Result(
-        id=ctx.id,
-        status=status,
-        role=ctx.role,
-        provider=ctx.provider,
-        model=response.model if response is not None else _model_of(ctx),
-        attempts=ctx.attempts,
-        fallback_used=ctx.fallback_used,
-        output=response.text if response is not None else None,
-        finish_reason=response.finish_reason if response is not None else None,
-        usage=response.usage if response is not None else None,
-        cost_usd=_usd(ctx.cost_usd) if response is not None else None,
-        latency_ms=latency_ms,
-        queued_ms=queued_ms,
-        error=ctx.error if status != "completed" else None,
-        history=ctx.history,
-    )
-
-
-def result_of(ctx: TaskExecutionContext) -> Result:
-    """The Result of a terminal context, plain task or workflow."""
-    return build_result(ctx) if ctx.chain is not None else workflow_result(ctx)
-
-
-def workflow_result(ctx: TaskExecutionContext) -> Result:
-    """The Result of a terminal workflow: its stages, their sums, the last output."""
-    status = ctx.status
-    if status not in ("completed", "failed", "cancelled"):
-        raise RuntimeError(f"workflow {ctx.id!r} is {status}, not terminal")
-    done = ctx.stage_results or []
-    last = done[-1] if done else None
-    completed = status == "completed" and last is not None
-    usages = [r.usage for r in done if r.usage is not None]
-    costs = [r.cost_usd for r in done if r.cost_usd is not None]
-    latency_ms = None
-    if ctx.started_at is not None and ctx.finished_at is not None:
-        latency_ms = round((ctx.finished_at - ctx.started_at) * 1000, 3)
-    return Result(
-        id=ctx.id,
-        status=status,
-        provider=last.provider if last is not None else None,
-        model=last.model if last is not None else None,
-        attempts=sum(r.attempts for r in done),
-        fallback_used=any(r.fallback_used for r in done),
-        output=last.output if completed and last is not None else None,
-        finish_reason=last.finish_reason if completed and last is not None else None,
-        usage=Usage(
-            input_tokens=sum(u.input_tokens for u in usages),
-            output_tokens=sum(u.output_tokens for u in usages),
-            total_tokens=sum(u.total_tokens for u in usages),
-        )
-        if usages
-        else None,
-        cost_usd=_usd(sum(costs)) if costs else None,
-        latency_ms=latency_ms,
-        queued_ms=done[0].queued_ms if done else None,
-        error=ctx.error if status != "completed" else None,
-        history=ctx.history,
-        workflow=ctx.workflow,
-        stages=[
-            StageResult(
-                stage=name,
-                role=role,
-                status=r.status,
-                provider=r.provider,
-                attempts=r.attempts,
-                output=r.output,
-                error=r.error,
-                history=r.history,
-            )
-            for (name, role), r in zip(ctx.stage_roles, done, strict=False)
-        ],
-    )
-
-
-def _model_of(ctx: TaskExecutionContext) -> str | None:
-    if ctx.chain is None or ctx.provider is None:
-        return None
-    for route in ctx.chain.routes:
-        if route.provider.id == ctx.provider:
-            return route.provider.model
-    return None
 
 
 def resolve(ctx: TaskExecutionContext, result: Result) -> bool:

@@ -11,9 +11,17 @@ Per task a worker: selects the first provider of the chain that is not
 cooling down (waiting for the earliest recovery when all are), makes an
 attempt under the provider's timeout, records exactly one metric event for
 it, and asks :class:`~runner._policy.RetryPolicy` whether to retry the same
-provider (after a wait) or fall back to the next.  Every status change goes
-through :meth:`Dispatcher.record`, which applies :func:`runner._states.move`
-and writes the execution log line; nothing else touches a status.
+provider (after a wait) or fall back to the next.  Status moves, Results and
+the crash and cancellation paths belong to :class:`~runner._supervise.Supervisor`;
+each task runs under its ``supervise``.
+
+An attempt owns exactly one cancel scope.  It covers the wait before the
+attempt (the retry delay, a chain cooling down, the provider's rate and
+concurrency limits) and the call; its deadline, the provider's ``timeout``,
+is set when the call starts, so only the call is timed and one timeout
+(``no response within N s``) is all a user ever sees, whatever the adapter.
+``handle.cancel()`` cancels the scope of the attempt in progress, or marks
+the task so that it stops before its next one.
 
 Invariants kept whatever happens (faults, adapter bugs, cancellation,
 shutdown): every accepted task reaches exactly one terminal state and its
@@ -33,14 +41,14 @@ from datetime import UTC, datetime
 import anyio
 from anyio.abc import TaskStatus
 
-from runner._context import TaskExecutionContext, build_result, cost_of, resolve, result_of
-from runner._errors import ProviderError, UsageError
+from runner._context import TaskExecutionContext, cost_of
+from runner._errors import ProviderError, ShuttingDown
 from runner._log import ExecutionLog
 from runner._policy import RetryPolicy, counts_toward_cooldown
 from runner._ratelimit import RateLimiter, rate_limiter_for
-from runner._registry import Registry, Route
-from runner._states import TERMINAL, move
-from runner._task import ErrorInfo, HistoryEntry, Result, Status
+from runner._registry import Chain, Registry
+from runner._supervise import Observer, Supervisor
+from runner._task import ErrorInfo, Result
 from runner.config._model import ProviderConfig
 from runner.metrics._events import MetricEvent
 from runner.metrics._writer import MetricsSink
@@ -49,7 +57,9 @@ from workers._base import CompletionRequest, CompletionResponse, Provider
 #: Seconds a cancelled attempt may take to hand over its metric event.
 EMIT_DEADLINE = 5.0
 
-Observer = Callable[[TaskExecutionContext, HistoryEntry], None]
+#: What one attempt came to: the provider's answer or error, or ``None`` when
+#: the task was cancelled before or during it.
+Outcome = CompletionResponse | ProviderError | None
 
 
 class _Lane:
@@ -81,16 +91,6 @@ class _Lane:
         self.rate = rate
 
 
-class Counters:
-    """Running totals for :meth:`runner.Runner.statistics`."""
-
-    __slots__ = ("cancelled", "completed", "failed", "fallbacks", "retries")
-
-    def __init__(self) -> None:
-        self.completed = self.failed = self.cancelled = 0
-        self.retries = self.fallbacks = 0
-
-
 class Dispatcher:
     """The queue, the worker pool and the per-task retry/fallback loop."""
 
@@ -118,7 +118,7 @@ class Dispatcher:
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
-        self._observer = observer
+        self.supervisor = Supervisor(log=log, clock=clock, wall=wall, observer=observer)
         self._lanes = {
             pid: _Lane(
                 cfg,
@@ -131,11 +131,7 @@ class Dispatcher:
         self._send, self._receive = anyio.create_memory_object_stream[TaskExecutionContext](
             queue_size
         )
-        #: Every accepted, not yet terminal context (plain tasks, stages, workflows).
-        self.live: set[TaskExecutionContext] = set()
-        self.counters = Counters()
         self._closing = False
-        self._idle: anyio.Event | None = None
         # Event ids: a random prefix per dispatcher plus a counter is unique
         # across runs and far cheaper than a uuid4 per attempt.
         self._event_prefix = uuid.uuid4().hex[:16]
@@ -173,6 +169,8 @@ class Dispatcher:
 
     async def _worker(self) -> None:
         receive = self._receive
+        supervise = self.supervisor.supervise
+        execute = self._execute
         while True:
             # receive() always yields to the event loop first; when work is
             # waiting that round trip is pure overhead.
@@ -187,171 +185,182 @@ class Dispatcher:
                 return
             # A task cancelled while queued was settled then; skip it.
             if ctx.result is None:
-                await self._run(ctx)
-
-    async def _run(self, ctx: TaskExecutionContext) -> None:
-        scope = ctx.scope = anyio.CancelScope()
-        with scope:
-            try:
-                await self._execute(ctx)
-            except anyio.get_cancelled_exc_class():
-                # Ours (handle.cancel, shutdown) or the surrounding scope's:
-                # either way the task ends cancelled before the worker goes on
-                # or goes away.
-                self.finish_cancelled(ctx)
-                raise
-            except Exception as exc:
-                # A bug in runner or in a metrics sink: the task fails with
-                # ``unknown`` instead of taking the whole pool down.
-                self._log.problem("task_crashed", task_id=ctx.id, exception=type(exc).__name__)
-                self.finish_crashed(ctx, exc)
-        ctx.scope = None
+                await supervise(ctx, execute)
 
     # -- one task -------------------------------------------------------------------
 
     async def _execute(self, ctx: TaskExecutionContext) -> None:
+        """Attempts along the chain until one succeeds, the chain is used up, or a cancel."""
         chain = ctx.chain
         if chain is None:
             raise RuntimeError(f"task {ctx.id!r} has no chain")
+        record = self.supervisor.record
         registry = self._registry
         policy = self._policy
-        routes = chain.routes
+        last = len(chain.routes) - 1
         index = 0
         tries = 0  # attempts on the current provider
+        delay = 0.0
         while True:
-            selection = registry.select(chain, index)
-            route = selection.route
-            if route is None:
-                # Every remaining provider is cooling down: wait for the first
-                # to recover rather than fail the task.
-                wait_until = selection.wait_until or 0.0
-                await self._sleep(max(0.0, wait_until - self._clock()))
-                continue
-            if selection.index != index:
-                index, tries = selection.index, 0
-            pid = route.provider.id
+            if ctx.cancel_requested:
+                # Asked while this task was between two attempts' scopes.
+                self.supervisor.end_cancelled(ctx)
+                return
+            chosen, outcome = await self._attempt(ctx, chain, index, delay)
+            if outcome is None:
+                self.supervisor.end_cancelled(ctx)
+                return
+            if chosen != index:
+                index, tries = chosen, 0
             tries += 1
-            outcome = await self._attempt(ctx, route, fallback=index > 0)
+            pid = ctx.provider
             if isinstance(outcome, CompletionResponse):
                 ctx.response = outcome
-                registry.record_success(pid)
-                self.record(
+                registry.record_success(pid or "")
+                record(
                     ctx, "completed", provider=pid, attempt=ctx.attempts, latency_ms=ctx.latency_ms
                 )
-                self.settle(ctx, build_result(ctx))
                 return
             error = outcome
             if counts_toward_cooldown(error.code):
-                registry.record_failure(pid)
+                registry.record_failure(pid or "")
             ctx.error = ErrorInfo(
                 code=error.code, message=error.message, provider=pid, retryable=error.retryable
             )
-            delay = policy.retry_delay(error, tries)
-            if delay is None:
+            wait = policy.retry_delay(error, tries)
+            if wait is None:
                 index, tries = index + 1, 0
-                if index >= len(routes):
-                    self.record(
-                        ctx, "failed", provider=pid, attempt=ctx.attempts, error_code=error.code
-                    )
-                    self.settle(ctx, build_result(ctx))
+                if index > last:
+                    record(ctx, "failed", provider=pid, attempt=ctx.attempts, error_code=error.code)
                     return
-                self.counters.fallbacks += 1
+                self.supervisor.counters.fallbacks += 1
+                delay = 0.0
             else:
-                self.counters.retries += 1
-            self.record(ctx, "retrying", provider=pid, attempt=ctx.attempts, error_code=error.code)
-            if delay:
-                await self._sleep(delay)
+                self.supervisor.counters.retries += 1
+                delay = wait
+            record(ctx, "retrying", provider=pid, attempt=ctx.attempts, error_code=error.code)
 
     async def _attempt(
-        self, ctx: TaskExecutionContext, route: Route, *, fallback: bool
-    ) -> CompletionResponse | ProviderError:
-        """One call to one provider; always emits exactly one metric event.
+        self, ctx: TaskExecutionContext, chain: Chain, index: int, delay: float
+    ) -> tuple[int, Outcome]:
+        """One attempt from the chain position ``index`` on, after waiting ``delay`` seconds.
 
-        The task moves to ``running`` only once the provider's rate limit and
+        Returns the chain position of the provider used and the outcome.  The
+        task moves to ``running`` only once the provider's rate limit and
         concurrency limit let the call start, so waiting for capacity counts
-        as queued time, not as attempt latency.
+        as queued time, not as attempt latency.  Every call made gets exactly
+        one metric event, also when it is cut short.
         """
-        config = route.provider
-        pid = config.id
-        lane = self._lanes[pid]
-        if lane.rate is not None:
-            await lane.rate.acquire()
-        outcome: CompletionResponse | ProviderError | None = None
-        limiter = lane.limiter
-        if limiter is not None:
-            # The non-blocking try first: anyio's acquire() always yields to
-            # the event loop, a full scheduler round trip per attempt.
-            try:
-                limiter.acquire_nowait()
-            except anyio.WouldBlock:
-                await limiter.acquire()
+        scope = ctx.scope = anyio.CancelScope()
+        outcome: Outcome = None
+        calling = False
+        start = wall = 0.0
+        config: ProviderConfig | None = None
         try:
-            ctx.attempts += 1
-            ctx.provider = pid
-            if fallback:
-                ctx.fallback_used = True
-            if ctx.started_at is None:
-                ctx.started_at = self._clock()
-            self.record(ctx, "running", provider=pid, attempt=ctx.attempts)
-            params = ctx.task.parameters
-            request = CompletionRequest(
-                messages=ctx.messages,
-                system=ctx.system,
-                parameters=route.parameters if params is None else params.over(route.parameters),
-                task_id=ctx.id,
-                attempt=ctx.attempts,
-            )
-            wall = self._wall()
-            start = self._clock()
-            # A bare deadline scope rather than fail_after: same effect, one
-            # generator-based context manager less per attempt.  The deadline
-            # is in the event loop's time, not the injected clock's: that one
-            # is time.monotonic (trio's clock differs) or a test's fake clock.
-            deadline = anyio.CancelScope(deadline=anyio.current_time() + config.timeout)
-            try:
-                with deadline:
-                    outcome = await lane.provider.complete(request)
-            except ProviderError as exc:
-                outcome = exc
-            except TimeoutError:
-                outcome = None  # the adapter's own timeout: reported like ours
-            except anyio.get_cancelled_exc_class():
+            with scope:
+                if delay:
+                    await self._sleep(delay)
+                selection = self._registry.select(chain, index)
+                while selection.route is None:
+                    # Every remaining provider is cooling down: wait for the
+                    # first to recover rather than fail the task.
+                    wait_until = selection.wait_until or 0.0
+                    await self._sleep(max(0.0, wait_until - self._clock()))
+                    selection = self._registry.select(chain, index)
+                index = selection.index
+                route = selection.route
+                config = route.provider
+                pid = config.id
+                lane = self._lanes[pid]
+                if lane.rate is not None:
+                    await lane.rate.acquire()
+                limiter = lane.limiter
+                if limiter is not None:
+                    # The non-blocking try first: anyio's acquire() always
+                    # yields to the event loop, a round trip per attempt.
+                    try:
+                        limiter.acquire_nowait()
+                    except anyio.WouldBlock:
+                        await limiter.acquire()
+                try:
+                    attempt = ctx.attempts + 1
+                    # The move first: if it fails (a raising observer) no call
+                    # was made, so there is no attempt to count or record.
+                    self.supervisor.record(ctx, "running", provider=pid, attempt=attempt)
+                    ctx.attempts = attempt
+                    ctx.provider = pid
+                    ctx.model = config.model
+                    if index:
+                        ctx.fallback_used = True
+                    if ctx.started_at is None:
+                        ctx.started_at = self._clock()
+                    params = ctx.task.parameters
+                    request = CompletionRequest(
+                        messages=ctx.messages,
+                        system=ctx.system,
+                        parameters=route.parameters
+                        if params is None
+                        else params.over(route.parameters),
+                        task_id=ctx.id,
+                        attempt=attempt,
+                    )
+                    wall = self._wall()
+                    start = self._clock()
+                    # The event loop's time, not the injected clock's: that one
+                    # is time.monotonic (trio's clock differs) or a test's fake.
+                    scope.deadline = anyio.current_time() + config.timeout
+                    calling = True
+                    try:
+                        outcome = await lane.provider.complete(request)
+                    except ProviderError as exc:
+                        outcome = exc
+                    except TimeoutError:
+                        pass  # the adapter's own timeout: reported like ours, below
+                    except Exception as exc:
+                        outcome = self._adapter_bug(ctx, pid, exc)
+                finally:
+                    if limiter is not None:
+                        limiter.release()
+        except anyio.get_cancelled_exc_class():
+            # Cancelled from outside (shutdown, a cancelled caller): the call
+            # in flight still gets its event before the task ends cancelled.
+            ctx.scope = None
+            if calling and outcome is None and config is not None:
                 latency = (self._clock() - start) * 1000
                 with anyio.move_on_after(EMIT_DEADLINE, shield=True):
-                    await self._emit(ctx, config, wall, latency, None, "cancelled")
-                raise
-            except Exception as exc:
-                # The adapter has a bug; its message could carry anything, so
-                # only the exception type is kept.
-                self._log.problem(
-                    "provider_crashed",
-                    task_id=ctx.id,
-                    provider=pid,
-                    exception=type(exc).__name__,
-                )
-                outcome = ProviderError(
-                    "unknown",
-                    f"provider adapter raised {type(exc).__name__}",
-                    provider=pid,
-                    retryable=False,
-                )
-            if outcome is None:
-                outcome = ProviderError(
-                    "timeout", f"no answer within {config.timeout:g}s", provider=pid
-                )
-            latency = (self._clock() - start) * 1000
-        finally:
-            if limiter is not None:
-                limiter.release()
+                    await self._emit_quietly(ctx, config, wall, latency, "cancelled")
+            raise
+        ctx.scope = None
+        if config is None or not calling:
+            return index, None  # cancelled while waiting for its turn: no call was made
+        latency = (self._clock() - start) * 1000
         if isinstance(outcome, CompletionResponse):
             ctx.latency_ms = latency
-            ctx.cost_usd = cost_of(outcome.usage, config)
+            cost = ctx.cost_usd = cost_of(outcome.usage, config)
+            lane = self._lanes[config.id]
             if lane.rate is not None:
                 lane.rate.charge(outcome.usage.total_tokens)
-            await self._emit(ctx, config, wall, latency, outcome, None)
-        else:
-            await self._emit(ctx, config, wall, latency, None, outcome.code)
-        return outcome
+            await self._emit(ctx, config, wall, latency, outcome, None, cost)
+            return index, outcome
+        if outcome is None:
+            if ctx.cancel_requested:
+                await self._emit(ctx, config, wall, latency, None, "cancelled", 0.0)
+                return index, None
+            outcome = ProviderError(
+                "timeout", f"no response within {config.timeout:g} s", provider=config.id
+            )
+        await self._emit(ctx, config, wall, latency, None, outcome.code, 0.0)
+        return index, outcome
+
+    def _adapter_bug(self, ctx: TaskExecutionContext, pid: str, exc: Exception) -> ProviderError:
+        # Only the exception type is kept: its message could carry anything.
+        self.supervisor.problem("provider_crashed", ctx, exc)
+        return ProviderError(
+            "unknown",
+            f"provider adapter raised {type(exc).__name__}",
+            provider=pid,
+            retryable=False,
+        )
 
     async def _emit(
         self,
@@ -361,6 +370,7 @@ class Dispatcher:
         latency_ms: float,
         response: CompletionResponse | None,
         error_code: str | None,
+        cost_usd: float,
     ) -> None:
         usage = response.usage if response is not None else None
         await self._sink.send(
@@ -377,109 +387,49 @@ class Dispatcher:
                 error_code=error_code,
                 input_tokens=usage.input_tokens if usage is not None else 0,
                 output_tokens=usage.output_tokens if usage is not None else 0,
-                cost_usd=(ctx.cost_usd or 0.0) if response is not None else 0.0,
+                cost_usd=cost_usd,
             )
         )
 
-    # -- status, results, cancellation ---------------------------------------------
-
-    def record(
+    async def _emit_quietly(
         self,
         ctx: TaskExecutionContext,
-        status: Status,
-        *,
-        provider: str | None = None,
-        attempt: int | None = None,
-        error_code: str | None = None,
-        latency_ms: float | None = None,
-    ) -> HistoryEntry:
-        """Move ``ctx`` to ``status`` (or raise), then log and observe the move."""
-        entry = move(
-            ctx, status, provider=provider, at=self._wall(), attempt=attempt, error_code=error_code
-        )
-        if status in TERMINAL:
-            ctx.finished_at = self._clock()
-            counters = self.counters
-            if ctx.chain is not None:
-                if status == "completed":
-                    counters.completed += 1
-                elif status == "failed":
-                    counters.failed += 1
-                else:
-                    counters.cancelled += 1
-        if self._log.enabled:
-            self._log.move(ctx.id, ctx.role, entry, latency_ms=latency_ms, workflow=ctx.workflow)
-        if self._observer is not None:
-            try:
-                self._observer(ctx, entry)
-            except Exception as exc:
-                self._log.problem("observer_failed", task_id=ctx.id, exception=type(exc).__name__)
-        return entry
+        config: ProviderConfig,
+        wall: float,
+        latency_ms: float,
+        error_code: str,
+    ) -> None:
+        """:meth:`_emit` on the way out of a cancellation: a failing sink is logged, not raised.
 
-    def settle(self, ctx: TaskExecutionContext, result: Result) -> None:
-        """Deliver a terminal context's Result (once) and forget the context."""
-        resolve(ctx, result)
-        live = self.live
-        live.discard(ctx)
-        if not live and self._idle is not None:
-            self._idle.set()
-
-    def finish_cancelled(self, ctx: TaskExecutionContext, message: str | None = None) -> None:
-        """End a task (or workflow) as cancelled, whatever non-terminal state it is in."""
-        if ctx.status in TERMINAL or ctx.result is not None:
-            return
-        ctx.error = ErrorInfo(
-            code="cancelled",
-            message=message
-            or (
-                "cancelled before it ran" if ctx.status == "pending" else "cancelled while running"
-            ),
-            provider=ctx.provider,
-            retryable=False,
-        )
-        self.record(ctx, "cancelled", provider=ctx.provider, attempt=ctx.attempts or None)
-        self.settle(ctx, result_of(ctx))
-
-    def finish_crashed(self, ctx: TaskExecutionContext, exc: Exception) -> None:
-        """End a task whose own code raised: ``failed`` with code ``unknown``.
-
-        ``pending -> failed`` is not a legal move, so a task that crashed before
-        its first attempt ends ``cancelled`` (still with code ``unknown``).
+        Raising here would replace the cancellation with the sink's error.
         """
-        if ctx.status in TERMINAL or ctx.result is not None:
-            return
-        ctx.error = ErrorInfo(
-            code="unknown",
-            message=f"internal error: {type(exc).__name__}",
-            provider=ctx.provider,
-            retryable=False,
-        )
-        status: Status = "cancelled" if ctx.status == "pending" else "failed"
-        self.record(ctx, status, provider=ctx.provider, attempt=ctx.attempts or None)
-        self.settle(ctx, result_of(ctx))
+        try:
+            await self._emit(ctx, config, wall, latency_ms, None, error_code, 0.0)
+        except Exception as exc:
+            self.supervisor.problem("metrics_failed", ctx, exc)
+
+    # -- cancellation and waiting ---------------------------------------------------
+
+    @property
+    def live(self) -> set[TaskExecutionContext]:
+        """Every accepted context without its Result yet."""
+        return self.supervisor.live
 
     def request_cancel(self, ctx: TaskExecutionContext) -> None:
-        """Cancel ``ctx`` in any state; a no-op once it is terminal.
+        """Cancel ``ctx`` in any state (see :meth:`Supervisor.request_cancel`)."""
+        self.supervisor.request_cancel(ctx)
 
-        A queued task is settled at once; a running one (or a workflow) has its
-        scope cancelled, and its own code settles it.
-        """
-        if ctx.result is not None:
-            return
-        if ctx.scope is not None:
-            ctx.scope.cancel()
-        else:
-            # Not started (queued, or a workflow whose coroutine has not run
-            # yet): settled now; whoever picks it up later sees the Result.
-            self.finish_cancelled(ctx)
+    async def wait(self, ctx: TaskExecutionContext) -> Result:
+        """The Result of ``ctx``, once it has one."""
+        return await self.supervisor.wait(ctx)
 
     # -- intake ---------------------------------------------------------------------
 
     def accept(self, ctx: TaskExecutionContext) -> None:
         """Count ``ctx`` as accepted: from now on it will get exactly one Result."""
         if self._closing:
-            raise UsageError("the runner is shutting down; no new tasks are accepted")
-        self.live.add(ctx)
+            raise ShuttingDown("the runner is shutting down; no new tasks are accepted")
+        self.supervisor.live.add(ctx)
 
     async def enqueue(self, ctx: TaskExecutionContext) -> None:
         """Accept a plain task and queue it, waiting while the queue is full."""
@@ -491,23 +441,12 @@ class Dispatcher:
                 await self._send.send(ctx)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             # Shutdown closed the queue while we waited; it also cancelled ctx.
-            self.finish_cancelled(ctx, "cancelled at shutdown")
+            self.supervisor.finish_cancelled(ctx, "cancelled at shutdown")
         except BaseException:
             # The caller was cancelled while waiting for room: the task was
             # accepted, so it still ends with a Result.
-            self.finish_cancelled(ctx)
+            self.supervisor.finish_cancelled(ctx)
             raise
-
-    async def wait(self, ctx: TaskExecutionContext) -> Result:
-        """The Result of ``ctx``, once it has one."""
-        if ctx.result is None:
-            if ctx.waiter is None:
-                ctx.waiter = anyio.Event()
-            await ctx.waiter.wait()
-        result = ctx.result
-        if result is None:
-            raise RuntimeError(f"task {ctx.id!r} woke without a result")
-        return result
 
     # -- shutdown -------------------------------------------------------------------
 
@@ -517,9 +456,10 @@ class Dispatcher:
             return
         self._closing = True
         self._send.close()
-        for ctx in list(self.live):
-            if ctx.scope is None:
-                self.request_cancel(ctx)
+        for ctx in list(self.supervisor.live):
+            # Not started: a queued task, or a workflow whose coroutine has not run.
+            if ctx.scope is None and ctx.status == "pending":
+                self.supervisor.request_cancel(ctx)
 
     async def shutdown(self, grace: float) -> None:
         """Close, give running tasks ``grace`` seconds, then cancel what is left.
@@ -528,10 +468,10 @@ class Dispatcher:
         """
         self.close()
         with anyio.move_on_after(grace):
-            await self._wait_idle()
-        for ctx in list(self.live):
-            self.request_cancel(ctx)
-        await self._wait_idle()
+            await self.supervisor.wait_idle()
+        for ctx in list(self.supervisor.live):
+            self.supervisor.request_cancel(ctx)
+        await self.supervisor.wait_idle()
 
     def sweep(self) -> None:
         """Settle every context still without a Result as cancelled (synchronous).
@@ -540,11 +480,7 @@ class Dispatcher:
         that no worker will pick up get their Result here.
         """
         self.close()
-        for ctx in list(self.live):
-            self.finish_cancelled(ctx, "cancelled at shutdown")
-            self.live.discard(ctx)
-
-    async def _wait_idle(self) -> None:
-        while self.live:
-            self._idle = anyio.Event()
-            await self._idle.wait()
+        live = self.supervisor.live
+        for ctx in list(live):
+            self.supervisor.finish_cancelled(ctx, "cancelled at shutdown")
+            live.discard(ctx)

@@ -1,17 +1,31 @@
 """The one error tree of runner.
 
-Every exception runner raises on purpose derives from :class:`RunnerError`::
+Every exception runner raises on purpose, and every error a caller can see,
+derives from :class:`RunnerError`::
 
     RunnerError
     ├── ConfigError          the config file is wrong; carries every Problem found
     ├── UsageError           a command line or API call that cannot be served
-    │   └── JournalError     the worker's journal refused a write (runner.service)
+    │   ├── ShuttingDown     the Runner or the worker is shutting down: no new tasks
+    │   └── StorageError     the journal or the metrics store cannot be opened,
+    │       │                read or written (the message says which file and why)
+    │       └── JournalError the worker's journal refused a write (runner.service)
+    ├── QueueFull            the worker holds as many unfinished tasks as it may;
+    │                        carries room and retry_after (the HTTP 503)
     ├── TransitionError      an illegal task status move: always a bug in runner
     ├── InvalidValueError    (also a ValueError) a value built in Python that the
     │   │                    tasks file would refuse: Parameters(temperature=9)
     │   └── TaskError        a Task built in Python that cannot run (code invalid_task)
     └── ProviderError        one provider attempt failed; carries code, retryable
                              and retry_after, and is what adapters raise
+
+The message of each says what happened and what to do, for the person who
+reads it; the underlying cause (an ``sqlite3`` error, an OS error) is chained
+as ``__cause__``, never shown as a traceback.  An unexpected exception inside
+a task is not raised at all: the task ends ``failed`` with code ``unknown``
+and the execution log's debug level says where it was raised.
+``RunnerError`` and ``ProviderError`` are defined in ``workers._errors`` so
+that adapters, which import nothing from runner, raise into the same tree.
 
 HTTP and aiohttp failures are turned into :class:`ProviderError` in exactly one
 place, ``workers._http``; nothing else maps status codes.
@@ -36,7 +50,10 @@ __all__ = [
     "InvalidValueError",
     "Problem",
     "ProviderError",
+    "QueueFull",
     "RunnerError",
+    "ShuttingDown",
+    "StorageError",
     "TaskError",
     "TransitionError",
     "UsageError",
@@ -45,6 +62,27 @@ __all__ = [
 
 class UsageError(RunnerError):
     """A command line or API call that cannot be served as asked."""
+
+
+class ShuttingDown(UsageError):
+    """The Runner (or the worker) is shutting down and accepts no new task."""
+
+
+class QueueFull(RunnerError):
+    """No room for the tasks; ``retry_after`` suggests when to try again (seconds)."""
+
+    def __init__(self, room: int, retry_after: int) -> None:
+        self.room = room
+        self.retry_after = retry_after
+        super().__init__(f"the queue is full ({room} free places); retry after {retry_after} s")
+
+
+class StorageError(UsageError):
+    """The journal or the metrics store cannot be opened, read or written.
+
+    A ``UsageError`` too: the run cannot be served as asked, and the message
+    says which file and what to do, so ``except UsageError`` still sees it.
+    """
 
 
 class TransitionError(RunnerError):

@@ -222,3 +222,29 @@ class ExecutionLog:
     def detail(self, event: str, **fields: Any) -> None:
         """A debug line: the cause behind an error the user already sees by its code."""
         self._logger.debug(event, **fields)
+
+    def cause(self, event: str, exc: BaseException) -> None:
+        """At debug level, where ``exc`` was raised and what it was caused by.
+
+        Each exception in the chain is named by its type and the innermost
+        frame that raised it (``file:line in function``), never by its
+        message, which could carry a prompt or a key.
+        """
+        chain: list[str] = []
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            chain.append(f"{type(current).__name__} at {_raised_at(current)}")
+            current = current.__cause__ or current.__context__
+        self._logger.debug(event, cause=" <- ".join(chain))
+
+
+def _raised_at(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    if tb is None:
+        return "?"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{code.co_filename}:{tb.tb_lineno} in {code.co_name}"

@@ -1,22 +1,24 @@
 """The task status state machine, as data.
 
-:data:`TRANSITIONS` is the table of legal moves (docs/lifecycle.md) and
-:data:`TERMINAL` the states a task never leaves.  :func:`move` is the only
-code that changes a task's status: it checks the move against the table,
-records it (timestamped, with the provider in use) in the task's history, and
-raises :class:`~runner._errors.TransitionError` for anything else, which is
-always a bug in runner.
+:data:`TRANSITIONS` is the table of legal moves (docs/lifecycle.md),
+:data:`TERMINAL` the states a task never leaves and :data:`FINAL` the
+statuses a Result can carry (the terminal ones, plus ``rejected`` for a task
+that was never run).  Nothing else defines them.  :func:`move` is the only code
+that changes a task's status: it checks the move against the table, records
+it as a :class:`Move` in the task's history, and raises
+:class:`~runner._errors.TransitionError` for anything else, which is always a
+bug in runner.
 """
 
 from __future__ import annotations
 
-import functools
-import time
 from collections.abc import Mapping
 from typing import Final, Protocol, get_args
 
+from msgspec import Struct
+
 from runner._errors import TransitionError
-from runner._task import HistoryEntry, Status
+from runner._task import FinalStatus, Status
 
 STATUSES: Final[tuple[Status, ...]] = get_args(Status)
 
@@ -33,26 +35,29 @@ TRANSITIONS: Final[Mapping[Status, frozenset[Status]]] = {
 #: Statuses a task ends in; exactly one of them, exactly once.
 TERMINAL: Final[frozenset[Status]] = frozenset({"completed", "failed", "cancelled"})
 
+#: Statuses of a Result: a terminal state, or ``rejected`` (never run).
+FINAL: Final[frozenset[FinalStatus]] = frozenset(get_args(FinalStatus))
+
 
 def is_legal(current: Status, new: Status) -> bool:
     """Whether the table allows moving from ``current`` to ``new``."""
     return new in TRANSITIONS[current]
 
 
-def iso_ms(wall: float) -> str:
-    """``wall`` (seconds since the epoch) as ISO 8601 UTC with milliseconds and ``Z``."""
-    seconds = int(wall)
-    millis = int((wall - seconds) * 1000)
-    return f"{_iso_second(seconds)}.{millis:03d}Z"
+class Move(Struct, frozen=True, gc=False):
+    """One status move while the task is in flight: a history entry not yet formatted.
 
+    The time stays a float (seconds since the epoch) until a Result or a log
+    line needs it as text (``runner._results.entry_of``); most moves are never
+    looked at before then.  ``gc=False``: it holds only strings and numbers,
+    so the garbage collector need not track the millions of them a big run makes.
+    """
 
-# Every task makes three or more moves, nearly all within the same second as
-# the move before: one cached second turns the formatting into a lookup.  The
-# cache holds one immutable string, so it behaves as a pure function.
-@functools.lru_cache(maxsize=1)
-def _iso_second(seconds: int) -> str:
-    # time.strftime on a struct_time is several times cheaper than datetime.isoformat.
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    status: Status
+    wall: float
+    provider: str | None = None
+    attempt: int | None = None
+    error_code: str | None = None
 
 
 class Movable(Protocol):
@@ -63,7 +68,7 @@ class Movable(Protocol):
 
     id: str
     status: Status
-    history: list[HistoryEntry]
+    history: list[Move]
 
 
 def move(
@@ -74,7 +79,7 @@ def move(
     at: float,
     attempt: int | None = None,
     error_code: str | None = None,
-) -> HistoryEntry:
+) -> Move:
     """Move ``ctx`` to ``status`` at wall time ``at``, or raise ``TransitionError``.
 
     The move is appended to ``ctx.history`` and returned, so callers can log or
@@ -86,9 +91,7 @@ def move(
             f"task {ctx.id!r}: illegal status move {current} -> {status}"
             f" (legal from {current}: {', '.join(sorted(TRANSITIONS[current])) or 'none'})"
         )
-    entry = HistoryEntry(
-        status=status, at=iso_ms(at), provider=provider, attempt=attempt, error_code=error_code
-    )
+    entry = Move(status, at, provider, attempt, error_code)
     ctx.status = status
     ctx.history.append(entry)
     return entry

@@ -28,7 +28,8 @@ import msgspec
 from anyio.lowlevel import EventLoopToken
 
 from runner._errors import UsageError
-from runner._task import ErrorInfo, Result, Task
+from runner._results import rejected
+from runner._task import Result, Task
 from runner._task import explain_validation as explain_validation  # the HTTP API uses it too
 from runner._task_check import id_problem, shape_problem
 
@@ -131,12 +132,7 @@ def rejection(
     line: int, message: str, *, id: str | None = None, code: str = "invalid_task"
 ) -> Result:
     """The result line for an input line that cannot run."""
-    return Result(
-        id=id or f"line-{line}",
-        status="rejected",
-        line=line,
-        error=ErrorInfo(code=code, message=f"line {line}: {message}"),
-    )
+    return rejected(id or f"line-{line}", f"line {line}: {message}", line=line, code=code)
 
 
 class _ExactIds:

@@ -9,8 +9,9 @@ under its own heading.
 
 A workflow is a coroutine that submits one stage and waits for it: it holds
 no worker slot itself, so any number of workflows can wait on their stages
-without starving the pool.  Its own status (pending -> running -> terminal)
-moves through the dispatcher like any task's.  A stage that does not
+without starving the pool.  It runs under the same
+:meth:`~runner._supervise.Supervisor.supervise` as a plain task, and its own
+status (pending -> running -> terminal) moves through the same supervisor.  A stage that does not
 complete ends the workflow (``failed``, the message naming the stage, or
 ``cancelled``) and later stages do not run.
 """
@@ -22,14 +23,15 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from runner._context import TaskExecutionContext, new_context, workflow_result
-from runner._errors import UsageError
+from runner._context import TaskExecutionContext, new_context
+from runner._errors import ShuttingDown
 from runner._task import ErrorInfo, Result, Task
 from runner.config._model import Config, StageConfig, WorkflowConfig
 
 if TYPE_CHECKING:
     from runner._dispatcher import Dispatcher
     from runner._registry import Registry
+    from runner._supervise import Supervisor
 
 #: Seconds a cancelled workflow waits for its running stage to settle.
 STAGE_SETTLE_DEADLINE: Final = 5.0
@@ -85,16 +87,33 @@ async def run_workflow(
     ctx: TaskExecutionContext,
     definition: WorkflowConfig,
 ) -> None:
-    """Run the stages of workflow ``ctx`` in order and settle its Result."""
+    """Run the stages of workflow ``ctx`` in order, supervised like a plain task."""
     if ctx.result is not None:
         return  # cancelled before this coroutine started
-    scope = ctx.scope = anyio.CancelScope()
-    ctx.stage_results = []
     ctx.stage_roles = tuple((s.name, s.role) for s in definition.stages)
+
+    async def body(ctx: TaskExecutionContext) -> None:
+        await _stages(dispatcher, registry, ctx, definition)
+
+    await dispatcher.supervisor.supervise(ctx, body)
+
+
+async def _stages(
+    dispatcher: Dispatcher,
+    registry: Registry,
+    ctx: TaskExecutionContext,
+    definition: WorkflowConfig,
+) -> None:
+    supervisor = dispatcher.supervisor
+    done: list[Result] = []
+    ctx.stage_results = done
     stage_ctx: TaskExecutionContext | None = None
-    with scope:
-        try:
-            dispatcher.record(ctx, "running")
+    # The workflow's own scope: handle.cancel() cancels it, and the running
+    # stage is cancelled with it (below).
+    scope = ctx.scope = anyio.CancelScope()
+    try:
+        with scope:
+            supervisor.record(ctx, "running")
             ctx.started_at = dispatcher.now()
             earlier: list[tuple[str, str]] = []
             for stage in definition.stages:
@@ -114,37 +133,47 @@ async def run_workflow(
                 )
                 try:
                     await dispatcher.enqueue(stage_ctx)
-                except UsageError:
-                    dispatcher.finish_cancelled(
+                except ShuttingDown:
+                    supervisor.end_cancelled(
                         ctx, f"shut down before stage {stage.name!r} could start"
                     )
                     return
                 result = await dispatcher.wait(stage_ctx)
-                ctx.stage_results.append(result)
+                done.append(result)
                 if result.status != "completed":
-                    _end_early(dispatcher, ctx, stage.name, result)
+                    _end_early(supervisor, ctx, stage.name, result)
                     return
                 earlier.append((stage.name, result.output or ""))
-            dispatcher.record(ctx, "completed", provider=ctx.stage_results[-1].provider)
-            dispatcher.settle(ctx, workflow_result(ctx))
-        except anyio.get_cancelled_exc_class():
-            with anyio.move_on_after(STAGE_SETTLE_DEADLINE, shield=True):
-                if stage_ctx is not None and stage_ctx.result is None:
-                    dispatcher.request_cancel(stage_ctx)
-                    ctx.stage_results.append(await dispatcher.wait(stage_ctx))
-            dispatcher.finish_cancelled(ctx)
-            raise
-        except Exception as exc:
-            dispatcher.finish_crashed(ctx, exc)
-    ctx.scope = None
+            supervisor.record(ctx, "completed", provider=done[-1].provider)
+            return
+    except anyio.get_cancelled_exc_class():
+        # Cancelled from outside: the stage is settled before the workflow.
+        with anyio.move_on_after(STAGE_SETTLE_DEADLINE, shield=True):
+            await _settle_stage(dispatcher, stage_ctx, done)
+        raise
+    finally:
+        ctx.scope = None
+    # Only a cancel of this workflow's own scope lands here.
+    with anyio.move_on_after(STAGE_SETTLE_DEADLINE, shield=True):
+        await _settle_stage(dispatcher, stage_ctx, done)
+    supervisor.end_cancelled(ctx)
+
+
+async def _settle_stage(
+    dispatcher: Dispatcher, stage_ctx: TaskExecutionContext | None, done: list[Result]
+) -> None:
+    """Cancel the stage in flight, if any, and keep its (cancelled) Result."""
+    if stage_ctx is not None and stage_ctx.result is None:
+        dispatcher.request_cancel(stage_ctx)
+        done.append(await dispatcher.wait(stage_ctx))
 
 
 def _end_early(
-    dispatcher: Dispatcher, ctx: TaskExecutionContext, stage: str, result: Result
+    supervisor: Supervisor, ctx: TaskExecutionContext, stage: str, result: Result
 ) -> None:
     error = result.error
     if result.status == "cancelled":
-        dispatcher.finish_cancelled(ctx, f"stage {stage!r} was cancelled")
+        supervisor.end_cancelled(ctx, f"stage {stage!r} was cancelled")
         return
     ctx.error = ErrorInfo(
         code=error.code if error is not None else "unknown",
@@ -152,5 +181,4 @@ def _end_early(
         provider=result.provider,
         retryable=error.retryable if error is not None else None,
     )
-    dispatcher.record(ctx, "failed", provider=result.provider, error_code=ctx.error.code)
-    dispatcher.settle(ctx, workflow_result(ctx))
+    supervisor.record(ctx, "failed", provider=result.provider, error_code=ctx.error.code)

@@ -48,6 +48,23 @@ def test_public_names_are_exported() -> None:
     assert runner.__all__ == sorted(runner.__all__)
 
 
+def test_every_caller_visible_error_is_in_the_one_tree() -> None:
+    """Storage failures, a full queue and a shutdown are RunnerErrors a caller can catch by name."""
+    names = (
+        "ConfigError", "ProviderError", "QueueFull", "ShuttingDown", "StorageError",
+        "TaskError", "TransitionError", "UsageError",
+    )  # fmt: skip
+    for name in names:
+        assert name in runner.__all__
+        assert issubclass(getattr(runner, name), runner.RunnerError)
+    # Both were UsageErrors before they had names of their own: old handlers still see them.
+    assert issubclass(runner.ShuttingDown, runner.UsageError)
+    assert issubclass(runner.StorageError, runner.UsageError)
+    full = runner.QueueFull(3, retry_after=2)
+    assert (full.room, full.retry_after) == (3, 2)
+    assert str(full) == "the queue is full (3 free places); retry after 2 s"
+
+
 @pytest.mark.parametrize(
     ("task", "problem"),
     [
@@ -213,7 +230,7 @@ async def test_shutdown_lets_running_finish_and_cancels_queued() -> None:
             tg.start_soon(r.shutdown, 3600.0)
             assert (await queued).status == "cancelled"
             assert running.status() == "running"
-            with pytest.raises(UsageError, match="shutting down"):
+            with pytest.raises(runner.ShuttingDown, match="shutting down"):
                 await r.submit(Task(prompt="late"))
             hold.set()
     assert (await running).status == "completed"

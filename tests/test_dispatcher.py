@@ -287,6 +287,25 @@ async def test_attempt_timeout_becomes_retryable_timeout_error() -> None:
     assert t.sleeps == [0.25]
 
 
+async def test_timeout_is_reported_once_in_the_documented_words() -> None:
+    """A custom adapter that never answers fails `timeout: no response within N s`."""
+    config = make_config(
+        providers=(sim("a", timeout=0.01), sim("b"), sim("c"), sim("d")),
+        roles={"coder": RoleConfig(provider="a")},
+        default_provider="a",
+        retry=RetryConfig(max_attempts=1),
+    )
+    providers = simulated(config)
+    providers["a"] = Hanging()
+    sink = MemorySink()
+    async with open_runner(config, providers=providers, sink=sink) as runner:
+        result = await runner.run(Task(id="t1", role="coder", prompt="x"))
+    assert result.status == "failed"
+    assert result.error is not None
+    assert (result.error.code, result.error.message) == ("timeout", "no response within 0.01 s")
+    assert [e.error_code for e in sink.events] == ["timeout"]
+
+
 async def test_adapter_bug_is_a_failed_attempt_not_a_crash() -> None:
     """An adapter raising a non-ProviderError yields an `unknown` attempt and the task goes on."""
     config = make_config()

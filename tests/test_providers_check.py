@@ -102,7 +102,7 @@ async def test_stalled_servers_time_out_in_parallel(fakes: list[FakeServer]) -> 
         results = await check_providers(config, 0.5)
         total = time.perf_counter() - started
     assert [r.outcome for r in results] == ["timeout"] * 4
-    assert all(r.detail == "no answer within 0.5 s" for r in results)
+    assert all(r.detail == "no response within 0.5 s" for r in results)
     # Not a tight bound (shared machine): only that the checks overlapped.
     assert total < 4 * 0.5
 

@@ -13,8 +13,11 @@ import email.utils
 import anyio
 import pytest
 
+from runner import Runner, Task
 from runner._errors import ProviderError
-from runner._task import Message
+from runner._task import ErrorInfo, Message
+from runner.config._model import Config, LoggingConfig, RetryConfig, RoleConfig
+from runner.metrics._writer import MemorySink
 from tests.fakes import FakeAnthropic, FakeGoogle, FakeOpenAI, Reply
 from tests.fakes.faults import FAKES, HTTP_PROVIDERS, MATRIX, Cell
 from workers._base import CompletionRequest
@@ -124,6 +127,42 @@ async def test_cancellation_propagates_and_is_not_mapped() -> None:
         finally:
             await provider.aclose()
     assert scope.cancelled_caught
+
+
+async def test_adapter_sets_no_deadline_of_its_own() -> None:
+    """Past the provider's timeout an adapter alone keeps waiting: the caller owns the deadline."""
+    async with FakeOpenAI() as fake:
+        fake.script(Reply.stalled(30))
+        provider = open_provider(fake.provider_config(timeout=0.05))
+        try:
+            with anyio.move_on_after(0.5) as scope:
+                await provider.complete(_request())
+        finally:
+            await provider.aclose()
+    assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize("provider_type", HTTP_PROVIDERS)
+async def test_stalled_server_is_one_timeout_in_one_wording(provider_type: str) -> None:
+    """A call past the provider timeout fails once, as `no response within N s`, with one event."""
+    async with FAKES[provider_type]() as fake:
+        fake.script(Reply.stalled(30))
+        pc = fake.provider_config(timeout=0.2)
+        config = Config(
+            providers=(pc,),
+            roles={"coder": RoleConfig(provider=pc.id)},
+            default_provider=pc.id,
+            retry=RetryConfig(max_attempts=1),
+            logging=LoggingConfig(level="warning"),
+        )
+        sink = MemorySink()
+        async with Runner(config, metrics=sink) as runner:
+            result = await runner.run(Task(role="coder", prompt="hello"))
+    assert result.status == "failed"
+    assert result.error == ErrorInfo(
+        code="timeout", message="no response within 0.2 s", provider=pc.id, retryable=True
+    )
+    assert [(e.provider, e.error_code) for e in sink.events] == [(pc.id, "timeout")]
 
 
 async def test_session_is_reused_across_requests() -> None:

@@ -7,10 +7,12 @@ import re
 
 import pytest
 
+from runner._clock import iso_ms
 from runner._context import new_context
 from runner._errors import TransitionError
 from runner._registry import Chain
-from runner._states import STATUSES, TERMINAL, TRANSITIONS, is_legal, iso_ms, move
+from runner._results import entry_of, history_of
+from runner._states import FINAL, STATUSES, TERMINAL, TRANSITIONS, is_legal, move
 from runner._task import Status, Task
 
 LEGAL = {
@@ -62,14 +64,33 @@ def test_terminal_states_have_no_way_out() -> None:
     assert all(TRANSITIONS[s] for s in STATUSES if s not in TERMINAL)
 
 
+def test_result_statuses_are_the_terminal_ones_and_rejected() -> None:
+    """A Result ends completed, failed or cancelled, or is rejected without running."""
+    assert TERMINAL | {"rejected"} == FINAL
+
+
 def test_history_is_iso_utc_with_milliseconds() -> None:
     """History timestamps are ISO 8601 UTC with milliseconds and a Z."""
     assert iso_ms(0.0) == "1970-01-01T00:00:00.000Z"
     assert iso_ms(1_795_726_800.123456) == "2026-11-26T21:00:00.123Z"
     ctx = ctx_in("pending")
     move(ctx, "running", provider="a", at=1_795_726_800.5)
-    assert ctx.history[-1].at == "2026-11-26T21:00:00.500Z"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ctx.history[0].at)
+    assert entry_of(ctx.history[-1]).at == "2026-11-26T21:00:00.500Z"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry_of(ctx.history[0]).at)
+
+
+def test_moves_keep_the_float_time_until_formatted() -> None:
+    """In flight a move holds its wall time; the history entry users read is made from it."""
+    ctx = ctx_in("pending")
+    recorded = move(ctx, "running", provider="a", at=1_795_726_800.25, attempt=1)
+    assert recorded.wall == 1_795_726_800.25
+    [_, running] = history_of(ctx.history)
+    assert (running.status, running.at, running.provider, running.attempt) == (
+        "running",
+        "2026-11-26T21:00:00.250Z",
+        "a",
+        1,
+    )
 
 
 def test_timestamps_stay_right_across_second_boundaries() -> None:

@@ -7,6 +7,8 @@ Runner is exercised in test_worker_process.py.  asyncio only (aiohttp).
 
 from __future__ import annotations
 
+import io
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -66,8 +68,8 @@ async def _open(
         open_journal(str(tmp_path / "journal.db")) as journal,
         anyio.create_task_group() as tg,
     ):
-        worker = Worker(runner, journal, queue_size=queue_size)
-        await tg.start(worker.run)
+        worker = Worker(journal, queue_size=queue_size)
+        await tg.start(worker.run, runner)
         tee = PrometheusTee(MemorySink())
         lines = Lines()
         app = make_app(
@@ -452,8 +454,8 @@ async def test_shutdown_leaves_cancelled_tasks_unfinished_in_the_journal(tmp_pat
     path = str(tmp_path / "journal.db")
     runner = FakeRunner(auto=False)
     async with open_journal(path) as journal, anyio.create_task_group() as tg:
-        worker = Worker(runner, journal, queue_size=10)
-        await tg.start(worker.run)
+        worker = Worker(journal, queue_size=10)
+        await tg.start(worker.run, runner)
         tasks = [Task(id=f"s{i}", prompt="p") for i in range(4)]
         await worker.accept(tasks)
         await anyio.sleep(0.05)
@@ -477,8 +479,8 @@ async def test_unfinished_tasks_are_resumed_on_start(tmp_path: Path) -> None:
         await journal.accept([("r1", b'{"id":"r1","prompt":"p"}')])
     runner = FakeRunner()
     async with open_journal(path) as journal, anyio.create_task_group() as tg:
-        worker = Worker(runner, journal, queue_size=10)
-        assert await tg.start(worker.run) == 1
+        worker = Worker(journal, queue_size=10)
+        assert await tg.start(worker.run, runner) == 1
         view = await worker.lookup("r1", wait=5)
         assert view is not None
         assert view.status == "completed"
@@ -632,3 +634,89 @@ async def test_metrics_page_parses_and_counts_every_event(api: Setup) -> None:
     assert samples[("runner_queue_depth", ())] == 0
     assert samples[("runner_tasks_in_flight", ())] == 0
     assert families["runner_provider_latency_seconds"].type == "histogram"
+
+
+async def test_user_task_named_like_a_stage_gets_only_its_own_moves(tmp_path: Path) -> None:
+    """A user's task `w/clarification` beside workflow `w`: each shows only its own moves.
+
+    The user's task waits for provider a's only slot (pending) while `w`'s stage
+    of the same id runs on c.  Moves are matched by identity, so GET and the
+    journal keep the user's task pending, not the stage's running.
+    """
+    from runner import Runner
+    from runner._task import HistoryEntry
+    from runner.config._model import RoleConfig
+    from tests.dispatch_support import Gate, make_config, sim, simulated
+
+    config = make_config(
+        providers=(sim("a", max_concurrency=1), sim("b"), sim("c"), sim("d")),
+        roles={
+            "coder": RoleConfig(provider="a"),
+            "clarifier": RoleConfig(provider="c"),
+            "planner": RoleConfig(provider="d"),
+            "reviewer": RoleConfig(provider="b"),
+        },
+        default_provider="a",
+    )
+    providers = simulated(config)
+    gate = Gate(providers["a"], Counter(), Counter())
+    gate.hold = anyio.Event()
+    providers["a"] = gate
+    blocking = anyio.Event()
+    stage_done = anyio.Event()
+    async with (
+        open_journal(str(tmp_path / "journal.db")) as journal,
+        anyio.create_task_group() as tg,
+    ):
+        worker = Worker(journal, queue_size=10)
+
+        def observe(ctx: Any, entry: HistoryEntry) -> None:
+            if (ctx.id, entry.status) == ("blocker", "running"):
+                blocking.set()
+            if (ctx.id, ctx.workflow, entry.status) == ("w/clarification", None, "completed"):
+                stage_done.set()
+            worker.observe(ctx, entry)
+
+        runner = Runner.from_config(
+            config,
+            metrics=MemorySink(),
+            providers=providers,
+            observer=observe,
+            log_stream=io.StringIO(),
+        )
+        async with runner:
+            await tg.start(worker.run, runner)
+            app = make_app(
+                worker,
+                PrometheusTee(MemorySink()),
+                known_workflows={"default"},
+                auth_token=None,
+                max_request_bytes=1 << 20,
+            )
+            async with TestClient(TestServer(app)) as client:
+                blocker = {"id": "blocker", "role": "coder", "prompt": "p"}
+                await client.post("/v1/tasks", json=blocker)
+                await blocking.wait()
+                mine = {"id": "w/clarification", "role": "coder", "prompt": "p"}
+                await client.post("/v1/tasks", json=mine)
+                await client.post(
+                    "/v1/tasks", json={"id": "w", "workflow": "default", "input": "i"}
+                )
+                # w's own clarification stage runs and completes on c meanwhile.
+                await stage_done.wait()
+                view = await _json(await client.get("/v1/tasks/w/clarification"))
+                stored = await journal.get("w/clarification")
+                gate.hold.set()
+                done = await _json(await client.get("/v1/tasks/w/clarification?wait=5"))
+                workflow = await _json(await client.get("/v1/tasks/w?wait=5"))
+            await runner.shutdown()
+            worker.close()
+    assert view["status"] == "pending"
+    assert stored is not None
+    assert stored.status == "pending"
+    assert done["status"] == "completed"
+    assert done["result"]["role"] == "coder"
+    assert [h["provider"] for h in done["result"]["history"] if h["status"] == "running"] == ["a"]
+    assert workflow["status"] == "completed"
+    clarification = workflow["result"]["stages"][0]
+    assert (clarification["stage"], clarification["provider"]) == ("clarification", "c")

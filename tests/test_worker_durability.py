@@ -101,7 +101,6 @@ async def _serving(
     async with open_journal(str(path)) as real, anyio.create_task_group() as tg:
         journal = wrap(real) if wrap else real
         worker = Worker(
-            runner,
             journal,
             queue_size=10,
             report=lines.append,
@@ -109,7 +108,7 @@ async def _serving(
             cancel_wait=0.2,
         )
         worker.retry_now = retries  # type: ignore[attr-defined]
-        await tg.start(worker.run)
+        await tg.start(worker.run, runner)
         app = make_app(
             worker,
             PrometheusTee(MemorySink()),
@@ -231,8 +230,8 @@ async def test_a_result_is_journaled_only_after_the_metric_events_are_stored(
 
     runner = FakeRunner(auto=False)
     async with open_journal(str(path)) as journal, anyio.create_task_group() as tg:
-        worker = Worker(runner, journal, queue_size=10, before_finish=flush_metrics)
-        await tg.start(worker.run)
+        worker = Worker(journal, queue_size=10, before_finish=flush_metrics)
+        await tg.start(worker.run, runner)
         await worker.accept([Task(id="m", prompt="p")])
         await anyio.sleep(0.05)
         runner.handles["m"].finish()

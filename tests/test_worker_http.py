@@ -53,8 +53,8 @@ async def _serving(tmp_path: Path, limits: Limits) -> AsyncIterator[Served]:
         open_journal(str(tmp_path / "journal.db")) as journal,
         anyio.create_task_group() as tg,
     ):
-        worker = Worker(runner, journal, queue_size=10)
-        await tg.start(worker.run)
+        worker = Worker(journal, queue_size=10)
+        await tg.start(worker.run, runner)
         app = make_app(
             worker,
             PrometheusTee(MemorySink()),

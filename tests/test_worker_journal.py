@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from runner._errors import UsageError
+from runner._errors import StorageError
 from runner.service._journal import IdConflict, Stored, open_journal
 
 pytestmark = pytest.mark.anyio
@@ -98,7 +98,7 @@ async def test_a_second_owner_is_refused_with_a_clear_message(tmp_path: Path) ->
     """Two workers cannot share one journal: the second is told which file and what to do."""
     path = str(tmp_path / "j.db")
     async with open_journal(path):
-        with pytest.raises(UsageError) as caught:
+        with pytest.raises(StorageError) as caught:
             async with open_journal(path):
                 pass
     assert str(caught.value) == (
@@ -110,9 +110,20 @@ async def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path) -> None:
     """A random file named as the journal gives a usage error, not a traceback."""
     path = tmp_path / "j.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(UsageError, match="not a runner journal"):
+    with pytest.raises(StorageError, match="not a runner journal") as caught:
         async with open_journal(str(path)):
             pass
+    assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
+
+
+async def test_a_failed_write_is_a_storage_error_with_its_cause(tmp_path: Path) -> None:
+    """A batch SQLite refuses raises StorageError naming the journal, the sqlite error chained."""
+    async with open_journal(str(tmp_path / "j.db")) as journal:
+        await journal.accept([("a", b"{}")])
+        journal._conn.execute("DROP TABLE tasks")
+        with pytest.raises(StorageError, match="the journal could not be written") as caught:
+            await journal.get("a")
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
 
 
 async def test_concurrent_accepts_share_commits_and_all_land(tmp_path: Path) -> None:

@@ -1,9 +1,12 @@
 """The shared base of the HTTP adapters, and the one place failures become errors.
 
 :class:`HttpProvider` owns one lazily opened :class:`aiohttp.ClientSession` per
-provider (a connection pool of ``max_concurrency``, a total timeout of
-``timeout`` seconds per attempt, the config's ``headers`` merged over the
-adapter's own).  Adapters build bodies and read successful responses; every
+provider (a connection pool of ``max_concurrency``, the config's ``headers``
+merged over the adapter's own).  It sets no timeout of its own: the caller
+owns the deadline of each call (the dispatcher's cancel scope of the attempt,
+``providers check``'s limit), so one deadline and one message (``no response
+within N s``) is all a user sees, for HTTP adapters, the simulated provider
+and custom ones alike.  Adapters build bodies and read successful responses; every
 failure, whether an aiohttp exception, an HTTP status with its body, or a 200
 that cannot be used, becomes a :class:`ProviderError` here and only here, much
 as httpx's ``map_httpcore_exceptions`` does for httpcore.
@@ -225,7 +228,12 @@ class HttpProvider(Generic[E]):
             headers.update(self._config.headers)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._config.max_concurrency),
-                timeout=aiohttp.ClientTimeout(total=self._config.timeout),
+                # None of aiohttp's own timeouts (its default is 5 minutes in
+                # total): the caller's deadline is the only one, so two timers
+                # never race to report the same stall in different words.
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=None, sock_connect=None, sock_read=None
+                ),
                 headers=headers,
                 raise_for_status=False,
             )
@@ -271,11 +279,10 @@ class HttpProvider(Generic[E]):
                 headers = response.headers
                 content_type = response.content_type
         except TimeoutError:
-            # aiohttp's total timeout and its socket timeouts (ServerTimeoutError
-            # is a TimeoutError too) land here; CancelledError never does.
-            raise self._fail(
-                "timeout", f"no response within {self._config.timeout:g} s", status=status
-            ) from None
+            # Not a deadline of ours (the caller's cancel scope raises
+            # CancelledError, which never lands here): the operating system
+            # gave up on the connection.
+            raise self._fail("timeout", "the connection timed out", status=status) from None
         except aiohttp.InvalidURL as exc:
             raise self._fail("bad_request", f"invalid URL: {exc}", retryable=False) from None
         except aiohttp.ClientPayloadError:

@@ -9,7 +9,7 @@ long as the slowest provider.  Every outcome is one of:
 ``ok``          the provider accepted the key
 ``auth_failed`` 401, 403, or Gemini's 400 ``API_KEY_INVALID``
 ``unreachable`` connection refused, reset, or the host name did not resolve
-``timeout``     no answer within ``--timeout`` (or the provider's own timeout)
+``timeout``     no response within ``--timeout`` (or the provider's own, if shorter)
 ``missing_key`` its key variable is not set: not called at all
 ``error``       anything else; the detail starts with the error code
 ==============  ==========================================================
@@ -91,7 +91,12 @@ async def check_provider(
     *,
     clock: Callable[[], float] = time.perf_counter,
 ) -> CheckResult:
-    """Check one provider's credentials within ``timeout`` seconds; never raises."""
+    """Check one provider's credentials within ``timeout`` seconds; never raises.
+
+    The provider's own ``timeout`` applies too, as it does to every attempt:
+    the deadline is the shorter of the two, and it is the only one (adapters
+    set none of their own), so the detail always names the one that ran out.
+    """
     from workers._factory import open_provider
 
     start = clock()
@@ -110,11 +115,12 @@ async def check_provider(
     except Exception as exc:  # a config the adapter refuses is a failed check, not a crash
         outcome, detail = "error", f"cannot open the provider: {exc}"
     else:
+        limit = min(timeout, config.timeout)
         try:
-            with anyio.move_on_after(timeout) as scope:
+            with anyio.move_on_after(limit) as scope:
                 await provider.check_credentials()
             if scope.cancelled_caught:
-                outcome, detail = "timeout", f"no answer within {timeout:g} s"
+                outcome, detail = "timeout", f"no response within {limit:g} s"
             else:
                 outcome = "ok"
                 detail = "nothing to check" if config.type == "simulated" else "key accepted"

@@ -28,6 +28,7 @@ import anyio.abc
 import msgspec
 
 from runner._errors import UsageError
+from runner._results import not_run
 from runner._task import ErrorInfo, HistoryEntry, Result, Task
 from runner._tasks_file import TasksFile
 from runner.cli._main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, notice
@@ -143,12 +144,11 @@ class Drainable(Protocol):
 
 def cancelled(task: Task) -> Result:
     """The result of a line that was never started because the run was interrupted."""
-    return Result(
-        id=task.id or "",
-        status="cancelled",
+    return not_run(
+        task.id or "",
+        "not started: the run was interrupted",
         role=task.role,
         workflow=task.workflow,
-        error=ErrorInfo(code="cancelled", message="not started: the run was interrupted"),
     )
 
 

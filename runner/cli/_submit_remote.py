@@ -59,7 +59,8 @@ import stamina.instrumentation
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runner._errors import UsageError
-from runner._task import ErrorInfo, Result, Task
+from runner._results import not_run
+from runner._task import Result, Task
 from runner._tasks_file import TasksFile, rejection
 from runner.cli._results_file import ResultsFile
 from runner.cli._submit import Submission, cancelled
@@ -538,11 +539,9 @@ def _retry_after(headers: Any) -> float:
 
 
 def _lost(task_id: str) -> Result:
-    return Result(
-        id=task_id,
+    return not_run(
+        task_id,
+        "the worker no longer knows this task (another journal, or past its retention)",
         status="failed",
-        error=ErrorInfo(
-            code="not_found",
-            message="the worker no longer knows this task (another journal, or past its retention)",
-        ),
+        code="not_found",
     )

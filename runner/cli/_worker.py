@@ -20,15 +20,12 @@ import argparse
 import ipaddress
 import signal
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, TextIO
 
 import anyio
 import anyio.abc
 
-from runner._context import TaskExecutionContext
 from runner._errors import UsageError
-from runner._task import HistoryEntry, Status
 from runner.cli._main import EXIT_INTERRUPTED, EXIT_OK, notice
 from runner.cli._notices import notice_line, refuse_stranded
 from runner.config._model import Config
@@ -120,22 +117,20 @@ class Service:
             outer.start_soon(self._purge, journal, wc.retention)
             async with open_metrics_writer(self.config.metrics) as sink:
                 tee = PrometheusTee(sink)
-                observe = _Relay()
+                # The worker first, so the Runner gets its observer when made.
+                worker = Worker(
+                    journal,
+                    queue_size=wc.queue_size,
+                    before_finish=tee.flush,
+                    report=self.say,
+                )
                 runner = Runner.from_config(
                     self.config,
                     metrics=tee,
-                    observer=observe,
+                    observer=worker.observe,
                     on_notice=lambda n: self.say(notice_line(n)),
                 )
                 async with runner:
-                    worker = Worker(
-                        runner,
-                        journal,
-                        queue_size=wc.queue_size,
-                        before_finish=tee.flush,
-                        report=self.say,
-                    )
-                    observe.target = worker.on_status
                     await self._serve(runner, worker, journal, tee)
             outer.cancel_scope.cancel()
 
@@ -164,7 +159,7 @@ class Service:
             body_timeout=limits.body_timeout,
         )
         async with anyio.create_task_group() as tg:
-            resumed = await tg.start(worker.run)
+            resumed = await tg.start(worker.run, runner)
             async with serve(app, self.host, self.port, limits=limits, reports=reports) as url:
                 self.say(f"listening on {url} (journal {wc.journal}, {resumed} tasks resumed)")
                 await self._stop.wait()
@@ -202,17 +197,6 @@ class Service:
         while True:
             await anyio.sleep(interval)
             await journal.purge(retention)
-
-
-class _Relay:
-    """The Runner's observer, forwarding to the worker once it exists."""
-
-    def __init__(self) -> None:
-        self.target: Callable[[str, Status], None] | None = None
-
-    def __call__(self, ctx: TaskExecutionContext, entry: HistoryEntry) -> None:
-        if self.target is not None:
-            self.target(ctx.id, entry.status)
 
 
 def _first(group: BaseExceptionGroup[UsageError]) -> UsageError:

@@ -34,7 +34,7 @@ from typing import Final, TextIO
 
 import msgspec
 
-from runner._errors import UsageError
+from runner._errors import StorageError, UsageError
 from runner.metrics._events import MetricEvent
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -416,7 +416,7 @@ def migrate_schema(conn: sqlite3.Connection) -> None:
     """Bring the schema up to :data:`SCHEMA_VERSION`, each step in its own transaction."""
     version = schema_version(conn)
     if version > SCHEMA_VERSION:
-        raise UsageError(
+        raise StorageError(
             f"metrics database schema version {version} is newer than this runner"
             f" understands ({SCHEMA_VERSION}); upgrade runner"
         )
@@ -451,10 +451,10 @@ def prepare_database(path: str | Path) -> None:
 def open_for_reading(path: str | Path) -> sqlite3.Connection:
     """An existing metrics database, migrated, for queries.
 
-    A missing file is a :class:`UsageError` that says how to create one.
+    A missing file is a :class:`StorageError` that says how to create one.
     """
     if not Path(path).is_file():
-        raise UsageError(
+        raise StorageError(
             f"no metrics database at {path}; run 'python -m runner submit' with"
             " metrics.store: sqlite to create it, or import a JSONL store with"
             f" 'python -m runner metrics migrate FILE.jsonl --db {path}'"
@@ -463,7 +463,7 @@ def open_for_reading(path: str | Path) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None)
         migrate_schema(conn)
     except sqlite3.Error as exc:
-        raise UsageError(f"cannot read metrics database {path}: {exc}") from exc
+        raise StorageError(f"cannot read metrics database {path}: {exc}") from exc
     return conn
 
 
@@ -551,7 +551,7 @@ def read_jsonl(path: str | Path, *, stderr: TextIO | None = None) -> Iterator[Me
     try:
         f = Path(path).open("rb")  # noqa: SIM115 - closed by the with below; the generator owns it
     except OSError as exc:
-        raise UsageError(f"cannot read metrics file {path}: {exc.strerror}") from exc
+        raise StorageError(f"cannot read metrics file {path}: {exc.strerror}") from exc
     with f:
         for number, line in enumerate(f, start=1):
             if not line.strip():

@@ -43,7 +43,7 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from runner._errors import UsageError
+from runner._errors import StorageError
 from runner.metrics._events import MetricEvent
 from runner.metrics._store import (
     DEFAULT_COMPACTION,
@@ -457,7 +457,7 @@ async def open_store(config: StoreSettings, stderr: TextIO) -> EventStore:
         try:
             store.check_writable()
         except OSError as exc:
-            raise UsageError(
+            raise StorageError(
                 f"metrics: cannot write {config.path} ({exc.strerror}); fix metrics.path"
                 " or set metrics.store: none"
             ) from exc
@@ -469,7 +469,7 @@ async def open_store(config: StoreSettings, stderr: TextIO) -> EventStore:
         try:
             fallback.check_writable()
         except OSError as exc2:
-            raise UsageError(
+            raise StorageError(
                 f"metrics: cannot open {config.path} ({exc}) nor {fallback.name}"
                 f" ({exc2.strerror}); fix metrics.path or set metrics.store: none"
             ) from exc2
@@ -494,7 +494,7 @@ async def open_metrics_writer(
 
     Ready when it yields; on exit every event sent has been stored, spilled
     (said on stderr) or, only if even the spill file failed, reported lost.
-    A store that cannot be opened at all raises :class:`UsageError` before
+    A store that cannot be opened at all raises :class:`StorageError` before
     any work starts.
     """
     err = sys.stderr if stderr is None else stderr

@@ -49,7 +49,8 @@ import anyio
 import anyio.to_thread
 from msgspec import Struct
 
-from runner._errors import UsageError
+from runner._errors import StorageError, UsageError
+from runner._states import FINAL
 
 T = TypeVar("T")
 
@@ -73,10 +74,8 @@ _SCHEMA: Final = (
 #: from another database that happens to have a ``tasks`` table.
 _COLUMNS: Final = ("id", "task", "status", "result", "submitted_at", "updated_at", "finished_at")
 
-TERMINAL: Final = frozenset({"completed", "failed", "cancelled", "rejected"})
 
-
-class JournalError(UsageError):
+class JournalError(StorageError):
     """An operation the journal's database refused (disk full, I/O error): nothing of it stuck."""
 
 
@@ -173,7 +172,7 @@ class Journal:
 
     def record_status(self, task_id: str, status: str) -> None:
         """Record a non-terminal status move; written with the next batch."""
-        if status in TERMINAL:
+        if status in FINAL:
             raise ValueError(f"{status!r} is terminal: use finish()")
         now = self._clock()
 
@@ -188,7 +187,7 @@ class Journal:
 
     async def finish(self, task_id: str, status: str, result: bytes) -> None:
         """Store the task's one terminal result; a second call for the id changes nothing."""
-        if status not in TERMINAL:
+        if status not in FINAL:
             raise ValueError(f"{status!r} is not terminal")
         now = self._clock()
 
@@ -271,6 +270,7 @@ class Journal:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             error = JournalError(f"the journal could not be written: {exc}")
+            error.__cause__ = exc
             for op in batch:
                 op.error = error
 
@@ -304,7 +304,7 @@ def _connect(path: str) -> sqlite3.Connection:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             conn.execute("ROLLBACK")
-            raise UsageError(
+            raise StorageError(
                 f"journal {path} was written by a newer runner (schema {version});"
                 " upgrade runner or point worker.journal at another file"
             )
@@ -314,13 +314,13 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.execute("COMMIT")
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc):
-            raise UsageError(
+            raise StorageError(
                 f"journal {path} is in use by another worker; stop it or set worker.journal"
                 " to another file"
             ) from None
-        raise UsageError(f"cannot open journal {path}: {exc}") from None
+        raise StorageError(f"cannot open journal {path}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
-        raise UsageError(f"journal {path} is not a runner journal: {exc}") from None
+        raise StorageError(f"journal {path} is not a runner journal: {exc}") from exc
     return conn
 
 
@@ -355,7 +355,7 @@ async def open_journal(
 ) -> AsyncIterator[Journal]:
     """Open the journal, start its owner task, and on exit write what is queued and close.
 
-    Raises :class:`UsageError` with a clear message if the file is held by
+    Raises :class:`StorageError` with a clear message if the file is held by
     another worker, is not a journal, or cannot be created.
     """
     conn = await anyio.to_thread.run_sync(_connect, path)

@@ -34,12 +34,13 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from runner._errors import QueueFull, ShuttingDown
 from runner._task import Task
 from runner.service._http import Limits, Reports, error, shown_safely
 from runner.service._intake import LineError, TooManyTasks, parse_tasks
 from runner.service._journal import IdConflict
 from runner.service._prometheus import CONTENT_TYPE, PrometheusTee
-from runner.service._worker import JournalUnavailable, QueueFull, ShuttingDown, Worker
+from runner.service._worker import JournalUnavailable, Worker
 from workers._secrets import Secret
 
 #: The longest ``?wait=`` honoured, in seconds; longer asks are cut to this.

@@ -17,12 +17,19 @@
   writer's flush) has stored every metric event sent so far, so a journaled
   result never lacks the events of its attempts, crash or not;
 * at most ``queue_size`` accepted tasks are unfinished at once; past that,
-  :meth:`Worker.accept` raises :class:`QueueFull` (the 503);
+  :meth:`Worker.accept` raises :class:`~runner.QueueFull` (the 503);
 * when the journal refuses a write (disk full, I/O error), nothing is
   accepted or cancelled (:class:`JournalUnavailable`, the 503); results
   that could not be written wait in memory, are served from there, and are
   written as soon as the journal takes writes again.  The failure and the
   recovery are reported once each.
+
+Wiring, without a cycle to close later: make the Worker first, give the
+Runner :meth:`Worker.observe` as its observer when making it, then run the
+Worker with that Runner (``await tg.start(worker.run, runner)``).  The
+observer recognises the worker's own tasks by identity (``ctx.task`` is the
+very Task object the worker submitted), never by id: a workflow ``w``'s stage
+``w/clarification`` and a user's task of that id are different tasks.
 
 It owns two task groups (started by :meth:`Worker.run`): the outer one
 retries results the journal refused; the inner one holds a feeder that hands
@@ -32,16 +39,19 @@ queued tasks to the Runner in order, and one waiter per submitted task.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from runner._errors import UsageError
-from runner._task import ErrorInfo, HistoryEntry, Result, Status, Task
+from runner._context import TaskExecutionContext
+from runner._errors import QueueFull, ShuttingDown, StorageError
+from runner._results import not_run
+from runner._states import TERMINAL
+from runner._task import HistoryEntry, Result, Status, Task
 from runner.service._journal import Journal, JournalError, Stored
 
 #: Seconds DELETE lets the Runner end a running task before it journals the cancellation itself.
@@ -72,20 +82,7 @@ class Runs(Protocol):
     async def shutdown(self, grace: float | None = None) -> None: ...
 
 
-class QueueFull(Exception):
-    """No room for the tasks; ``retry_after`` suggests when to try again (seconds)."""
-
-    def __init__(self, room: int, retry_after: int) -> None:
-        self.room = room
-        self.retry_after = retry_after
-        super().__init__(f"the queue is full ({room} free places); retry after {retry_after} s")
-
-
-class ShuttingDown(Exception):
-    """The worker is draining and takes no new tasks."""
-
-
-class JournalUnavailable(Exception):
+class JournalUnavailable(StorageError):
     """The journal refused the write (or read) this call needs; nothing of the call stuck.
 
     ``retry_after`` suggests when to try again (seconds).
@@ -132,20 +129,18 @@ class Worker:
 
     def __init__(
         self,
-        runner: Runs,
         journal: Journal,
         *,
         queue_size: int,
-        now: Callable[[], str] | None = None,
+        wall: Callable[[], float] = time.time,
         before_finish: Callable[[], Awaitable[None]] | None = None,
         report: Callable[[str], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         cancel_wait: float = CANCEL_WAIT,
     ) -> None:
-        self._runner = runner
         self._journal = journal
         self._queue_size = queue_size
-        self._now = now or _utc_now
+        self._wall = wall
         self._before_finish = before_finish
         self._report = report or (lambda text: None)
         self._sleep = sleep
@@ -164,11 +159,13 @@ class Worker:
 
     # -- lifecycle --------------------------------------------------------
 
-    async def run(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Resume the journal's unfinished tasks, then feed the Runner until cancelled.
+    async def run(
+        self, runner: Runs, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Resume the journal's unfinished tasks, then feed ``runner`` until closed.
 
         Reports the number of resumed tasks through ``task_status`` once they
-        are queued (use ``await tg.start(worker.run)``).
+        are queued (use ``await tg.start(worker.run, runner)``).
         """
         resumed = 0
         for task_id, body in await self._journal.unfinished():
@@ -182,7 +179,7 @@ class Worker:
                 async with anyio.create_task_group() as tg:
                     task_status.started(resumed)
                     async for task_id in self._receive:
-                        await self._feed(task_id, tg)
+                        await self._feed(runner, task_id, tg)
                 # Every waiter is done: one last try for what the journal refused.
                 for task_id, entry in list(self._unwritten.items()):
                     if not await self._write(task_id, entry):
@@ -272,13 +269,21 @@ class Worker:
                 self._send.send_nowait(task_id)
         return out
 
-    def on_status(self, task_id: str, status: Status) -> None:
-        """The Runner's observer: record a non-terminal move of one of our tasks."""
-        entry = self._active.get(task_id)
-        if entry is None or status in ("completed", "failed", "cancelled"):
-            return  # a workflow's stage, or a terminal move (journaled with its result)
+    def observe(self, ctx: TaskExecutionContext, move: HistoryEntry) -> None:
+        """The Runner's observer: journal a non-terminal move of one of our tasks.
+
+        A terminal move is journaled with its result instead.  The move is ours
+        only if ``ctx.task`` is the very Task object this worker submitted: a
+        workflow's stage, whatever its id, has a Task object of its own.
+        """
+        status = move.status
+        if status in TERMINAL:
+            return
+        entry = self._active.get(ctx.id)
+        if entry is None or entry.task is not ctx.task:
+            return
         entry.status = status
-        self._journal.record_status(task_id, status)
+        self._journal.record_status(ctx.id, status)
 
     # -- queries ----------------------------------------------------------
 
@@ -329,14 +334,14 @@ class Worker:
 
     # -- running ----------------------------------------------------------
 
-    async def _feed(self, task_id: str, tg: anyio.abc.TaskGroup) -> None:
+    async def _feed(self, runner: Runs, task_id: str, tg: anyio.abc.TaskGroup) -> None:
         entry = self._active.get(task_id)
         if entry is None or entry.deleted or self._draining:
             return  # cancelled while queued, or left for the next start
         entry.submitting = True
         try:
-            handle = await self._runner.submit(entry.task)
-        except UsageError:
+            handle = await runner.submit(entry.task)
+        except ShuttingDown:
             # The Runner began its shutdown first: the task stays for the next start.
             return
         finally:
@@ -420,7 +425,6 @@ class Worker:
             self._report("the journal takes writes again")
 
     def _cancelled_by_delete(self, task_id: str, entry: _Entry) -> Result:
-        at = self._now()
         moves: list[Status] = ["pending"]
         if entry.status != "pending":
             moves.append(entry.status)
@@ -429,16 +433,13 @@ class Worker:
             if entry.status == "pending"
             else "cancelled by DELETE"
         )
-        return Result(
-            id=task_id,
-            status="cancelled",
+        return not_run(
+            task_id,
+            message,
             role=entry.task.role,
-            error=ErrorInfo(code="cancelled", message=message),
-            history=[
-                *(HistoryEntry(status=status, at=at) for status in moves),
-                HistoryEntry(status="cancelled", at=at),
-            ],
             workflow=entry.task.workflow,
+            at=self._wall(),
+            before=moves,
         )
 
 
@@ -464,7 +465,3 @@ def _view(stored: Stored | None) -> TaskView | None:
     raw = msgspec.Raw(stored.result) if stored.result is not None else None
     return TaskView(id=stored.id, status=stored.status, result=raw)
 
-
-def _utc_now() -> str:
-    """Now as the history's timestamps write it: ``2026-11-26T21:00:00.000Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -367,10 +367,6 @@ MATRIX: dict[str, dict[str, Cell | None]] = {
     "connection refused": {
         p: Cell("connection_error", True, None, refused=True) for p in HTTP_PROVIDERS
     },
-    "server stalls past the timeout": {
-        p: Cell("timeout", True, None, lambda f: Reply.stalled(30), config={"timeout": 0.2})
-        for p in HTTP_PROVIDERS
-    },
 }
 
 
