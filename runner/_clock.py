@@ -15,13 +15,19 @@ import time
 def iso_ms(wall: float) -> str:
     """``wall`` (seconds since the epoch) as ISO 8601 UTC with milliseconds and ``Z``."""
     seconds = int(wall)
-    millis = int((wall - seconds) * 1000)
+    return _iso_milli(seconds, int((wall - seconds) * 1000))
+
+
+# Moves come in bursts (a wave of tasks submitted, a wave of answers), many
+# within the same millisecond and nearly all within the same second as the
+# one before: one cached millisecond and one cached second turn most of the
+# formatting into lookups.  Each cache holds one immutable string, so both
+# behave as pure functions.
+@functools.lru_cache(maxsize=1)
+def _iso_milli(seconds: int, millis: int) -> str:
     return f"{_iso_second(seconds)}.{millis:03d}Z"
 
 
-# A task's moves nearly all fall within the same second as the one before:
-# one cached second turns the formatting into a lookup.  The cache holds one
-# immutable string, so it behaves as a pure function.
 @functools.lru_cache(maxsize=1)
 def _iso_second(seconds: int) -> str:
     # time.strftime on a struct_time is several times cheaper than datetime.isoformat.

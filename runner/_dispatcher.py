@@ -1,8 +1,8 @@
 """The dispatcher: runs each task along its role's chain to one terminal state.
 
 Tasks arrive as :class:`~runner._context.TaskExecutionContext` through a
-bounded memory stream (``enqueue`` waits while it is full: that is the
-backpressure).  A fixed pool of ``concurrency`` worker coroutines reads the
+bounded :class:`~runner._queue.TaskQueue` (``enqueue`` waits while it is
+full: that is the backpressure).  A fixed pool of ``concurrency`` worker coroutines reads the
 stream, so the global limit costs nothing per task; each provider has a
 ``CapacityLimiter`` of its ``max_concurrency`` and, when configured, a
 :class:`~runner._ratelimit.RateLimiter`.
@@ -33,18 +33,21 @@ with code ``unknown``, never a crashed task group.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 import anyio
+import sniffio
 from anyio.abc import TaskStatus
 
 from runner._context import TaskExecutionContext, cost_of
 from runner._errors import ProviderError, ShuttingDown
 from runner._log import ExecutionLog
 from runner._policy import RetryPolicy, counts_toward_cooldown
+from runner._queue import TaskQueue
 from runner._ratelimit import RateLimiter, rate_limiter_for
 from runner._registry import Chain, Registry
 from runner._supervise import Observer, Supervisor
@@ -128,9 +131,11 @@ class Dispatcher:
             )
             for pid, cfg in provider_configs.items()
         }
-        self._send, self._receive = anyio.create_memory_object_stream[TaskExecutionContext](
-            queue_size
-        )
+        self._queue: TaskQueue[TaskExecutionContext] = TaskQueue(queue_size)
+        # The running backend's CancelScope class, looked up once in serve():
+        # anyio.CancelScope() asks sniffio for the backend on every call.
+        self._scope_class: type[anyio.CancelScope] = anyio.CancelScope
+        self._loop_time: Callable[[], float] = anyio.current_time
         self._closing = False
         # Event ids: a random prefix per dispatcher plus a counter is unique
         # across runs and far cheaper than a uuid4 per attempt.
@@ -157,32 +162,25 @@ class Dispatcher:
 
         Ready (``task_status.started()``) once every worker is waiting for work.
         """
+        self._scope_class = type(anyio.CancelScope())
+        self._loop_time = _loop_clock()
         try:
             async with anyio.create_task_group() as tg:
                 for _ in range(self._concurrency):
                     tg.start_soon(self._worker)
                 task_status.started()
         finally:
-            # Senders still waiting (there are none after close()) would get
-            # BrokenResourceError; the stream must not outlive the pool.
-            self._receive.close()
+            # No sender may wait on a queue nobody reads any more.
+            self._queue.close()
 
     async def _worker(self) -> None:
-        receive = self._receive
+        get = self._queue.get
         supervise = self.supervisor.supervise
         execute = self._execute
         while True:
-            # receive() always yields to the event loop first; when work is
-            # waiting that round trip is pure overhead.
-            try:
-                ctx = receive.receive_nowait()
-            except anyio.WouldBlock:
-                try:
-                    ctx = await receive.receive()
-                except anyio.EndOfStream:
-                    return
-            except anyio.EndOfStream:
-                return
+            ctx = await get()
+            if ctx is None:
+                return  # closed and drained
             # A task cancelled while queued was settled then; skip it.
             if ctx.result is None:
                 await supervise(ctx, execute)
@@ -251,7 +249,7 @@ class Dispatcher:
         as queued time, not as attempt latency.  Every call made gets exactly
         one metric event, also when it is cut short.
         """
-        scope = ctx.scope = anyio.CancelScope()
+        scope = ctx.scope = self._scope_class()
         outcome: Outcome = None
         calling = False
         start = wall = 0.0
@@ -308,7 +306,7 @@ class Dispatcher:
                     start = self._clock()
                     # The event loop's time, not the injected clock's: that one
                     # is time.monotonic (trio's clock differs) or a test's fake.
-                    scope.deadline = anyio.current_time() + config.timeout
+                    scope.deadline = self._loop_time() + config.timeout
                     calling = True
                     try:
                         outcome = await lane.provider.complete(request)
@@ -435,11 +433,9 @@ class Dispatcher:
         """Accept a plain task and queue it, waiting while the queue is full."""
         self.accept(ctx)
         try:
-            try:
-                self._send.send_nowait(ctx)
-            except anyio.WouldBlock:
-                await self._send.send(ctx)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            if not self._queue.put_nowait(ctx):
+                await self._queue.put(ctx)
+        except anyio.ClosedResourceError:
             # Shutdown closed the queue while we waited; it also cancelled ctx.
             self.supervisor.finish_cancelled(ctx, "cancelled at shutdown")
         except BaseException:
@@ -455,7 +451,7 @@ class Dispatcher:
         if self._closing:
             return
         self._closing = True
-        self._send.close()
+        self._queue.close()
         for ctx in list(self.supervisor.live):
             # Not started: a queued task, or a workflow whose coroutine has not run.
             if ctx.scope is None and ctx.status == "pending":
@@ -484,3 +480,14 @@ class Dispatcher:
         for ctx in list(live):
             self.supervisor.finish_cancelled(ctx, "cancelled at shutdown")
             live.discard(ctx)
+
+
+def _loop_clock() -> Callable[[], float]:
+    """The running event loop's clock, the one cancel-scope deadlines are in.
+
+    ``anyio.current_time()`` asks sniffio for the backend on every call; on
+    asyncio the loop's own ``time`` is the same clock without the lookup.
+    """
+    if sniffio.current_async_library() == "asyncio":
+        return asyncio.get_running_loop().time
+    return anyio.current_time

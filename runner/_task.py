@@ -2,6 +2,10 @@
 
 These Structs are the task-file and result-file line formats of docs/cli.md,
 shared by ``submit``, the worker's HTTP API and the Python API.
+
+All are ``gc=False``: they hold only strings, numbers, and lists or tuples of
+each other, so they can never be part of a reference cycle, and a big run
+makes millions of them that the garbage collector need not keep walking.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ Status = Literal["pending", "running", "retrying", "completed", "failed", "cance
 FinalStatus = Literal["completed", "failed", "cancelled", "rejected"]
 
 
-class Task(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Task(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, gc=False):
     """One unit of work: a prompt for a role, or a workflow over an input.
 
     Exactly one of ``prompt``/``messages`` (a plain task) or ``workflow`` (with
@@ -59,7 +63,7 @@ class Task(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
             _convert(self)
 
 
-class ErrorInfo(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class ErrorInfo(Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """Why a task did not complete."""
 
     code: str
@@ -68,7 +72,7 @@ class ErrorInfo(Struct, frozen=True, kw_only=True, omit_defaults=True):
     retryable: bool | None = None
 
 
-class HistoryEntry(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class HistoryEntry(Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """One status move, timestamped, with the provider in use."""
 
     status: Status
@@ -78,7 +82,7 @@ class HistoryEntry(Struct, frozen=True, kw_only=True, omit_defaults=True):
     error_code: str | None = None
 
 
-class StageResult(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class StageResult(Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """One stage of a workflow result."""
 
     stage: str
@@ -92,7 +96,7 @@ class StageResult(Struct, frozen=True, kw_only=True, omit_defaults=True):
     history: list[HistoryEntry] = field(default_factory=list)
 
 
-class Result(Struct, kw_only=True, omit_defaults=True):
+class Result(Struct, kw_only=True, omit_defaults=True, gc=False):
     """One result line: every task ends in exactly one of these."""
 
     id: str

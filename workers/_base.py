@@ -16,8 +16,11 @@ from workers._parameters import EMPTY, Parameters
 from workers._types import FinishReason, Message, Usage
 
 
-class CompletionRequest(Struct, frozen=True, kw_only=True):
+class CompletionRequest(Struct, frozen=True, kw_only=True, gc=False):
     """A provider-neutral chat completion request.
+
+    ``gc=False`` (here and on the response): plain data that can never be part
+    of a reference cycle, made once per attempt.
 
     ``messages`` holds only ``user`` and ``assistant`` turns; a system prompt is
     in ``system``.  ``task_id`` and ``attempt`` identify the attempt for the
@@ -31,7 +34,7 @@ class CompletionRequest(Struct, frozen=True, kw_only=True):
     attempt: int = 1
 
 
-class CompletionResponse(Struct, frozen=True, kw_only=True):
+class CompletionResponse(Struct, frozen=True, kw_only=True, gc=False):
     """A provider-neutral completion."""
 
     text: str

@@ -1,4 +1,8 @@
-"""The small value types adapters and runner share: messages, usage, finish reasons."""
+"""The small value types adapters and runner share: messages, usage, finish reasons.
+
+``gc=False`` on each: they hold only strings and numbers, so they can never
+be part of a reference cycle; the garbage collector need not track them.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from workers._errors import InvalidValueError
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "other"]
 
 
-class Message(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Message(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, gc=False):
     """One chat message; ``system`` messages are moved to the system prompt.
 
     Built in Python with a role or content msgspec would refuse, it raises
@@ -33,7 +37,7 @@ class Message(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 _ROLES: Final = frozenset({"system", "user", "assistant"})
 
 
-class Usage(Struct, frozen=True, kw_only=True):
+class Usage(Struct, frozen=True, kw_only=True, gc=False):
     """Token counts of one response (or the sum over a task's stages)."""
 
     input_tokens: int = 0

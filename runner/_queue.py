@@ -1,0 +1,132 @@
+"""The dispatcher's queue: a bounded FIFO between intake and the worker pool.
+
+It does what an anyio memory object stream of contexts did, for less: every
+task passes through it once, and with many workers parked on it (one per
+``concurrency``) the stream's per-hand-over costs showed in the benchmarks
+(a checkpoint before every blocking receive, a task lookup to check the
+receiver for a pending cancellation, a new Event through the backend lookup
+each time).  Here a parked worker waits on one Event made from the running
+backend's class, and an item taken from a full queue lets one waiting sender
+in, in order.
+
+Cancellation: a worker cancelled while parked puts back an item handed to it
+at the same moment, so nothing is dropped; a sender cancelled while waiting
+withdraws its item.  :meth:`close` wakes everyone: workers get ``None`` once
+the queue is empty, waiting senders get :class:`anyio.ClosedResourceError`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Generic, TypeVar
+
+import anyio
+
+T = TypeVar("T")
+
+
+class TaskQueue(Generic[T]):
+    """A FIFO of at most ``maxsize`` items (items handed straight to a parked worker aside)."""
+
+    __slots__ = ("_closed", "_event", "_getters", "_items", "_maxsize", "_putters")
+
+    def __init__(self, maxsize: int) -> None:
+        self._maxsize = maxsize
+        self._items: deque[T] = deque()
+        #: Parked workers: the Event that wakes one, and the list its item goes in.
+        self._getters: deque[tuple[anyio.Event, list[T]]] = deque()
+        #: Waiting senders: their Event, and a list holding their item until taken.
+        self._putters: deque[tuple[anyio.Event, list[T]]] = deque()
+        self._closed = False
+        # The running backend's Event class, looked up once: anyio.Event()
+        # otherwise asks sniffio which backend runs on every call.
+        self._event: type[anyio.Event] | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _new_event(self) -> anyio.Event:
+        if self._event is None:
+            self._event = type(anyio.Event())
+        return self._event()
+
+    def put_nowait(self, item: T) -> bool:
+        """Queue ``item`` (or hand it to a parked worker); False when full.
+
+        Raises :class:`anyio.ClosedResourceError` once closed.
+        """
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._getters:
+            event, box = self._getters.popleft()
+            box.append(item)
+            event.set()
+            return True
+        if len(self._items) < self._maxsize:
+            self._items.append(item)
+            return True
+        return False
+
+    async def put(self, item: T) -> None:
+        """Queue ``item``, waiting while the queue is full.
+
+        Raises :class:`anyio.ClosedResourceError` if the queue is (or gets)
+        closed before the item is taken in.
+        """
+        if self.put_nowait(item):
+            return
+        event = self._new_event()
+        slot = [item]
+        entry = (event, slot)
+        self._putters.append(entry)
+        try:
+            await event.wait()
+        except BaseException:
+            if slot and entry in self._putters:
+                self._putters.remove(entry)
+            raise
+        if slot:
+            raise anyio.ClosedResourceError  # woken by close(), not taken in
+
+    async def get(self) -> T | None:
+        """The next item, waiting for one; ``None`` once closed and empty."""
+        items = self._items
+        if items:
+            item = items.popleft()
+            if self._putters:
+                self._admit()
+            return item
+        if self._closed:
+            return None
+        event = self._new_event()
+        box: list[T] = []
+        entry = (event, box)
+        self._getters.append(entry)
+        try:
+            await event.wait()
+        except BaseException:
+            if box:
+                # Handed over as the cancellation landed: back to the front.
+                items.appendleft(box[0])
+            elif entry in self._getters:  # not if close() took it out already
+                self._getters.remove(entry)
+            raise
+        return box[0] if box else None
+
+    def _admit(self) -> None:
+        event, slot = self._putters.popleft()
+        self._items.append(slot.pop())
+        event.set()
+
+    def close(self) -> None:
+        """Refuse new items; wake parked workers (``None``) and waiting senders (closed)."""
+        self._closed = True
+        while self._getters:
+            self._getters.popleft()[0].set()
+        while self._putters:
+            self._putters.popleft()[0].set()

@@ -1,0 +1,134 @@
+"""The dispatcher's queue: FIFO, bounded, and nothing lost to a cancellation or a close.
+
+Pure core: asyncio and trio.
+"""
+
+from __future__ import annotations
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from runner._queue import TaskQueue
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_items_come_out_in_order() -> None:
+    """What goes in comes out first in, first out."""
+    q: TaskQueue[int] = TaskQueue(3)
+    assert all(q.put_nowait(i) for i in range(3))
+    assert [await q.get(), await q.get(), await q.get()] == [0, 1, 2]
+
+
+async def test_a_full_queue_refuses_put_nowait_and_put_waits_its_turn() -> None:
+    """Past maxsize put_nowait is False; put waits, and senders get in in their order."""
+    q: TaskQueue[int] = TaskQueue(1)
+    assert q.put_nowait(0)
+    assert not q.put_nowait(99)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(q.put, 1)
+        await anyio.lowlevel.checkpoint()
+        tg.start_soon(q.put, 2)
+        await anyio.lowlevel.checkpoint()
+        assert len(q) == 1
+        got = [await q.get() for _ in range(3)]
+    assert got == [0, 1, 2]
+
+
+async def test_a_parked_worker_gets_the_next_item_directly() -> None:
+    """A worker waiting on an empty queue receives the next item put."""
+    q: TaskQueue[str] = TaskQueue(1)
+    got: list[str | None] = []
+
+    async def worker() -> None:
+        got.append(await q.get())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker)
+        await anyio.lowlevel.checkpoint()
+        assert q.put_nowait("x")
+    assert got == ["x"]
+    assert len(q) == 0
+
+
+async def test_close_drains_then_ends_and_refuses_senders() -> None:
+    """After close, queued items still come out, then None; put raises ClosedResourceError."""
+    q: TaskQueue[int] = TaskQueue(2)
+    q.put_nowait(1)
+    q.close()
+    assert await q.get() == 1
+    assert await q.get() is None
+    with pytest.raises(anyio.ClosedResourceError):
+        q.put_nowait(2)
+    with pytest.raises(anyio.ClosedResourceError):
+        await q.put(2)
+
+
+async def test_close_wakes_parked_workers_and_waiting_senders() -> None:
+    """Parked workers get None and a waiting sender gets ClosedResourceError."""
+    q: TaskQueue[int] = TaskQueue(1)
+    q.put_nowait(0)
+    outcomes: list[object] = []
+
+    async def sender() -> None:
+        try:
+            await q.put(1)
+        except anyio.ClosedResourceError:
+            outcomes.append("closed")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sender)
+        await anyio.lowlevel.checkpoint()
+        q.close()
+    assert outcomes == ["closed"]
+    empty: TaskQueue[int] = TaskQueue(1)
+    async with anyio.create_task_group() as tg:
+
+        async def worker() -> None:
+            outcomes.append(await empty.get())
+
+        tg.start_soon(worker)
+        await anyio.lowlevel.checkpoint()
+        empty.close()
+    assert outcomes == ["closed", None]
+
+
+async def test_a_cancelled_sender_withdraws_its_item() -> None:
+    """A sender cancelled while waiting for room leaves nothing behind."""
+    q: TaskQueue[int] = TaskQueue(1)
+    q.put_nowait(0)
+    with anyio.move_on_after(0.01):
+        await q.put(1)
+    assert await q.get() == 0
+    assert q.put_nowait(2)
+    assert await q.get() == 2
+
+
+async def test_an_item_handed_to_a_worker_being_cancelled_is_not_lost() -> None:
+    """A worker cancelled just as it is handed an item keeps it or puts it back at the front."""
+    q: TaskQueue[int] = TaskQueue(2)
+    got: list[int | None] = []
+    async with anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
+
+        async def worker() -> None:
+            with scope:
+                got.append(await q.get())
+
+        tg.start_soon(worker)
+        await anyio.lowlevel.checkpoint()
+        scope.cancel()
+        q.put_nowait(7)  # handed over while the worker's wake-up may be a cancellation
+    if scope.cancelled_caught:
+        assert got == []
+        assert len(q) == 1
+        assert await q.get() == 7
+    else:
+        assert got == [7]
+        assert len(q) == 0
