@@ -34,7 +34,7 @@ import msgspec
 import structlog
 from structlog.typing import FilteringBoundLogger, Processor, WrappedLogger
 
-from runner._states import iso_ms
+from runner._clock import iso_ms
 from runner._task import HistoryEntry
 from runner.config._model import LoggingConfig
 
@@ -237,7 +237,7 @@ class ExecutionLog:
             seen.add(id(current))
             chain.append(f"{type(current).__name__} at {_raised_at(current)}")
             current = current.__cause__ or current.__context__
-        self._logger.debug(event, cause=" <- ".join(chain))
+        self.detail(event, cause=" <- ".join(chain))
 
 
 def _raised_at(exc: BaseException) -> str:

@@ -8,8 +8,8 @@ dispatcher's pool) and workflows (the Runner's task group) both run under
 
 * the context is settled exactly once, ``completed``, ``failed`` or
   ``cancelled``;
-* an unexpected exception (a bug in runner, a raising metrics sink,
-  execution log or observer) ends the task ``failed`` with code ``unknown``
+* an unexpected exception (a bug in runner, a raising metrics sink or
+  observer) ends the task ``failed`` with code ``unknown``
   and goes no further: the pool and the runner keep serving.  The warning
   names only the exception type; the debug log adds where it was raised,
   never its message, which could carry anything (a prompt, a key);
@@ -104,7 +104,7 @@ class Supervisor:
     ) -> Move:
         """Move ``ctx`` to ``status`` (or raise), then log and observe the move.
 
-        A raising log or observer propagates to the body that made the move,
+        A raising observer (or log processor) propagates to the body that made the move,
         which :meth:`supervise` then ends ``failed`` with code ``unknown``.
         """
         entry = move(

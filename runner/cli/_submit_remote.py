@@ -413,16 +413,12 @@ class WorkerClient:
     def _abandoned(self, task: Task) -> Result:
         """The result of a task whose end the worker did not confirm before the run stopped."""
         path = f"/v1/tasks/{quote(task.id or '', safe='')}"
-        return Result(
-            id=task.id or "",
-            status="cancelled",
+        return not_run(
+            task.id or "",
+            f"the run was interrupted and the worker at {self._url} did not confirm"
+            f" this task's end; it may still run there (GET {path})",
             role=task.role,
             workflow=task.workflow,
-            error=ErrorInfo(
-                code="cancelled",
-                message=f"the run was interrupted and the worker at {self._url} did not confirm"
-                f" this task's end; it may still run there (GET {path})",
-            ),
         )
 
     # -- HTTP -------------------------------------------------------------
