@@ -33,17 +33,16 @@ with code ``unknown``, never a crashed task group.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 import anyio
-import sniffio
 from anyio.abc import TaskStatus
 
 from runner._context import TaskExecutionContext, cost_of
+from runner._deadline import Deadlines
 from runner._errors import ProviderError, ShuttingDown
 from runner._log import ExecutionLog
 from runner._policy import RetryPolicy, counts_toward_cooldown
@@ -135,7 +134,7 @@ class Dispatcher:
         # The running backend's CancelScope class, looked up once in serve():
         # anyio.CancelScope() asks sniffio for the backend on every call.
         self._scope_class: type[anyio.CancelScope] = anyio.CancelScope
-        self._loop_time: Callable[[], float] = anyio.current_time
+        self._deadlines = Deadlines(cfg.timeout for cfg in provider_configs.values())
         self._closing = False
         # Event ids: a random prefix per dispatcher plus a counter is unique
         # across runs and far cheaper than a uuid4 per attempt.
@@ -163,12 +162,14 @@ class Dispatcher:
         Ready (``task_status.started()``) once every worker is waiting for work.
         """
         self._scope_class = type(anyio.CancelScope())
-        self._loop_time = _loop_clock()
         try:
-            async with anyio.create_task_group() as tg:
-                for _ in range(self._concurrency):
-                    tg.start_soon(self._worker)
-                task_status.started()
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._deadlines.watch)
+                async with anyio.create_task_group() as pool:
+                    for _ in range(self._concurrency):
+                        pool.start_soon(self._worker)
+                    task_status.started()
+                outer.cancel_scope.cancel()  # the pool is done: no call needs a deadline
         finally:
             # No sender may wait on a queue nobody reads any more.
             self._queue.close()
@@ -252,6 +253,7 @@ class Dispatcher:
         scope = ctx.scope = self._scope_class()
         outcome: Outcome = None
         calling = False
+        call = None
         start = wall = 0.0
         config: ProviderConfig | None = None
         try:
@@ -304,9 +306,9 @@ class Dispatcher:
                     )
                     wall = self._wall()
                     start = self._clock()
-                    # The event loop's time, not the injected clock's: that one
-                    # is time.monotonic (trio's clock differs) or a test's fake.
-                    scope.deadline = self._loop_time() + config.timeout
+                    # The deadline, in the event loop's time (not the injected
+                    # clock's), is set on this scope if the call outlives a tick.
+                    call = self._deadlines.start(scope, config.timeout)
                     calling = True
                     try:
                         outcome = await lane.provider.complete(request)
@@ -317,6 +319,8 @@ class Dispatcher:
                     except Exception as exc:
                         outcome = self._adapter_bug(ctx, pid, exc)
                 finally:
+                    if call is not None:
+                        call[0] = None
                     if limiter is not None:
                         limiter.release()
         except anyio.get_cancelled_exc_class():
@@ -480,14 +484,3 @@ class Dispatcher:
         for ctx in list(live):
             self.supervisor.finish_cancelled(ctx, "cancelled at shutdown")
             live.discard(ctx)
-
-
-def _loop_clock() -> Callable[[], float]:
-    """The running event loop's clock, the one cancel-scope deadlines are in.
-
-    ``anyio.current_time()`` asks sniffio for the backend on every call; on
-    asyncio the loop's own ``time`` is the same clock without the lookup.
-    """
-    if sniffio.current_async_library() == "asyncio":
-        return asyncio.get_running_loop().time
-    return anyio.current_time
