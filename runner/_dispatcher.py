@@ -17,8 +17,9 @@ each task runs under its ``supervise``.
 
 An attempt owns exactly one cancel scope.  It covers the wait before the
 attempt (the retry delay, a chain cooling down, the provider's rate and
-concurrency limits) and the call; its deadline, the provider's ``timeout``,
-is set when the call starts, so only the call is timed and one timeout
+concurrency limits) and the call; its deadline is the call's start plus the
+provider's ``timeout`` (set on the scope by :class:`~runner._deadline.Deadlines`
+once the call outlives a tick), so only the call is timed and one timeout
 (``no response within N s``) is all a user ever sees, whatever the adapter.
 ``handle.cancel()`` cancels the scope of the attempt in progress, or marks
 the task so that it stops before its next one.
