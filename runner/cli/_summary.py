@@ -7,7 +7,7 @@ run and a run on a worker (``--url``) end with the same summary.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO, get_args
 
 from msgspec import Struct
 
@@ -17,7 +17,8 @@ from runner.cli._tables import Column, print_table
 if TYPE_CHECKING:
     from rich.console import Console
 
-STATUSES: Final[tuple[FinalStatus, ...]] = ("completed", "failed", "cancelled", "rejected")
+#: A Result's statuses in the order the summary prints them (the order of FinalStatus).
+STATUSES: Final[tuple[FinalStatus, ...]] = get_args(FinalStatus)
 #: Rejection messages kept for display; the results file has them all.
 SHOWN_REJECTIONS: Final = 5
 
