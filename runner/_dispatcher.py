@@ -333,7 +333,9 @@ class Dispatcher:
                 with anyio.move_on_after(EMIT_DEADLINE, shield=True):
                     await self._emit_quietly(ctx, config, wall, latency, "cancelled")
             raise
-        ctx.scope = None
+        finally:
+            # Whatever ended the attempt, nothing may cancel its spent scope.
+            ctx.scope = None
         if config is None or not calling:
             return index, None  # cancelled while waiting for its turn: no call was made
         latency = (self._clock() - start) * 1000
