@@ -692,6 +692,7 @@ async def test_user_task_named_like_a_stage_gets_only_its_own_moves(tmp_path: Pa
                 known_workflows={"default"},
                 auth_token=None,
                 max_request_bytes=1 << 20,
+                reports=Reports(Lines().append),
             )
             async with TestClient(TestServer(app)) as client:
                 blocker = {"id": "blocker", "role": "coder", "prompt": "p"}

@@ -202,6 +202,7 @@ async def test_a_delete_answered_during_a_hand_over_survives_a_crash(tmp_path: P
         assert view["result"]["error"] == {
             "code": "cancelled",
             "message": "cancelled by DELETE before it started",
+            "retryable": False,  # like every cancellation's (runner._results.not_run)
         }
         # The Runner takes it after all, and would complete it: the journal keeps cancelled.
         runner.gate.set()

@@ -29,7 +29,7 @@ import msgspec
 
 from runner._errors import UsageError
 from runner._results import not_run
-from runner._task import ErrorInfo, HistoryEntry, Result, Task
+from runner._task import HistoryEntry, Result, Task
 from runner._tasks_file import TasksFile
 from runner.cli._main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, notice
 from runner.cli._notices import notice_line, refuse_stranded

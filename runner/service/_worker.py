@@ -464,4 +464,3 @@ def _view(stored: Stored | None) -> TaskView | None:
         return None
     raw = msgspec.Raw(stored.result) if stored.result is not None else None
     return TaskView(id=stored.id, status=stored.status, result=raw)
-
