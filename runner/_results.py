@@ -26,6 +26,7 @@ from runner._task import (
     Result,
     StageResult,
     Status,
+    Task,
     Usage,
 )
 from workers._base import CompletionResponse
@@ -67,6 +68,7 @@ class Finished(Protocol):
     finished_at: float | None
     stage_results: list[Result] | None
     stage_roles: tuple[tuple[str, str], ...]
+    task: Task
 
 
 def entry_of(move: Move) -> HistoryEntry:
@@ -136,6 +138,7 @@ def task_result(ctx: Finished) -> Result:
             latency_ms=None if latency is None else round(latency, 3),
             queued_ms=queued_ms,
             history=history_of(ctx.history),
+            metadata=ctx.task.metadata,
         )
     latency_ms = None
     if started_at is not None and ctx.finished_at is not None:
@@ -152,6 +155,7 @@ def task_result(ctx: Finished) -> Result:
         queued_ms=queued_ms,
         error=ctx.error,
         history=history_of(ctx.history),
+        metadata=ctx.task.metadata,
     )
 
 
@@ -201,6 +205,7 @@ def workflow_result(ctx: Finished) -> Result:
             )
             for (name, role), r in zip(ctx.stage_roles, done, strict=False)
         ],
+        metadata=ctx.task.metadata,
     )
 
 

@@ -11,7 +11,7 @@ makes millions of them that the garbage collector need not keep walking.
 from __future__ import annotations
 
 import re
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 from msgspec import Struct, field
@@ -53,6 +53,9 @@ class Task(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, gc=Fal
     parameters: Parameters | None = None
     workflow: str | None = None
     input: str | None = None
+    #: The caller's own JSON object, copied unchanged to the result line
+    #: (at most ``runner._task_check.MAX_METADATA_BYTES`` once encoded).
+    metadata: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Decoded from JSON every field already has its type.  Built in Python,
@@ -117,6 +120,8 @@ class Result(Struct, kw_only=True, omit_defaults=True, gc=False):
     line: int | None = None
     workflow: str | None = None
     stages: list[StageResult] | None = None
+    #: The task's ``metadata``, as given.
+    metadata: dict[str, Any] | None = None
 
 
 _TEXT_FIELDS: Final = ("id", "role", "prompt", "system", "workflow", "input")
@@ -131,6 +136,8 @@ def _well_typed(task: Task) -> bool:
     if messages is not None and (
         type(messages) is not tuple or not all(type(m) is Message for m in messages)
     ):
+        return False
+    if task.metadata is not None and type(task.metadata) is not dict:
         return False
     return task.parameters is None or type(task.parameters) is Parameters
 

@@ -13,12 +13,18 @@ import unicodedata
 from collections.abc import Collection
 from typing import Final
 
+import msgspec
+
 from runner._task import Task
 
 #: The longest id accepted, in characters.  An id travels in a URL path
 #: (``GET /v1/tasks/{id}``): 256 characters of up to 4 UTF-8 bytes each,
 #: percent-encoded, stay well inside aiohttp's 8,190-byte request line.
 MAX_ID_LENGTH: Final = 256
+
+#: The largest ``metadata`` accepted, in bytes of compact JSON.  It is copied
+#: to the result line and kept in the worker's journal, so it stays small.
+MAX_METADATA_BYTES: Final = 4096
 
 #: Unicode categories an id may not contain: control characters (newline, tab,
 #: NUL, DEL, C1), invisible format marks (bidi overrides, zero-width joiners)
@@ -63,6 +69,13 @@ def task_problem(task: Task, known_workflows: Collection[str]) -> str | None:
 
 def shape_problem(task: Task, known_workflows: Collection[str]) -> str | None:
     """What is wrong with ``task`` apart from its id (checked by :func:`id_problem`)."""
+    if task.metadata is not None:
+        size = len(msgspec.json.encode(task.metadata))
+        if size > MAX_METADATA_BYTES:
+            return (
+                f"'metadata' is {size:,} bytes of JSON; the most is {MAX_METADATA_BYTES:,}"
+                " (keep large data elsewhere and put a reference here)"
+            )
     if task.workflow is not None:
         if task.prompt is not None or task.messages is not None:
             return "a workflow task takes 'input', not 'prompt' or 'messages'"
