@@ -1,7 +1,8 @@
-"""The worker's journal: durable accepts, one row per id, resume list, retention.
+"""The worker's journal: durable accepts, one row per id, resume list, claims, retention.
 
-asyncio only: the journal runs its batches in a worker thread via anyio, and
-the worker around it serves aiohttp.
+The journal itself is backend-neutral (its owner runs each batch in a worker
+thread through anyio), so these run on asyncio and trio; only the worker's
+HTTP server around it is asyncio (aiohttp).
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from runner._errors import StorageError, UsageError
 from runner.service._journal import IdConflict, Stored, open_journal
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 async def test_accept_inserts_new_ids_and_returns_existing_rows(tmp_path: Path) -> None:
@@ -120,7 +126,7 @@ async def test_a_failed_write_is_a_storage_error_with_its_cause(tmp_path: Path) 
     """A batch SQLite refuses raises StorageError naming the journal, the sqlite error chained."""
     async with open_journal(str(tmp_path / "j.db")) as journal:
         await journal.accept([("a", b"{}")])
-        journal._conn.execute("DROP TABLE tasks")
+        await journal._conn.run(lambda conn: conn.execute("DROP TABLE tasks"))  # type: ignore[attr-defined]
         with pytest.raises(StorageError, match="the journal could not be written") as caught:
             await journal.get("a")
     assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
@@ -180,3 +186,54 @@ async def test_an_empty_file_becomes_a_journal(tmp_path: Path) -> None:
     async with open_journal(str(path)) as journal:
         assert await journal.accept([("a", b"{}")]) == [None]
     assert _tables(path) == ["tasks"]
+
+
+async def test_claims_hand_out_each_unfinished_task_once(tmp_path: Path) -> None:
+    """Resumed tasks are claimed once; tasks accepted or claimed here are not handed out again."""
+    path = str(tmp_path / "j.db")
+    async with open_journal(path) as journal:
+        await journal.accept([(f"t{i}", b"{}") for i in range(5)])
+        await journal.finish("t1", "completed", b"{}")
+    async with open_journal(path) as journal:
+        assert await journal.claim("w1", limit=2, lease=30.0) == [("t0", b"{}"), ("t2", b"{}")]
+        await journal.accept([("new", b"{}")])
+        await journal.renew("w1", lease=30.0)
+        assert await journal.claim("w1", lease=30.0) == [("t3", b"{}"), ("t4", b"{}")]
+        assert await journal.claim("w2", lease=30.0) == []
+        await journal.finish("t0", "completed", b"{}")
+    async with open_journal(path) as journal:  # a restart: what is unfinished is claimable again
+        claimed = await journal.claim("w1", lease=30.0)
+        assert [task_id for task_id, _ in claimed] == ["t2", "t3", "t4", "new"]
+
+
+async def test_closing_writes_every_queued_status_move(tmp_path: Path) -> None:
+    """record_status does not wait; leaving the journal still writes what was queued."""
+    path = str(tmp_path / "j.db")
+    async with open_journal(path) as journal:
+        await journal.accept([(f"t{i}", b"{}") for i in range(50)])
+        for i in range(50):
+            journal.record_status(f"t{i}", "running")
+    async with open_journal(path) as journal:
+        assert {(await journal.get(f"t{i}")).status for i in range(50)} == {"running"}  # type: ignore[union-attr]
+
+
+async def test_a_closed_journal_refuses_work(tmp_path: Path) -> None:
+    """An operation after close is a UsageError, not a hang."""
+    async with open_journal(str(tmp_path / "j.db")) as journal:
+        pass
+    with pytest.raises(UsageError, match="the journal is closed"):
+        journal.record_status("a", "running")
+    with pytest.raises(UsageError, match="the journal is closed"):
+        await journal.get("a")
+
+
+async def test_cancelling_the_owner_scope_leaves_committed_accepts(tmp_path: Path) -> None:
+    """A forced stop mid-run: what accept answered is on disk, and the file opens again."""
+    path = str(tmp_path / "j.db")
+    with anyio.CancelScope() as scope:
+        async with open_journal(path) as journal:
+            await journal.accept([("a", b"{}")])
+            scope.cancel()
+            await anyio.sleep_forever()
+    async with open_journal(path) as journal:
+        assert await journal.unfinished() == [("a", b"{}")]
