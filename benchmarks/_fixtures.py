@@ -10,7 +10,6 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, TextIO
 
@@ -136,7 +135,7 @@ def metric_events(count: int, *, span_s: float = 86_400.0) -> Iterator[MetricEve
     """
     rng = random.Random(count)
     prefix = uuid.uuid4().hex[:16]
-    end = datetime.now(UTC)
+    end_us = time.time_ns() // 1000
     step = span_s / max(count, 1)
     for i in range(count):
         ok = rng.random() >= 0.05
@@ -149,7 +148,7 @@ def metric_events(count: int, *, span_s: float = 86_400.0) -> Iterator[MetricEve
             role=ROLES[(i // len(PROVIDERS)) % len(ROLES)],
             model="bench-model",
             attempt=1 + i % 2,
-            ts=end - timedelta(seconds=span_s - i * step),
+            ts_us=end_us - round((span_s - i * step) * 1_000_000),
             latency_ms=round(rng.lognormvariate(6.0, 0.6), 3),
             success=ok,
             error_code=None if ok else ERRORS[i % len(ERRORS)],

@@ -36,7 +36,6 @@ PACKAGES = (
     "runner",
     "anyio",
     "msgspec",
-    "aiosqlite",
     "aiohttp",
     "structlog",
     "stamina",

@@ -1,7 +1,7 @@
 """``metrics summary`` over 100,000 and 1,000,000 stored events.
 
 The database is filled once per size through the store's own
-``prepare_database``/``insert_rows`` (the schema, indexes and rollup a real
+``prepare_database``/``store_rows`` (the schema, indexes and rollup a real
 run would leave), then the command a user types is timed as a subprocess,
 start-up included:
 
@@ -29,7 +29,8 @@ import msgspec
 
 from benchmarks._fixtures import metric_events
 from benchmarks._harness import Case, Metric, Settings, Target, collect
-from runner.metrics._store import insert_rows, prepare_database, to_row
+from runner.metrics._events import to_row
+from runner.metrics._sqlite import prepare_database, store_rows
 from runner.metrics._writer import DEFAULT_BATCH
 
 SIZES = (100_000, 1_000_000)
@@ -49,7 +50,7 @@ def fill(path: Path, count: int) -> None:
         # The writer's batch size: each batch leaves one sorted run per series,
         # and runs a time window cuts through are re-read, so their size counts.
         while rows := [to_row(e) for e in itertools.islice(events, DEFAULT_BATCH)]:
-            insert_rows(conn, rows)
+            store_rows(conn, [rows])
     finally:
         conn.close()
 

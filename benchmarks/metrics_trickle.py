@@ -3,7 +3,7 @@
 A long-running worker on slow providers writes tiny batches, and every batch
 adds a run per (provider, role) to the ``runs`` table.  This case fills one
 database the way such a worker would, through the store's own
-``insert_rows`` with batches of 1-3 events (the async writer does the same
+``store_rows`` with batches of 1-3 events (the async writer does the same
 per transaction but is too slow to generate a million tiny batches), once
 with compaction (what runner does) and once without (what it did before),
 then times ``python -m runner metrics summary`` on each, start-up included.
@@ -21,6 +21,7 @@ import argparse
 import itertools
 import random
 import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -32,8 +33,9 @@ from benchmarks._fixtures import metric_events
 from benchmarks._harness import Case, Metric, Settings, Target, collect, print_table, run_cases
 from benchmarks.metrics_summary import SPAN_S, summary_seconds
 from runner.config._model import MetricsConfig
-from runner.metrics._store import DEFAULT_COMPACTION, Compaction, insert_rows, prepare_database
-from runner.metrics._store import to_row as row_of
+from runner.metrics._events import to_row as row_of
+from runner.metrics._runs import DEFAULT_COMPACTION, Compaction
+from runner.metrics._sqlite import prepare_database, store_rows
 from runner.metrics._writer import open_metrics_writer
 
 TARGET = Target(op="<=", value=2.0, text="1,000,000 trickled events well under 2 s (aim 0.25 s)")
@@ -51,17 +53,21 @@ def fill(path: Path, count: int, compaction: Compaction | None) -> int:
     try:
         events = metric_events(count, span_s=SPAN_S)
         while rows := [row_of(e) for e in itertools.islice(events, rng.randint(1, 3))]:
-            insert_rows(conn, rows, compaction=compaction)
+            store_rows(conn, [rows], compaction=compaction)
         (runs,) = conn.execute("SELECT count(*) FROM runs").fetchone()
     finally:
         conn.close()
     return int(runs)
 
 
+def print_notice(level: str, message: str) -> None:
+    print(f"{level}: {message}", file=sys.stderr)
+
+
 async def send_trickle(path: Path, count: int) -> None:
     """Send events through the writer with batches of at most two events."""
     config = MetricsConfig(store="sqlite", path=str(path))
-    async with open_metrics_writer(config, batch_size=2) as sink:
+    async with open_metrics_writer(config, notify=print_notice, batch_size=2) as sink:
         for event in metric_events(count):
             await sink.send(event)
             # Let the writer take this one before the next arrives, as on a slow provider.

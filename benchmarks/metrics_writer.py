@@ -9,6 +9,7 @@ repetition writes to a fresh database.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,14 +20,18 @@ from benchmarks._fixtures import metric_events
 from benchmarks._harness import Case, Metric, Settings, Target, collect
 from runner.config._model import MetricsConfig
 from runner.metrics._events import MetricEvent
-from runner.metrics._store import open_for_reading
+from runner.metrics._sqlite import open_for_reading
 from runner.metrics._writer import open_metrics_writer
+
+
+def print_notice(level: str, message: str) -> None:
+    print(f"{level}: {message}", file=sys.stderr)
 
 
 async def write_all(path: Path, events: Sequence[MetricEvent]) -> float:
     """Send every event and close the writer; wall seconds from first send to closed."""
     config = MetricsConfig(store="sqlite", path=str(path))
-    async with open_metrics_writer(config) as sink:
+    async with open_metrics_writer(config, notify=print_notice) as sink:
         started = time.perf_counter()
         send = sink.send
         for event in events:

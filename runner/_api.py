@@ -222,14 +222,16 @@ class Runner:
 
     async def _open(self, stack: AsyncExitStack) -> None:
         config = self.config
-        sink = self._metrics
-        if sink is None:
-            sink = await stack.enter_async_context(open_metrics_writer(config.metrics))
         log_config = config.logging
         logger, log_writer = configure_logging(log_config, stream=self._log_stream)
         # Registered first, so it runs last: every line logged until the end is written.
         stack.callback(log_writer.flush)
         log = ExecutionLog(logger, log_config.level)
+        sink = self._metrics
+        if sink is None:
+            # The writer's spill and loss notices go to the execution log.
+            writer = open_metrics_writer(config.metrics, notify=log.notice)
+            sink = await stack.enter_async_context(writer)
         # Built before any provider is opened: a role left with no provider
         # (every key of its chain missing) is refused first.
         registry = self._registry = Registry.from_config(config, clock=self._clock)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 
 import anyio
 from anyio.abc import TaskStatus
@@ -386,7 +385,7 @@ class Dispatcher:
                 role=ctx.role or "default",
                 model=response.model if response is not None else config.model,
                 attempt=ctx.attempts,
-                ts=datetime.fromtimestamp(wall, UTC),
+                ts_us=round(wall * 1_000_000),
                 latency_ms=latency_ms,
                 success=response is not None,
                 error_code=error_code,

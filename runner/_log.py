@@ -215,6 +215,16 @@ class ExecutionLog:
             fields["error"] = entry.error_code
         self._logger.info("task", **fields)
 
+    def notice(self, level: str, message: str) -> None:
+        """A message from a component below the dispatcher (the metrics writer's spill notices).
+
+        Logged whatever ``enabled`` says: ``error`` as an error, anything else as a warning.
+        """
+        if level == "error":
+            self._logger.error(message)
+        else:
+            self._logger.warning(message)
+
     def problem(self, event: str, **fields: Any) -> None:
         """A warning that is not a status move (an adapter bug turned into ``unknown``)."""
         self._logger.warning(event, **fields)

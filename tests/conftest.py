@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-Tests run on asyncio by default (aiohttp and aiosqlite need it).  Modules that
+Tests run on asyncio by default (aiohttp needs it).  Modules that
 test the pure core override ``anyio_backend`` to run on trio as well.
 """
 

@@ -18,7 +18,8 @@ from runner._registry import Registry, disabled_providers, stranded_roles
 from runner.cli._main import main
 from runner.cli._providers import check_providers
 from runner.config._load import discover_metrics, load_config, load_config_text
-from runner.metrics._store import append_jsonl, import_jsonl
+from runner.metrics._jsonl import append_jsonl
+from runner.metrics._sqlite import import_jsonl
 from tests.fakes import FakeOpenAI
 from tests.test_metrics_cli import event
 from workers._settings import missing_key

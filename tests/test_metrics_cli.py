@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from runner.cli._main import main
-from runner.metrics._events import MetricEvent
-from runner.metrics._store import append_jsonl, import_jsonl, prepare_database
+from runner.metrics._events import MetricEvent, ts_to_us
+from runner.metrics._jsonl import append_jsonl
+from runner.metrics._sqlite import import_jsonl, prepare_database
 
 BASE = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
+EVENT_FIELDS = MetricEvent.__struct_fields__
 
 
 def event(n: int, **kw: object) -> MetricEvent:
@@ -25,7 +27,7 @@ def event(n: int, **kw: object) -> MetricEvent:
         "role": ("coder", "reviewer", "planner")[n % 3],
         "model": "m",
         "attempt": 1 + n % 2,
-        "ts": BASE + timedelta(seconds=n),
+        "ts_us": ts_to_us(BASE + timedelta(seconds=n)),
         "latency_ms": 10.0 + n,
         "success": n % 5 != 0,
         "error_code": None if n % 5 else "rate_limited",
@@ -176,7 +178,7 @@ def test_export_then_migrate_gives_the_same_summary(
 def test_export_formats_carry_every_event_field(
     db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """json is an array of events, csv has a column per field, both filtered alike."""
+    """json is an array of event lines, csv a column per line field (ts in ISO); both filter."""
     _, out, _ = run(
         capsys, "export", "--db", str(db), "--format", "json", "--until", "2026-11-26T21:00:10Z"
     )
@@ -186,7 +188,8 @@ def test_export_formats_carry_every_event_field(
     _, out, _ = run(capsys, "export", "--db", str(db), "--format", "csv", "--role", "coder")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert len(rows) == 20
-    assert set(rows[0]) == set(MetricEvent.__struct_fields__)
+    assert list(rows[0]) == [*EVENT_FIELDS[:6], "ts", *EVENT_FIELDS[7:]]
+    assert rows[0]["ts"] == "2026-11-26T21:00:00Z"
 
 
 def test_a_jsonl_store_can_be_summarized_directly(

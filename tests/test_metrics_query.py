@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner._errors import UsageError
-from runner.metrics._events import MetricEvent
+from runner.metrics._events import MetricEvent, to_row, ts_to_us
 from runner.metrics._query import (
     Filters,
     Grouping,
@@ -31,7 +31,8 @@ from runner.metrics._query import (
     summarize_db,
     summarize_events,
 )
-from runner.metrics._store import Compaction, insert_rows, migrate_schema, to_row, ts_to_us
+from runner.metrics._runs import Compaction
+from runner.metrics._sqlite import migrate_schema, store_rows
 
 BASE = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
 PROVIDERS = ("p1", "p2", "p3")
@@ -47,7 +48,7 @@ def event(n: int, **kw: object) -> MetricEvent:
         "role": "coder",
         "model": "m",
         "attempt": 1,
-        "ts": BASE + timedelta(seconds=n),
+        "ts_us": ts_to_us(BASE + timedelta(seconds=n)),
         "latency_ms": 10.0,
         "success": True,
     }
@@ -67,7 +68,7 @@ def event_sets(draw: st.DrawFn) -> list[MetricEvent]:
                 provider=draw(st.sampled_from(PROVIDERS)),
                 role=draw(st.sampled_from(ROLES)),
                 # Whole microseconds and nano-USD: what the store keeps.
-                ts=BASE + timedelta(microseconds=draw(st.integers(0, 10_000))),
+                ts_us=ts_to_us(BASE) + draw(st.integers(0, 10_000)),
                 latency_ms=draw(st.integers(0, 5_000_000)) / 1000,
                 success=success,
                 error_code=None if success else draw(st.sampled_from(CODES)),
@@ -147,7 +148,7 @@ def memory_db(
     bounds = [0, *sorted(c % (len(rows) + 1) for c in cuts), len(rows)]
     for lo, hi in itertools.pairwise(bounds):
         if hi > lo:
-            insert_rows(conn, rows[lo:hi], compaction=compaction)
+            store_rows(conn, [rows[lo:hi]], compaction=compaction)
     return conn
 
 
@@ -162,7 +163,7 @@ def trickle_db(
     for size in itertools.cycle(sizes):
         if start >= len(rows):
             break
-        insert_rows(conn, rows[start : start + size], compaction=compaction)
+        store_rows(conn, [rows[start : start + size]], compaction=compaction)
         start += size
     return conn
 
@@ -195,7 +196,7 @@ def test_every_figure_equals_the_reference(
     """For random events, batches, filters and groupings, every figure equals the reference."""
     conn = memory_db(events, cuts)
     # Re-sending some events (an import of overlapping files) changes nothing.
-    insert_rows(conn, [to_row(e) for e in events[:resend]])
+    store_rows(conn, [[to_row(e) for e in events[:resend]]])
     expected = as_plain(reference(events, f, g))
     assert as_plain(summarize_db(conn, f, g)) == expected
     assert as_plain(summarize_events(events, f, g)) == expected
@@ -224,7 +225,7 @@ def test_every_figure_equals_the_reference_after_compaction(
     """Written 1-3 events at a time and compacted, every figure still equals the reference."""
     conn = trickle_db(events, sizes, compaction)
     # A re-sent batch adds nothing, compacted runs included.
-    insert_rows(conn, [to_row(e) for e in events[:resend]], compaction=compaction)
+    store_rows(conn, [[to_row(e) for e in events[:resend]]], compaction=compaction)
     assert as_plain(summarize_db(conn, f, g)) == as_plain(reference(events, f, g))
 
 

@@ -1,11 +1,10 @@
-"""The metrics stores: schema versions, JSONL reading, idempotent import.
+"""The metrics stores: schema versions, the one transaction, JSONL lines, idempotent import.
 
-Asyncio only where the aiosqlite writer is involved.
+The async SQLite store runs on asyncio and trio.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import sqlite3
 from array import array
@@ -13,28 +12,27 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import stamina
+from hypothesis import given
+from hypothesis import strategies as st
 
-from runner._errors import UsageError
+from runner._errors import StorageError, UsageError
 from runner.config._model import MetricsConfig
-from runner.metrics._events import MetricEvent
-from runner.metrics._store import (
+from runner.metrics._events import MetricEvent, from_row, to_row, ts_to_us
+from runner.metrics._jsonl import EventLine, append_jsonl, read_jsonl, to_line
+from runner.metrics._runs import Compaction, to_merge, unpack_latencies
+from runner.metrics._sqlite import (
     MIGRATIONS,
     SCHEMA_VERSION,
-    Compaction,
-    append_jsonl,
-    from_row,
+    SqliteStore,
     import_jsonl,
-    insert_rows,
     migrate_schema,
     open_for_reading,
     prepare_database,
-    read_jsonl,
     schema_version,
-    spill_path,
-    to_merge,
-    to_row,
-    unpack_latencies,
+    store_rows,
 )
+from runner.metrics._store import spill_path
 from runner.metrics._writer import open_metrics_writer
 
 BASE = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
@@ -48,7 +46,7 @@ def event(n: int, **kw: object) -> MetricEvent:
         "role": "coder",
         "model": "m",
         "attempt": 1,
-        "ts": BASE + timedelta(milliseconds=n),
+        "ts_us": ts_to_us(BASE + timedelta(milliseconds=n)),
         "latency_ms": 812.4,
         "success": False,
         "error_code": "timeout",
@@ -90,19 +88,75 @@ def test_rows_keep_events_to_the_microsecond_and_nano_dollar() -> None:
     assert from_row(to_row(e)) == e
 
 
-def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
-    """A crash mid-line loses only that line, and says so."""
+def torn_lines(path: Path) -> tuple[list[MetricEvent], list[int]]:
+    """Every event read from a JSONL file, and the numbers of the torn lines skipped."""
+    torn: list[int] = []
+    events = list(read_jsonl(path, on_torn=lambda number, _: torn.append(number)))
+    return events, torn
+
+
+def test_a_torn_last_line_is_skipped_and_reported(tmp_path: Path) -> None:
+    """A crash mid-line loses only that line, and says which line it was."""
     path = tmp_path / "m.jsonl"
     append_jsonl(path, [event(0), event(1)])
     with path.open("ab") as f:
         f.write(b'{"event_id": "e2", "task')
-    err = io.StringIO()
-    assert list(read_jsonl(path, stderr=err)) == [event(0), event(1)]
-    assert f"warning: {path}:3: skipped a torn last line" in err.getvalue()
+    assert torn_lines(path) == ([event(0), event(1)], [3])
+
+
+def test_an_append_after_a_torn_line_starts_on_a_fresh_line(tmp_path: Path) -> None:
+    """After a crash mid-write, the next run's events are whole lines: the fragment stays alone.
+
+    Failed before the fix: the next append continued the fragment's line, and
+    that line hid the first event of the run.
+    """
+    path = tmp_path / "m.jsonl"
+    append_jsonl(path, [event(n) for n in range(100)])
+    with path.open("ab") as f:
+        f.write(b'{"event_id": "e100", "task')
+    append_jsonl(path, [event(n) for n in range(101, 201)])
+    lines = path.read_bytes().split(b"\n")
+    assert lines[100] == b'{"event_id": "e100", "task'
+    assert lines[101].startswith(b'{"event_id":"e101"')
+    assert torn_lines(path) == ([event(n) for n in range(201) if n != 100], [101])
+
+
+def test_migrate_imports_every_whole_event_around_a_torn_line(tmp_path: Path) -> None:
+    """200 events with a torn line between them: migrate imports all 200 and names the line.
+
+    Failed before the fix: the run after the crash appended onto the fragment,
+    and migrate stopped at that line having imported 0 of 200 events.
+    """
+    source = tmp_path / "m.jsonl"
+    append_jsonl(source, [event(n) for n in range(100)])
+    with source.open("ab") as f:
+        f.write(b'{"event_id": "x", "task_id": "t", "prov')
+    append_jsonl(source, [event(n) for n in range(100, 200)])
+    db = tmp_path / "m.db"
+    told: list[int] = []
+    report = import_jsonl(db, source, on_torn=lambda number, _: told.append(number))
+    assert (report.read, report.added, report.torn, told) == (200, 200, [101], [101])
+
+
+def test_a_whole_event_glued_to_a_fragment_is_still_read(tmp_path: Path) -> None:
+    """A file from before fresh-line appends (fragment and event on one line) keeps the event."""
+    path = tmp_path / "old.jsonl"
+    append_jsonl(path, [event(0)])
+    with path.open("ab") as f:
+        f.write(b'{"event_id": "e1", "ta')
+        f.write(to_line_bytes(event(2)) + b"\n")
+    append_jsonl(path, [event(3)])
+    assert torn_lines(path) == ([event(0), event(2), event(3)], [2])
+
+
+def to_line_bytes(e: MetricEvent) -> bytes:
+    import msgspec
+
+    return msgspec.json.encode(to_line(e))
 
 
 def test_a_bad_line_in_the_middle_is_an_error_naming_it(tmp_path: Path) -> None:
-    """A complete invalid line is a UsageError with its line number."""
+    """A complete line that is JSON but not an event is a UsageError with its line number."""
     path = tmp_path / "m.jsonl"
     append_jsonl(path, [event(0)])
     with path.open("ab") as f:
@@ -112,18 +166,129 @@ def test_a_bad_line_in_the_middle_is_an_error_naming_it(tmp_path: Path) -> None:
         list(read_jsonl(path))
 
 
+def test_a_bad_line_imports_nothing(tmp_path: Path) -> None:
+    """migrate is one transaction: a line that is not an event leaves the database unchanged."""
+    source = tmp_path / "m.jsonl"
+    append_jsonl(source, [event(n) for n in range(10)])
+    with source.open("ab") as f:
+        f.write(b'{"event_id": 1}\n')
+    db = tmp_path / "m.db"
+    with pytest.raises(UsageError, match=r"m\.jsonl:11: not a metric event"):
+        import_jsonl(db, source)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    conn.close()
+
+
+def test_the_line_format_is_the_event_with_an_iso_time(tmp_path: Path) -> None:
+    """A line has the event's fields in order with ts as ISO 8601 UTC; old lines still read."""
+    assert EventLine.__struct_fields__ == tuple(
+        "ts" if f == "ts_us" else f for f in MetricEvent.__struct_fields__
+    )
+    e = event(0, ts_us=ts_to_us(BASE) + 123_456)
+    assert b'"ts":"2026-11-26T21:00:00.123456Z"' in to_line_bytes(e)
+    path = tmp_path / "old.jsonl"
+    path.write_bytes(  # as the docs show it, with a naive time (read as UTC) on the second line
+        b'{"event_id": "a", "task_id": "t", "provider": "p", "role": "r", "model": "m",'
+        b' "attempt": 1, "ts": "2026-11-26T21:00:00.5Z", "latency_ms": 1.5, "success": true}\n'
+        b'{"event_id": "b", "task_id": "t", "provider": "p", "role": "r", "model": "m",'
+        b' "attempt": 2, "ts": "2026-11-26T21:00:01", "latency_ms": 2.0, "success": false,'
+        b' "error_code": "timeout"}\n'
+    )
+    a, b = read_jsonl(path)
+    assert (a.ts_us, b.ts_us) == (ts_to_us(BASE) + 500_000, ts_to_us(BASE) + 1_000_000)
+    assert b.error_code == "timeout"
+
+
+@given(
+    latency=st.floats(0, 1e7, allow_nan=False),
+    cost=st.floats(0, 1e3, allow_nan=False),
+    us=st.integers(0, 2**52),
+)
+def test_a_line_rounds_to_the_same_row_as_its_event(latency: float, cost: float, us: int) -> None:
+    """The bulk import's row straight from a line equals the row of the event it holds."""
+    line = to_line(event(0, latency_ms=latency, cost_usd=cost, ts_us=us))
+    assert line.row() == to_row(line.event())
+
+
 def test_importing_the_same_file_twice_adds_nothing(tmp_path: Path) -> None:
     """The second import of a JSONL file reads every event and adds none."""
     source = tmp_path / "m.jsonl"
     append_jsonl(source, [event(n) for n in range(25)])
     db = tmp_path / "m.db"
-    assert import_jsonl(db, source) == (25, 25)
-    assert import_jsonl(db, source) == (25, 0)
+    assert (import_jsonl(db, source).read, import_jsonl(db, source).added) == (25, 0)
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT count(*) FROM events").fetchone() == (25,)
     assert conn.execute("SELECT sum(requests) FROM runs").fetchone() == (25,)
     assert conn.execute("SELECT sum(requests) FROM rollup").fetchone() == (25,)
     conn.close()
+
+
+def test_a_file_holding_an_event_twice_imports_it_once_into_a_new_database(
+    tmp_path: Path,
+) -> None:
+    """The bulk path (index built after the load) still drops duplicates, and runs add up."""
+    source = tmp_path / "m.jsonl"
+    append_jsonl(source, [event(n) for n in range(30)])
+    append_jsonl(source, [event(n) for n in range(10, 20)])  # a spill after a flush deadline
+    db = tmp_path / "m.db"
+    report = import_jsonl(db, source)
+    assert (report.read, report.added) == (40, 30)
+    conn = open_for_reading(db)
+    assert conn.execute("SELECT count(*) FROM events").fetchone() == (30,)
+    assert conn.execute("SELECT sum(requests) FROM runs").fetchone() == (30,)
+    assert conn.execute("SELECT sum(requests) FROM rollup").fetchone() == (30,)
+    indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    assert ("events_identity",) in indexes
+    conn.close()
+    assert import_jsonl(db, source).added == 0
+
+
+def test_the_bulk_import_leaves_the_database_the_writer_would(tmp_path: Path) -> None:
+    """Imported into a new database or written batch by batch: same summary, same export."""
+    from runner.metrics._query import Filters, Grouping, export_db, summarize_db
+
+    events = [
+        event(n, provider=f"p{n % 3}", success=n % 4 != 0, latency_ms=n % 17) for n in range(500)
+    ]
+    source = tmp_path / "m.jsonl"
+    append_jsonl(source, events)
+    bulk, batched = tmp_path / "bulk.db", tmp_path / "batched.db"
+    import_jsonl(bulk, source)
+    prepare_database(batched)
+    conn = sqlite3.connect(batched, isolation_level=None)
+    for start in range(0, 500, 7):
+        store_rows(conn, [[to_row(e) for e in events[start : start + 7]]])
+    conn.close()
+    seen = []
+    for db in (bulk, batched):
+        conn = open_for_reading(db)
+        seen.append((summarize_db(conn, Filters(), Grouping()), list(export_db(conn, Filters()))))
+        conn.close()
+    assert seen[0] == seen[1]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.anyio
+async def test_the_sqlite_store_writes_on_both_backends(tmp_path: Path) -> None:
+    """SqliteStore runs its transaction in a worker thread, so it works on asyncio and trio."""
+    store = await SqliteStore.open(tmp_path / "m.db")
+    try:
+        assert await store.write([event(n) for n in range(10)]) == 10
+        assert await store.write([event(n) for n in range(5, 15)]) == 5  # a re-sent half
+    finally:
+        await store.aclose()
+    conn = open_for_reading(tmp_path / "m.db")
+    assert conn.execute("SELECT sum(requests) FROM rollup").fetchone() == (15,)
+    conn.close()
+
+
+@pytest.mark.anyio
+async def test_a_store_that_cannot_be_opened_raises_store_error(tmp_path: Path) -> None:
+    """A directory where the database should be: StorageError with the driver's reason."""
+    (tmp_path / "m.db").mkdir()
+    with pytest.raises(StorageError, match="unable to open database file"):
+        await SqliteStore.open(tmp_path / "m.db")
 
 
 @pytest.mark.anyio
@@ -137,12 +302,15 @@ async def test_a_database_failing_mid_run_spills_every_event(tmp_path: Path) -> 
     )
     conn.commit()
     conn.close()
-    err = io.StringIO()
-    async with open_metrics_writer(MetricsConfig(path=str(db)), stderr=err) as sink:
-        for n in range(40):
-            await sink.send(event(n))
+    told: list[str] = []
+    with stamina.set_testing(True, attempts=3):
+        async with open_metrics_writer(
+            MetricsConfig(path=str(db)), notify=lambda level, text: told.append(text)
+        ) as sink:
+            for n in range(40):
+                await sink.send(event(n))
     assert list(read_jsonl(spill_path(db))) == [event(n) for n in range(40)]
-    assert f"cannot write to {db} (disk full)" in err.getvalue()
+    assert f"metrics: cannot write to {db} (disk full)" in told[0]
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
     conn.close()
@@ -158,7 +326,7 @@ def trickle(conn: sqlite3.Connection, count: int, compaction: Compaction) -> lis
     for size in itertools.cycle((1, 2, 3)):
         if start >= count:
             break
-        insert_rows(conn, [to_row(e) for e in events[start : start + size]], compaction=compaction)
+        store_rows(conn, [[to_row(e) for e in events[start : start + size]]], compaction=compaction)
         start += size
     return events
 
@@ -204,7 +372,7 @@ def test_without_compaction_every_batch_keeps_its_run() -> None:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     migrate_schema(conn)
     for n in range(10):
-        insert_rows(conn, [to_row(event(n))], compaction=None)
+        store_rows(conn, [[to_row(event(n))]], compaction=None)
     assert conn.execute("SELECT count(*) FROM runs").fetchone() == (10,)
 
 
@@ -224,7 +392,7 @@ def test_a_version_1_database_gains_the_runs_index_and_keeps_its_events(tmp_path
     for statement in MIGRATIONS[0]:
         conn.execute(statement)
     conn.execute("INSERT INTO schema_version VALUES (1)")
-    insert_rows(conn, [to_row(event(n)) for n in range(5)], compaction=None)
+    store_rows(conn, [[to_row(event(n)) for n in range(5)]], compaction=None)
     conn.close()
     conn = open_for_reading(db)
     assert schema_version(conn) == 2
@@ -232,3 +400,59 @@ def test_a_version_1_database_gains_the_runs_index_and_keeps_its_events(tmp_path
     assert ("runs_series",) in indexes
     assert conn.execute("SELECT sum(requests) FROM runs").fetchone() == (5,)
     conn.close()
+
+
+def test_a_big_file_read_by_a_child_process_imports_the_same(tmp_path: Path) -> None:
+    """The reader process gives the same report, torn lines and database as reading inline."""
+    source = tmp_path / "m.jsonl"
+    append_jsonl(source, [event(n) for n in range(300)])
+    with source.open("ab") as f:
+        f.write(b'{"event_id": "x", "ta')
+    append_jsonl(source, [event(n) for n in range(300, 400)])
+    told: list[int] = []
+    inline = import_jsonl(tmp_path / "a.db", source)
+    child = import_jsonl(
+        tmp_path / "b.db", source, on_torn=lambda n, _: told.append(n), child_threshold=0
+    )
+    assert child == inline
+    assert (child.read, child.added, child.torn, told) == (400, 400, [301], [301])
+    from runner.metrics._query import Filters, export_db
+
+    exported = []
+    for name in ("a.db", "b.db"):
+        conn = open_for_reading(tmp_path / name)
+        exported.append(list(export_db(conn, Filters())))
+        conn.close()
+    assert exported[0] == exported[1]
+
+
+def test_a_bad_line_found_by_the_child_process_imports_nothing(tmp_path: Path) -> None:
+    """The reader process reports a line that is not an event; the import is rolled back."""
+    source = tmp_path / "m.jsonl"
+    append_jsonl(source, [event(n) for n in range(5)])
+    with source.open("ab") as f:
+        f.write(b'{"event_id": 1}\n')
+    with pytest.raises(UsageError, match=r"m\.jsonl:6: not a metric event"):
+        import_jsonl(tmp_path / "m.db", source, child_threshold=0)
+    conn = sqlite3.connect(tmp_path / "m.db")
+    assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    conn.close()
+
+
+def test_a_failing_database_stops_the_reader_process(tmp_path: Path) -> None:
+    """The insert fails while the child is still reading: the error comes up, the child is gone."""
+    import multiprocessing
+
+    source = tmp_path / "m.jsonl"
+    append_jsonl(source, [event(n) for n in range(20_000)])
+    db = tmp_path / "m.db"
+    prepare_database(db)
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TRIGGER full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    conn.commit()
+    conn.close()
+    with pytest.raises(sqlite3.Error, match="disk full"):
+        import_jsonl(db, source, child_threshold=0)
+    assert multiprocessing.active_children() == []

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from prometheus_client.parser import text_string_to_metric_families
 
 from runner.cli._metrics import write_events
-from runner.metrics._events import MetricEvent
+from runner.metrics._events import MetricEvent, ts_to_us
 from runner.service._prometheus import PrometheusTee
 
 
@@ -21,7 +21,7 @@ def _event(n: int, *, success: bool, cost: float = 0.000437) -> MetricEvent:
         role="coder",
         model="m",
         attempt=1,
-        ts=datetime(2026, 1, 1, tzinfo=UTC),
+        ts_us=ts_to_us(datetime(2026, 1, 1, tzinfo=UTC)),
         latency_ms=12.5,
         success=success,
         error_code=None if success else "rate_limited",

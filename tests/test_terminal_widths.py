@@ -21,7 +21,7 @@ from runner.cli._metrics import print_rich as print_metrics
 from runner.cli._providers import CheckResult, render
 from runner.cli._tables import Column, print_table
 from runner.config._load import discover
-from runner.metrics._events import MetricEvent
+from runner.metrics._events import MetricEvent, ts_to_us
 from runner.metrics._query import Filters, Grouping, summarize_events
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def test_metrics_summary_keeps_every_provider_and_role(width: int) -> None:
             role=r,
             model="m",
             attempt=1,
-            ts=ts,
+            ts_us=ts_to_us(ts),
             latency_ms=12.5 + n,
             success=n % 4 != 0,
             error_code=None if n % 4 else "rate_limited",

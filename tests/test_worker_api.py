@@ -594,8 +594,6 @@ async def test_metrics_page_parses_and_counts_every_event(api: Setup) -> None:
     """/metrics is valid Prometheus text with the per provider and role series."""
 
     def event(n: int, success: bool, code: str | None = None) -> MetricEvent:
-        from datetime import UTC, datetime
-
         return MetricEvent(
             event_id=f"e{n}",
             task_id="t",
@@ -603,7 +601,7 @@ async def test_metrics_page_parses_and_counts_every_event(api: Setup) -> None:
             role="coder",
             model="m",
             attempt=1,
-            ts=datetime.now(UTC),
+            ts_us=1_764_190_800_000_000,
             latency_ms=120.0,
             success=success,
             error_code=code,

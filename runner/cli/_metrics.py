@@ -25,6 +25,7 @@ import msgspec
 from runner._errors import UsageError
 from runner.cli._tables import Column, print_table
 from runner.metrics._events import MetricEvent
+from runner.metrics._jsonl import EventLine, OnTorn, encode_line, read_jsonl, to_line
 from runner.metrics._query import (
     Filters,
     SummaryRow,
@@ -35,13 +36,22 @@ from runner.metrics._query import (
     summarize_db,
     summarize_events,
 )
-from runner.metrics._store import import_jsonl, open_for_reading, read_jsonl
+from runner.metrics._sqlite import import_jsonl, open_for_reading
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-_EVENT_FIELDS = MetricEvent.__struct_fields__
+_EVENT_FIELDS = EventLine.__struct_fields__
 _encoder = msgspec.json.Encoder()
+
+
+def _warn_torn(path: str | Path) -> OnTorn:
+    """Where a JSONL reader reports the torn lines it skips: a warning each, on stderr."""
+
+    def warn(number: int, detail: str) -> None:
+        print(f"warning: {path}:{number}: skipped a torn line ({detail})", file=sys.stderr)
+
+    return warn
 
 
 def _store(args: argparse.Namespace) -> tuple[str, str]:
@@ -111,7 +121,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     else:
         if not Path(path).is_file():
             raise _missing_jsonl(path)
-        counted = _Counted(read_jsonl(path, stderr=sys.stderr))
+        counted = _Counted(read_jsonl(path, on_torn=_warn_torn(path)))
         rows = summarize_events(counted, filters, grouping)
         total = counted.seen
     if not rows:
@@ -252,19 +262,20 @@ def write_events(events: Iterable[MetricEvent], fmt: str, out: TextIO) -> int:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(_EVENT_FIELDS)
         for e in events:
-            values = [_csv_value(getattr(e, f)) for f in _EVENT_FIELDS]
-            values[_EVENT_FIELDS.index("ts")] = _iso(e.ts)
+            line = to_line(e)
+            values = [_csv_value(getattr(line, f)) for f in _EVENT_FIELDS]
+            values[_EVENT_FIELDS.index("ts")] = _iso(line.ts)
             writer.writerow(values)
             n += 1
     elif fmt == "json":
         out.write("[")
         for e in events:
-            out.write(("\n" if n == 0 else ",\n") + _encoder.encode(e).decode())
+            out.write(("\n" if n == 0 else ",\n") + encode_line(e).decode())
             n += 1
         out.write("\n]\n" if n else "]\n")
     else:
         for e in events:
-            out.write(_encoder.encode(e).decode() + "\n")
+            out.write(encode_line(e).decode() + "\n")
             n += 1
     return n
 
@@ -281,7 +292,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         if not Path(path).is_file():
             raise _missing_jsonl(path)
-        counted = _Counted(read_jsonl(path, stderr=sys.stderr))
+        counted = _Counted(read_jsonl(path, on_torn=_warn_torn(path)))
         events = (e for e in counted if filters.matches(e))
     try:
         if args.output:
@@ -323,8 +334,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             )
         db = metrics.path
     try:
-        read, added = import_jsonl(db, source, stderr=sys.stderr)
+        report = import_jsonl(db, source, on_torn=_warn_torn(source))
     except (sqlite3.Error, OSError) as exc:
         raise UsageError(f"cannot import into {db}: {exc}") from exc
-    print(f"imported {added} new events from {source} into {db} ({read - added} already there)")
+    torn = ""
+    if report.torn:
+        lines = ", ".join(str(n) for n in report.torn)
+        torn = (
+            f"; skipped {len(report.torn)} torn line{'s' if len(report.torn) > 1 else ''}: {lines}"
+        )
+    print(
+        f"imported {report.added} new events from {source} into {db}"
+        f" ({report.read - report.added} already there{torn})"
+    )
     return 0

@@ -105,6 +105,10 @@ class Service:
     def say(self, text: str) -> None:
         print(f"runner worker: {text}", file=self.stderr, flush=True)
 
+    def notice(self, level: str, message: str) -> None:
+        """The metrics writer's spill and loss notices."""
+        self.say(f"{level}: {message}")
+
     async def main(self) -> None:
         from runner._api import Runner
 
@@ -115,7 +119,7 @@ class Service:
                 self.say(f"removed {purged} results older than worker.retention")
             outer.start_soon(self._watch_signals, outer.cancel_scope)
             outer.start_soon(self._purge, journal, wc.retention)
-            async with open_metrics_writer(self.config.metrics) as sink:
+            async with open_metrics_writer(self.config.metrics, notify=self.notice) as sink:
                 tee = PrometheusTee(sink)
                 # The worker first, so the Runner gets its observer when made.
                 worker = Worker(

@@ -1,17 +1,31 @@
 """The metric event: one per provider attempt, success or failure.
 
-This Struct is also the line format of the JSONL store and of
-``metrics export --format jsonl``.
+:class:`MetricEvent` is what producers build and stores take.  Its time is
+``ts_us``, integer microseconds since the Unix epoch (UTC): the dispatcher
+has the wall clock as a number and the stores keep integers, so no datetime
+is built on the hot path.  Times become ISO 8601 strings only where a person
+reads them: the JSONL line format (:mod:`runner.metrics._jsonl`) and export.
+
+:data:`Row` is the event in integers only (latency in µs, cost in nano-USD),
+the form every exact figure is computed from; :func:`to_row` is the one place
+an event is rounded to it.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from msgspec import Struct
 
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_US: Final = timedelta(microseconds=1)
 
-class MetricEvent(Struct, frozen=True, kw_only=True):
+
+# gc=False: every field is a str, number or None, so no reference cycle can
+# run through an event, and the collector need not track one per attempt.
+class MetricEvent(Struct, frozen=True, kw_only=True, gc=False):
     """One provider attempt, as recorded by the metrics writer."""
 
     event_id: str
@@ -20,10 +34,76 @@ class MetricEvent(Struct, frozen=True, kw_only=True):
     role: str
     model: str
     attempt: int
-    ts: datetime
+    #: When the attempt started: microseconds since the epoch, UTC.
+    ts_us: int
     latency_ms: float
     success: bool
     error_code: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+
+    @property
+    def ts(self) -> datetime:
+        """``ts_us`` as an aware UTC datetime (for people and filters, not the hot path)."""
+        return us_to_ts(self.ts_us)
+
+
+#: An event as integers, in ``events`` column order (:data:`EVENT_COLUMNS`).
+Row = tuple[str, str, str, str, str, int, int, int, int, str | None, int, int, int]
+
+EVENT_COLUMNS: Final = (
+    "event_id, task_id, provider, role, model, attempt, ts_us, latency_us, success,"
+    " error_code, input_tokens, output_tokens, cost_nusd"
+)
+
+
+def ts_to_us(ts: datetime) -> int:
+    """Microseconds since the epoch; a naive time is taken as UTC."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return (ts - EPOCH) // ONE_US
+
+
+def us_to_ts(us: int) -> datetime:
+    """The UTC time ``us`` microseconds after the epoch."""
+    return EPOCH + timedelta(microseconds=us)
+
+
+def to_row(e: MetricEvent) -> Row:
+    """The integer form of an event (latency to the µs, cost to the nano-USD)."""
+    return (
+        e.event_id,
+        e.task_id,
+        e.provider,
+        e.role,
+        e.model,
+        e.attempt,
+        e.ts_us,
+        round(e.latency_ms * 1000),
+        1 if e.success else 0,
+        e.error_code,
+        e.input_tokens,
+        e.output_tokens,
+        round(e.cost_usd * 1e9),
+    )
+
+
+def from_row(r: Sequence[object]) -> MetricEvent:
+    """The event a row (in :data:`EVENT_COLUMNS` order) stands for."""
+    (eid, tid, provider, role, model, attempt, ts_us, lat, ok, code, tin, tout, cost) = r
+    return MetricEvent(
+        event_id=str(eid),
+        task_id=str(tid),
+        provider=str(provider),
+        role=str(role),
+        model=str(model),
+        attempt=int(attempt),  # type: ignore[call-overload]
+        ts_us=int(ts_us),  # type: ignore[call-overload]
+        latency_ms=int(lat) / 1000,  # type: ignore[call-overload]
+        success=bool(ok),
+        error_code=None if code is None else str(code),
+        input_tokens=int(tin),  # type: ignore[call-overload]
+        output_tokens=int(tout),  # type: ignore[call-overload]
+        cost_usd=int(cost) / 1e9,  # type: ignore[call-overload]
+    )

@@ -1,7 +1,7 @@
 """Reading metric events back: filters, the summary, and export.
 
 Every figure is exact.  The store keeps latency in whole microseconds and cost
-in whole nano-USD (:mod:`runner.metrics._store`); the summary is computed from
+in whole nano-USD (:mod:`runner.metrics._sqlite`); the summary is computed from
 those integers, so sums do not depend on order and a SQLite summary equals
 one computed from the same events in Python.
 
@@ -29,7 +29,7 @@ percentiles from the sorted ``runs`` (merged, then indexed by rank); no
 event row is read.  With a time filter, runs inside the window are added
 whole, and a run that straddles an edge is replaced by its series' events in
 its id range that fall inside the window.  Compaction
-(:class:`~runner.metrics._store.Compaction`) keeps the runs few and merges
+(:class:`~runner.metrics._runs.Compaction`) keeps the runs few and merges
 only consecutive runs of a series, so "every event of the series in the
 run's id range is in the run" holds for merged runs too.
 """
@@ -48,8 +48,8 @@ import msgspec
 from msgspec import Struct
 
 from runner._errors import UsageError
-from runner.metrics._events import MetricEvent
-from runner.metrics._store import EVENT_COLUMNS, from_row, to_row, ts_to_us, unpack_latencies
+from runner.metrics._events import EVENT_COLUMNS, MetricEvent, from_row, to_row, ts_to_us
+from runner.metrics._runs import unpack_latencies
 
 PERCENTILES: Final = (50, 95, 99)
 
@@ -89,7 +89,7 @@ class Filters(Struct, frozen=True, kw_only=True):
             return False
         if self.role is not None and e.role != self.role:
             return False
-        us = ts_to_us(e.ts)
+        us = e.ts_us
         if self.since is not None and us < ts_to_us(self.since):
             return False
         return self.until is None or us < ts_to_us(self.until)

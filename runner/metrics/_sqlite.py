@@ -1,0 +1,461 @@
+"""The SQLite event store: schema, the one write transaction, the writer's store, import.
+
+Tables:
+
+* ``events``: one row per event.  Times, latencies and costs are integers
+  (µs since the epoch, µs, nano-USD) so every sum is exact and independent
+  of insertion order.
+* ``rollup``: per (provider, role, outcome) counters, updated in the same
+  transaction as every insert, so an unfiltered summary never scans events.
+* ``runs``: each write batch's sorted latencies and totals per series
+  (:mod:`runner.metrics._runs`), compacted as events trickle in.
+
+**The one transaction.**  :func:`store_rows` is the only code that writes
+events.  The writer's :class:`SqliteStore` runs it in a worker thread, one
+batch per call, through the :class:`~runner._owner.OwnedConnection` its task
+owns; ``metrics migrate`` (:func:`import_jsonl`) calls it synchronously with
+every batch of the file in one call, so one transaction.  It is idempotent:
+``(ts_us, event_id)`` is unique and rows are inserted with ``INSERT OR
+IGNORE``, so a re-sent batch adds nothing (a re-sent event has its time).
+Time comes first in that key so inserts land at the end of the index.
+
+Into a database with no events yet, a bulk import drops the unique index,
+loads, and builds the index once at the end (a duplicate within the file is
+then removed before the index is built, and the runs are rebuilt).
+
+The schema carries its version in ``schema_version``; :data:`MIGRATIONS` is
+the ordered list of steps, and opening a database applies the missing ones.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Final
+
+import anyio
+import anyio.to_thread
+from msgspec import Struct
+
+from runner._errors import StorageError
+from runner._owner import OwnedConnection
+from runner.metrics._events import EVENT_COLUMNS, MetricEvent, Row, to_row
+from runner.metrics._jsonl import OnTorn
+from runner.metrics._reader import CHILD_THRESHOLD, read_rows_fast
+from runner.metrics._runs import (
+    DEFAULT_COMPACTION,
+    Compaction,
+    RollupRow,
+    RunBody,
+    RunRow,
+    batch_runs,
+    build_runs,
+    merge_runs,
+    series_of,
+    to_merge,
+)
+
+#: Seconds SQLite waits on a locked database before a write counts as failed.
+BUSY_TIMEOUT: Final = 5.0
+#: Rows per ``executemany`` when importing.
+IMPORT_BATCH: Final = 50_000
+
+# The identity of an event for idempotent writes.  Part of schema version 1,
+# and built again by a bulk import into an empty database.
+IDENTITY_INDEX: Final = "CREATE UNIQUE INDEX events_identity ON events (ts_us, event_id)"
+
+#: Each entry moves the schema from version ``i`` to ``i + 1``.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            role TEXT NOT NULL,
+            model TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            ts_us INTEGER NOT NULL,
+            latency_us INTEGER NOT NULL,
+            success INTEGER NOT NULL,
+            error_code TEXT,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cost_nusd INTEGER NOT NULL
+        )""",
+        # Time first, so inserts land at the end of the index (event ids are
+        # random; a random-position index costs more than the insert itself)
+        # and the same index serves --since/--until.
+        IDENTITY_INDEX,
+        # outcome is '' for a success, else the error code ('unknown' if none).
+        """CREATE TABLE rollup (
+            provider TEXT NOT NULL,
+            role TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            latency_us_sum INTEGER NOT NULL,
+            latency_us_max INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cost_nusd INTEGER NOT NULL,
+            PRIMARY KEY (provider, role, outcome)
+        ) WITHOUT ROWID""",
+        # One row per (write batch, provider, role): that batch's totals,
+        # failures by code (JSON) and latencies, sorted and packed as
+        # little-endian int64 microseconds.  Percentiles merge these runs
+        # instead of sorting events or keeping a latency index (whose
+        # random-position inserts halve write speed); time-filtered summaries
+        # add up the runs inside the window.  Every event of the series with
+        # an id in [first_id, last_id] is in the run, so a run straddling a
+        # time edge is replaced by its events, read by id range.
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,
+            role TEXT NOT NULL,
+            first_id INTEGER NOT NULL,
+            last_id INTEGER NOT NULL,
+            min_ts_us INTEGER NOT NULL,
+            max_ts_us INTEGER NOT NULL,
+            requests INTEGER NOT NULL,
+            latency_us_sum INTEGER NOT NULL,
+            latency_us_max INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cost_nusd INTEGER NOT NULL,
+            errors TEXT NOT NULL,
+            latencies BLOB NOT NULL
+        )""",
+    ),
+    # Compaction looks up a series' newest runs after every write; the index
+    # (with the implicit rowid) gives them newest first without a scan.
+    ("CREATE INDEX runs_series ON runs (provider, role)",),
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+INSERT_EVENTS: Final = (
+    "INSERT OR IGNORE INTO events (event_id, task_id, provider, role, model, attempt, ts_us,"
+    " latency_us, success, error_code, input_tokens, output_tokens, cost_nusd)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+LAST_ID: Final = "SELECT coalesce(max(id), 0) FROM events"
+# Adds a batch's figures (from runner.metrics._runs.build_runs) to the rollup.
+ADD_ROLLUP: Final = """
+INSERT INTO rollup (provider, role, outcome, requests, latency_us_sum, latency_us_max,
+                    input_tokens, output_tokens, cost_nusd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (provider, role, outcome) DO UPDATE SET
+    requests = requests + excluded.requests,
+    latency_us_sum = latency_us_sum + excluded.latency_us_sum,
+    latency_us_max = max(latency_us_max, excluded.latency_us_max),
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    cost_nusd = cost_nusd + excluded.cost_nusd
+"""
+
+INSERT_RUN: Final = (
+    "INSERT INTO runs (provider, role, first_id, last_id, min_ts_us, max_ts_us, requests,"
+    " latency_us_sum, latency_us_max, input_tokens, output_tokens, cost_nusd, errors, latencies)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The rows added after an id, with their ids: for building runs when a batch
+# held duplicates (their ids are then not consecutive positions of the batch).
+NEW_EVENTS: Final = f"SELECT id, {EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id"  # noqa: S608 - a fixed column list
+
+# A series' newest runs, newest first, for deciding whether to compact.
+TAIL_RUNS: Final = (
+    "SELECT id, requests FROM runs WHERE provider = ? AND role = ? ORDER BY id DESC LIMIT ?"
+)
+# The runs to merge (ids bound by :func:`ids_sql`), in id order.
+MERGE_SOURCE: Final = (
+    "SELECT first_id, last_id, min_ts_us, max_ts_us, requests, latency_us_sum, latency_us_max,"
+    " input_tokens, output_tokens, cost_nusd, errors, latencies FROM runs WHERE id IN ({})"
+    " ORDER BY id"
+)
+MERGE_UPDATE: Final = (
+    "UPDATE runs SET first_id = ?, last_id = ?, min_ts_us = ?, max_ts_us = ?, requests = ?,"
+    " latency_us_sum = ?, latency_us_max = ?, input_tokens = ?, output_tokens = ?,"
+    " cost_nusd = ?, errors = ?, latencies = ? WHERE id = ?"
+)
+MERGE_DELETE: Final = "DELETE FROM runs WHERE id IN ({})"
+# Keeps the first copy of each (ts_us, event_id) added after id ?1.
+_DEDUPLICATE: Final = (
+    "DELETE FROM events WHERE id > ?1 AND id NOT IN"
+    " (SELECT min(id) FROM events WHERE id > ?1 GROUP BY ts_us, event_id)"
+)
+
+
+def ids_sql(template: str, ids: Sequence[int]) -> str:
+    """``template`` with its ``IN ({})`` holding one placeholder per id."""
+    return template.format(", ".join("?" * len(ids)))
+
+
+# --- the schema -------------------------------------------------------------
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The schema version of an open database (0 for an empty one)."""
+    has = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if has is None:
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate_schema(conn: sqlite3.Connection) -> None:
+    """Bring the schema up to :data:`SCHEMA_VERSION`, each step in its own transaction."""
+    version = schema_version(conn)
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"metrics database schema version {version} is newer than this runner"
+            f" understands ({SCHEMA_VERSION}); upgrade runner"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        with conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            for statement in MIGRATIONS[target - 1]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection for writing: the file (and directory) created, WAL, schema migrated.
+
+    ``check_same_thread=False`` because the owner runs each call in whichever
+    worker thread anyio gives it, one at a time.  Raises
+    :class:`sqlite3.Error` or :class:`OSError` when it cannot.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        path, isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False
+    )
+    try:
+        # WAL so readers never block the writer; NORMAL sync is durable in WAL mode.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        migrate_schema(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def prepare_database(path: str | Path) -> None:
+    """Create the database (and its directory) if needed and migrate its schema."""
+    connect(path).close()
+
+
+def open_for_reading(path: str | Path) -> sqlite3.Connection:
+    """An existing metrics database, migrated, for queries.
+
+    A missing file is a :class:`StorageError` that says how to create one.
+    """
+    if not Path(path).is_file():
+        raise StorageError(
+            f"no metrics database at {path}; run 'python -m runner submit' with"
+            " metrics.store: sqlite to create it, or import a JSONL store with"
+            f" 'python -m runner metrics migrate FILE.jsonl --db {path}'"
+        )
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        migrate_schema(conn)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot read metrics database {path}: {exc}") from exc
+    return conn
+
+
+# --- the one write transaction ------------------------------------------------
+
+
+def compact_series(
+    conn: sqlite3.Connection, provider: str, role: str, compaction: Compaction
+) -> bool:
+    """Merge the series' newest runs if they are all small (see :class:`Compaction`).
+
+    Runs inside the caller's transaction; returns whether it merged.
+    """
+    tail = conn.execute(TAIL_RUNS, (provider, role, compaction.count)).fetchall()
+    ids = to_merge(tail, compaction)
+    if not ids:
+        return False
+    bodies: list[RunBody] = conn.execute(ids_sql(MERGE_SOURCE, ids), ids).fetchall()
+    conn.execute(MERGE_UPDATE, (*merge_runs(bodies), ids[0]))
+    conn.execute(ids_sql(MERGE_DELETE, ids[1:]), ids[1:])
+    return True
+
+
+def _new_figures(
+    conn: sqlite3.Connection, after: int
+) -> Iterator[tuple[list[RunRow], list[RollupRow]]]:
+    """Runs and rollup rows of every event added after id ``after``, read back in chunks."""
+    cur = conn.execute(NEW_EVENTS, (after,))
+    while chunk := cur.fetchmany(IMPORT_BATCH):
+        yield build_runs([r[0] for r in chunk], [r[1:] for r in chunk])
+
+
+def _add(
+    conn: sqlite3.Connection,
+    runs: list[RunRow],
+    rollup: list[RollupRow],
+    compaction: Compaction | None,
+) -> None:
+    conn.executemany(INSERT_RUN, runs)
+    conn.executemany(ADD_ROLLUP, rollup)
+    if compaction is not None:
+        for provider, role in series_of(runs):
+            compact_series(conn, provider, role, compaction)
+
+
+def store_rows(
+    conn: sqlite3.Connection,
+    batches: Iterable[Sequence[Row]],
+    *,
+    compaction: Compaction | None = DEFAULT_COMPACTION,
+    bulk: bool = False,
+) -> int:
+    """Store every batch in one transaction (events, runs, rollup); return how many were new.
+
+    The only code that writes events (the writer calls it with one batch,
+    ``metrics migrate`` with a whole file).  All or nothing: on any error
+    the transaction is rolled back and the error raised.  Each batch leaves
+    one run per series, compacted (:class:`Compaction`; ``None`` leaves the
+    runs as written).  With ``bulk`` and an empty table the unique index is
+    built after the load instead of kept up to date through it.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (last,) = conn.execute(LAST_ID).fetchone()
+        deferred = bulk and last == 0
+        if deferred:
+            conn.execute("DROP INDEX events_identity")
+        top = last
+        for rows in batches:
+            added = conn.executemany(INSERT_EVENTS, rows).rowcount
+            if added == len(rows):
+                _add(conn, *batch_runs(top + 1, rows), compaction)
+            else:  # some were stored already (a re-sent batch): figures of what was added
+                for runs, rollup in _new_figures(conn, top):
+                    _add(conn, runs, rollup, compaction)
+            top += added
+        if deferred:
+            try:
+                conn.execute(IDENTITY_INDEX)
+            except sqlite3.IntegrityError:  # the file held an event twice: keep the first
+                conn.execute(_DEDUPLICATE, (last,))
+                conn.execute(IDENTITY_INDEX)
+                conn.execute("DELETE FROM runs")
+                conn.execute("DELETE FROM rollup")
+                for runs, rollup in _new_figures(conn, last):
+                    _add(conn, runs, rollup, None)
+            (top,) = conn.execute("SELECT count(*) FROM events").fetchone()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return int(top - last)
+
+
+# --- the writer's store -------------------------------------------------------
+
+
+def _write_events(
+    conn: sqlite3.Connection, events: Sequence[MetricEvent], compaction: Compaction | None
+) -> int:
+    return store_rows(conn, [[to_row(e) for e in events]], compaction=compaction)
+
+
+def _reason(exc: BaseException) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+
+
+class SqliteStore:
+    """The SQLite :class:`~runner.metrics._store.EventStore`: one connection, one owner.
+
+    Every call runs :func:`store_rows` in a worker thread through an
+    :class:`~runner._owner.OwnedConnection`, so it works on asyncio and trio.
+    """
+
+    def __init__(self, conn: OwnedConnection, path: str, compaction: Compaction | None) -> None:
+        self._conn = conn
+        self.name = path
+        self._compaction = compaction
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, *, compaction: Compaction | None = DEFAULT_COMPACTION
+    ) -> SqliteStore:
+        """Create or migrate the database at ``path`` and connect to it.
+
+        Raises :class:`StorageError` when the file cannot be opened as a
+        database or is from a newer runner (the message says which).
+        """
+        try:
+            conn = await anyio.to_thread.run_sync(connect, path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(_reason(exc)) from exc
+        return cls(OwnedConnection(conn), str(path), compaction)
+
+    async def write(self, events: Sequence[MetricEvent]) -> int:
+        try:
+            return await self._conn.run(_write_events, events, self._compaction)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(_reason(exc)) from exc
+
+    async def aclose(self) -> None:
+        await self._conn.aclose()
+
+
+# --- import -------------------------------------------------------------------
+
+
+class ImportReport(Struct, frozen=True, kw_only=True):
+    """What ``metrics migrate`` did: events read, events new to the database, torn lines skipped."""
+
+    read: int
+    added: int
+    torn: list[int]
+
+
+def import_jsonl(
+    db_path: str | Path,
+    jsonl_path: str | Path,
+    *,
+    on_torn: OnTorn | None = None,
+    child_threshold: int = CHILD_THRESHOLD,
+) -> ImportReport:
+    """Import a JSONL store into SQLite in one transaction (idempotent by event).
+
+    Torn lines are skipped, listed in the report and told to ``on_torn``; a
+    line that is JSON but not an event raises :class:`UsageError` and
+    nothing is imported.  Files of ``child_threshold`` bytes or more are
+    decoded in a second process (:mod:`runner.metrics._reader`).
+    """
+    torn: list[int] = []
+    read = 0
+
+    def note(number: int, detail: str) -> None:
+        torn.append(number)
+        if on_torn is not None:
+            on_torn(number, detail)
+
+    def counted(batches: Iterator[list[Row]]) -> Iterator[list[Row]]:
+        nonlocal read
+        for batch in batches:
+            read += len(batch)
+            yield batch
+
+    rows = read_rows_fast(jsonl_path, size=IMPORT_BATCH, on_torn=note, threshold=child_threshold)
+    try:
+        conn = connect(db_path)
+        try:
+            # A bigger page cache for one big transaction and the index built after it.
+            conn.execute("PRAGMA cache_size=-65536")
+            added = store_rows(conn, counted(rows), bulk=True)
+        finally:
+            conn.close()
+    finally:
+        rows.close()  # stops a reader process that is still running
+    return ImportReport(read=read, added=added, torn=torn)
