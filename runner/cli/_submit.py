@@ -60,9 +60,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from runner._api import Runner
     from runner._workflow import known_workflows
     from runner.config._load import discover_config
+    from runner.metrics._store import check_store
 
     config = discover_config(args.config, notice=notice)
     refuse_stranded(config)
+    check_store(config.metrics)  # a bad metrics.path is one message, before any file is opened
     screen = Screen(sys.stderr)
     progress = not args.no_progress and sys.stderr.isatty()
     workflows = known_workflows(config)

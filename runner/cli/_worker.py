@@ -29,6 +29,7 @@ from runner._errors import UsageError
 from runner.cli._main import EXIT_INTERRUPTED, EXIT_OK, notice
 from runner.cli._notices import notice_line, refuse_stranded
 from runner.config._model import Config
+from runner.metrics._store import check_store
 from runner.metrics._writer import open_metrics_writer
 from runner.service._http import FD_RESERVE, Limits, Reports, connection_cap, serve
 from runner.service._journal import Journal, open_journal
@@ -58,6 +59,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     host = args.host or config.worker.host
     port = config.worker.port if args.port is None else args.port
     check_bind(host, config)
+    check_store(config.metrics)
     service = Service(config, host, port, stderr=sys.stderr)
     try:
         anyio.run(service.main)
