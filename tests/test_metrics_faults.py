@@ -111,3 +111,35 @@ def test_worker_with_an_unwritable_metrics_path_stops_before_opening_anything(
         " fix metrics.path or set metrics.store: none\n"
     )
     assert not (tmp_path / "journal.db").exists()
+
+
+def test_a_failing_metrics_database_keeps_stdout_for_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Writes retried then spilled: stdout holds only result lines, the notices go to stderr.
+
+    Failed before the fix: stamina logged each scheduled retry to stdout
+    (through structlog's default logger), between the result lines.
+    """
+    import sqlite3
+
+    import stamina
+
+    from runner.metrics._sqlite import prepare_database
+
+    db = tmp_path / "metrics.db"
+    prepare_database(db)
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TRIGGER full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    conn.commit()
+    conn.close()
+    config = write_config(tmp_path, "sqlite", db)
+    tasks = write_tasks(tmp_path / "tasks.jsonl", 0, 3)
+    with stamina.set_testing(True, attempts=3):
+        assert main(["submit", str(tasks), "--config", str(config), "--out", "-"]) == 0
+    printed, warned = capsys.readouterr()
+    assert [json.loads(line)["status"] for line in printed.splitlines()] == ["completed"] * 3
+    assert f"metrics: cannot write to {db} (disk full)" in warned
+    assert f"metrics: 3 events are in {db}.spill.jsonl; import them with:" in warned

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import cast
 
+import stamina.instrumentation
+
 from runner._errors import ConfigError, UsageError
 
 EXIT_OK = 0
@@ -129,6 +131,10 @@ def _resolve(spec: str) -> Command:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code (never raise for bad input)."""
     args = build_parser().parse_args(argv)
+    # stamina logs every scheduled retry through structlog's default logger,
+    # which prints to stdout, where results may go (--out -).  The metrics
+    # writer says itself what its retries came to (a spill), on stderr.
+    stamina.instrumentation.set_on_retry_hooks(())
     try:
         return _resolve(args.handler)(args)
     except ConfigError as exc:
