@@ -456,3 +456,24 @@ def test_a_failing_database_stops_the_reader_process(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.Error, match="disk full"):
         import_jsonl(db, source, child_threshold=0)
     assert multiprocessing.active_children() == []
+
+
+def test_prepared_figures_follow_the_rows_to_their_ids(tmp_path: Path) -> None:
+    """Figures built for ids 1.. are moved to where a batch really lands (a non-empty database)."""
+    from runner.metrics._query import Filters, Grouping, summarize_db, summarize_events
+    from runner.metrics._runs import Prepared, batch_runs
+
+    rows = [to_row(event(n, provider=f"p{n % 2}")) for n in range(10, 20)]
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate_schema(conn)
+    store_rows(conn, [[to_row(event(n)) for n in range(10)]])
+    store_rows(conn, [Prepared(rows, 1, *batch_runs(1, rows))])
+    spans = conn.execute("SELECT first_id, last_id FROM runs ORDER BY id").fetchall()
+    assert spans[1:] == [(11, 19), (12, 20)]  # p0 has ids 11, 13, ..., p1 has 12, 14, ...
+    expected = [event(n) for n in range(10)] + [
+        event(n, provider=f"p{n % 2}") for n in range(10, 20)
+    ]
+    assert summarize_db(conn, Filters(), Grouping()) == summarize_events(
+        expected, Filters(), Grouping()
+    )
+    conn.close()

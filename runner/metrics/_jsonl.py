@@ -114,6 +114,16 @@ _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(EventLine)
 
 
+def reason(exc: BaseException) -> str:
+    """Why a store could not be written, in a few words (an OSError's strerror)."""
+    if isinstance(exc, FileExistsError) and exc.filename:
+        # mkdir of a store's directory found a file in its place.
+        return f"{exc.filename} is not a directory"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
 def to_line(e: MetricEvent) -> EventLine:
     """The line form of an event."""
     return EventLine(
@@ -259,7 +269,7 @@ class JsonlStore:
         try:
             append_jsonl(self._path, events)
         except OSError as exc:
-            raise StorageError(f"{exc.strerror or exc}") from exc
+            raise StorageError(reason(exc)) from exc
 
     async def write(self, events: Sequence[MetricEvent]) -> int:
         await anyio.to_thread.run_sync(self.write_now, events)

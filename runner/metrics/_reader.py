@@ -10,11 +10,15 @@ writer of the database, and the child's rows arrive in file order, so the
 import is the same one transaction, with the same runs, as when read
 inline.
 
-The child sends ``("rows", batch)``, ``("torn", number, detail)``,
-``("error", message)`` (a line that is not an event) and finally
-``("done",)`` through a one-way pipe; the pipe's buffer bounds how far it
-reads ahead.  It ignores Ctrl-C (the caller stops it) and is killed if the
-caller stops reading for any reason.
+The child sends tagged messages through a one-way pipe: ``R`` and a batch
+of rows with its runs and rollup rows (a
+:class:`~runner.metrics._runs.Prepared` batch; building the figures in the
+child balances the two processes' work), ``T`` and a torn line's number and
+detail, ``E`` and a message (a line that is not an event), finally ``D``.
+Payloads are msgpack (msgspec): pickling the rows cost more CPU than
+decoding the JSON they came from.  The pipe's buffer bounds how far the
+child reads ahead.  The child ignores Ctrl-C (the caller stops it) and is
+killed if the caller stops reading for any reason.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Final
 
+import msgspec
+
 from runner._errors import UsageError
 from runner.metrics._events import Row
 from runner.metrics._jsonl import OnTorn, read_rows
+from runner.metrics._runs import Prepared, batch_runs
 
 #: Batches of rows, as a generator: closing it stops a reader process.
 Rows = Generator[list[Row], None, None]
@@ -37,16 +44,33 @@ Rows = Generator[list[Row], None, None]
 CHILD_THRESHOLD: Final = 32 << 20
 
 
+_encoder: Final = msgspec.msgpack.Encoder()
+# (first_id, rows, runs, rollup), the parts of a Prepared batch.
+_batch: Final = msgspec.msgpack.Decoder(
+    tuple[int, list[tuple], list[tuple], list[tuple]]  # type: ignore[type-arg]  # Row, RunRow, RollupRow
+)
+_torn: Final = msgspec.msgpack.Decoder(tuple[int, str])
+
+
 def _produce(path: str, size: int, out: Connection) -> None:
-    """The child: send the file's rows in batches, then ``done`` (or the error)."""
+    """The child: send the file's rows in batches, then ``D`` (or the error)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
+
+    def torn(number: int, detail: str) -> None:
+        out.send_bytes(b"T" + _encoder.encode((number, detail)))
+
     try:
-        for rows in read_rows(path, size=size, on_torn=lambda n, d: out.send(("torn", n, d))):
-            out.send(("rows", rows))
+        first = 1
+        for rows in read_rows(path, size=size, on_torn=torn):
+            # The figures too: it balances the work (the parent inserts), and
+            # the parent moves them if the rows land elsewhere than ids 1, 2, ...
+            runs, rollup = batch_runs(first, rows)
+            out.send_bytes(b"R" + _encoder.encode((first, rows, runs, rollup)))
+            first += len(rows)
     except UsageError as exc:
-        out.send(("error", str(exc)))
+        out.send_bytes(b"E" + str(exc).encode())
     else:
-        out.send(("done",))
+        out.send_bytes(b"D")
     finally:
         out.close()
 
@@ -61,20 +85,22 @@ def _from_child(path: str | Path, size: int, on_torn: OnTorn | None) -> Rows:
     try:
         while True:
             try:
-                message = receive.recv()
+                message = receive.recv_bytes()
             except EOFError:
                 child.join()
                 raise UsageError(
                     f"the process reading {path} stopped (exit code {child.exitcode});"
                     " nothing was imported"
                 ) from None
-            if message[0] == "rows":
-                yield message[1]
-            elif message[0] == "torn":
+            tag, body = message[:1], memoryview(message)[1:]
+            if tag == b"R":
+                first, rows, runs, rollup = _batch.decode(body)
+                yield Prepared(rows, first, runs, rollup)
+            elif tag == b"T":
                 if on_torn is not None:
-                    on_torn(message[1], message[2])
-            elif message[0] == "error":
-                raise UsageError(message[1])
+                    on_torn(*_torn.decode(body))
+            elif tag == b"E":
+                raise UsageError(bytes(body).decode())
             else:
                 return
     finally:

@@ -180,6 +180,32 @@ def batch_runs(first_id: int, rows: Sequence[Row]) -> tuple[list[RunRow], list[R
     return build_runs(range(first_id, first_id + len(rows)), rows)
 
 
+class Prepared(list[Row]):
+    """A batch of rows whose figures were built ahead (by the import's reader process).
+
+    The figures assume the rows get the ids ``first_id`` on; :meth:`figures_at`
+    moves them to where the rows really landed.
+    """
+
+    __slots__ = ("first_id", "rollup", "runs")
+
+    def __init__(
+        self, rows: list[Row], first_id: int, runs: list[RunRow], rollup: list[RollupRow]
+    ) -> None:
+        super().__init__(rows)
+        self.first_id = first_id
+        self.runs = runs
+        self.rollup = rollup
+
+    def figures_at(self, first_id: int) -> tuple[list[RunRow], list[RollupRow]]:
+        """The runs and rollup rows for the batch stored whole from id ``first_id``."""
+        shift = first_id - self.first_id
+        if shift:
+            runs = [(r[0], r[1], r[2] + shift, r[3] + shift, *r[4:]) for r in self.runs]
+            return runs, self.rollup
+        return self.runs, self.rollup
+
+
 def series_of(runs: Iterable[RunRow]) -> set[tuple[str, str]]:
     """The (provider, role) pairs a batch's runs belong to."""
     return {(r[0], r[1]) for r in runs}

@@ -41,11 +41,12 @@ from msgspec import Struct
 from runner._errors import StorageError
 from runner._owner import OwnedConnection
 from runner.metrics._events import EVENT_COLUMNS, MetricEvent, Row, to_row
-from runner.metrics._jsonl import OnTorn
+from runner.metrics._jsonl import OnTorn, reason
 from runner.metrics._reader import CHILD_THRESHOLD, read_rows_fast
 from runner.metrics._runs import (
     DEFAULT_COMPACTION,
     Compaction,
+    Prepared,
     RollupRow,
     RunBody,
     RunRow,
@@ -322,7 +323,9 @@ def store_rows(
     the transaction is rolled back and the error raised.  Each batch leaves
     one run per series, compacted (:class:`Compaction`; ``None`` leaves the
     runs as written).  With ``bulk`` and an empty table the unique index is
-    built after the load instead of kept up to date through it.
+    built after the load instead of kept up to date through it.  A
+    :class:`~runner.metrics._runs.Prepared` batch brings its figures along
+    (they are used when the whole batch was new).
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -334,7 +337,10 @@ def store_rows(
         for rows in batches:
             added = conn.executemany(INSERT_EVENTS, rows).rowcount
             if added == len(rows):
-                _add(conn, *batch_runs(top + 1, rows), compaction)
+                if isinstance(rows, Prepared):
+                    _add(conn, *rows.figures_at(top + 1), compaction)
+                else:
+                    _add(conn, *batch_runs(top + 1, rows), compaction)
             else:  # some were stored already (a re-sent batch): figures of what was added
                 for runs, rollup in _new_figures(conn, top):
                     _add(conn, runs, rollup, compaction)
@@ -367,10 +373,6 @@ def _write_events(
     return store_rows(conn, [[to_row(e) for e in events]], compaction=compaction)
 
 
-def _reason(exc: BaseException) -> str:
-    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-
-
 class SqliteStore:
     """The SQLite :class:`~runner.metrics._store.EventStore`: one connection, one owner.
 
@@ -395,14 +397,14 @@ class SqliteStore:
         try:
             conn = await anyio.to_thread.run_sync(connect, path)
         except (sqlite3.Error, OSError) as exc:
-            raise StorageError(_reason(exc)) from exc
+            raise StorageError(reason(exc)) from exc
         return cls(OwnedConnection(conn), str(path), compaction)
 
     async def write(self, events: Sequence[MetricEvent]) -> int:
         try:
             return await self._conn.run(_write_events, events, self._compaction)
         except (sqlite3.Error, OSError) as exc:
-            raise StorageError(_reason(exc)) from exc
+            raise StorageError(reason(exc)) from exc
 
     async def aclose(self) -> None:
         await self._conn.aclose()

@@ -32,13 +32,14 @@ idempotence, chosen by :func:`open_store` from ``metrics.store``.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
 from runner._errors import StorageError
 from runner.metrics._events import MetricEvent
-from runner.metrics._jsonl import JsonlStore
+from runner.metrics._jsonl import JsonlStore, reason
 from runner.metrics._sqlite import SqliteStore, prepare_database
 
 #: Suffix appended to the database path to name the spill file.
@@ -99,13 +100,6 @@ def _unwritable(path: str, reason: str, spill: Path | None = None, spill_reason:
     )
 
 
-def _strerror(exc: OSError) -> str:
-    if isinstance(exc, FileExistsError) and exc.filename:
-        # mkdir of the directory found a file in its place.
-        return f"{exc.filename} is not a directory"
-    return exc.strerror or str(exc)
-
-
 def check_store(config: StoreSettings) -> None:
     """Make sure events can be written where the config says, before any work starts.
 
@@ -120,19 +114,16 @@ def check_store(config: StoreSettings) -> None:
         try:
             JsonlStore(config.path).check_writable()
         except OSError as exc:
-            raise StorageError(_unwritable(config.path, _strerror(exc))) from None
+            raise StorageError(_unwritable(config.path, reason(exc))) from None
         return
-    import sqlite3
-
     try:
         prepare_database(config.path)
     except (sqlite3.Error, OSError) as exc:
-        reason = _strerror(exc) if isinstance(exc, OSError) else str(exc)
         spill = spill_path(config.path)
         try:
             JsonlStore(spill).check_writable()
         except OSError as exc2:
-            raise StorageError(_unwritable(config.path, reason, spill, _strerror(exc2))) from None
+            raise StorageError(_unwritable(config.path, reason(exc), spill, reason(exc2))) from None
 
 
 async def open_store(config: StoreSettings, notify: Notify) -> EventStore:
@@ -146,7 +137,7 @@ async def open_store(config: StoreSettings, notify: Notify) -> EventStore:
         try:
             store.check_writable()
         except OSError as exc:
-            raise StorageError(_unwritable(config.path, _strerror(exc))) from None
+            raise StorageError(_unwritable(config.path, reason(exc))) from None
         return store
     try:
         return await SqliteStore.open(config.path)
@@ -156,7 +147,7 @@ async def open_store(config: StoreSettings, notify: Notify) -> EventStore:
             fallback.check_writable()
         except OSError as exc2:
             raise StorageError(
-                _unwritable(config.path, str(exc), Path(fallback.name), _strerror(exc2))
+                _unwritable(config.path, str(exc), Path(fallback.name), reason(exc2))
             ) from None
         notify(
             "warning",
