@@ -42,6 +42,8 @@ Rows = Generator[list[Row], None, None]
 
 #: Files smaller than this are read inline: a child costs ~0.2 s to start.
 CHILD_THRESHOLD: Final = 32 << 20
+#: A threshold no file reaches: always read inline.
+NEVER: Final = 1 << 62
 
 
 _encoder: Final = msgspec.msgpack.Encoder()

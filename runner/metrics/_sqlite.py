@@ -42,7 +42,7 @@ from runner._errors import StorageError
 from runner._owner import OwnedConnection
 from runner.metrics._events import EVENT_COLUMNS, MetricEvent, Row, to_row
 from runner.metrics._jsonl import OnTorn, reason
-from runner.metrics._reader import CHILD_THRESHOLD, read_rows_fast
+from runner.metrics._reader import CHILD_THRESHOLD, NEVER, read_rows_fast
 from runner.metrics._runs import (
     DEFAULT_COMPACTION,
     Compaction,
@@ -432,8 +432,9 @@ def import_jsonl(
 
     Torn lines are skipped, listed in the report and told to ``on_torn``; a
     line that is JSON but not an event raises :class:`UsageError` and
-    nothing is imported.  Files of ``child_threshold`` bytes or more are
-    decoded in a second process (:mod:`runner.metrics._reader`).
+    nothing is imported.  Into a database with no events yet, files of
+    ``child_threshold`` bytes or more are decoded in a second process
+    (:mod:`runner.metrics._reader`).
     """
     torn: list[int] = []
     read = 0
@@ -449,15 +450,20 @@ def import_jsonl(
             read += len(batch)
             yield batch
 
-    rows = read_rows_fast(jsonl_path, size=IMPORT_BATCH, on_torn=note, threshold=child_threshold)
+    conn = connect(db_path)
     try:
-        conn = connect(db_path)
+        # A bigger page cache for one big transaction and the index built after it.
+        conn.execute("PRAGMA cache_size=-65536")
+        # Into a database that holds events, checking each against the unique
+        # index is most of the work and the reader process would only add its
+        # own: it pays off for the bulk load into an empty one.
+        (last,) = conn.execute(LAST_ID).fetchone()
+        threshold = child_threshold if last == 0 else NEVER
+        rows = read_rows_fast(jsonl_path, size=IMPORT_BATCH, on_torn=note, threshold=threshold)
         try:
-            # A bigger page cache for one big transaction and the index built after it.
-            conn.execute("PRAGMA cache_size=-65536")
             added = store_rows(conn, counted(rows), bulk=True)
         finally:
-            conn.close()
+            rows.close()  # stops a reader process that is still running
     finally:
-        rows.close()  # stops a reader process that is still running
+        conn.close()
     return ImportReport(read=read, added=added, torn=torn)
