@@ -16,6 +16,7 @@ CASE_MODULES: dict[str, str] = {
     "scaling": "benchmarks.scaling",
     "metrics_writer": "benchmarks.metrics_writer",
     "metrics_summary": "benchmarks.metrics_summary",
+    "metrics_migrate": "benchmarks.metrics_migrate",
     "submit_memory": "benchmarks.submit_memory",
 }
 
