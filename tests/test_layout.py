@@ -40,17 +40,20 @@ def test_provider_error_is_a_runner_error() -> None:
     assert runner.ProviderError is workers.ProviderError
 
 
-def test_every_exported_name_resolves_and_matches_its_module() -> None:
-    """Each name in runner.__all__ loads on first use, from the module the map names."""
+@pytest.mark.parametrize("package", ["runner", "runner.config", "runner.metrics"])
+def test_every_exported_name_resolves_and_matches_its_module(package: str) -> None:
+    """Each name in a package's __all__ loads on first use, from the module its map names."""
     import importlib
 
-    import runner
-
-    assert runner.__all__ == sorted(runner.__all__)
-    assert set(runner.__all__) == set(runner._EXPORTS)
-    for name in runner.__all__:
-        module = importlib.import_module(runner._EXPORTS[name])
-        assert getattr(runner, name) is getattr(module, name)
+    pkg = importlib.import_module(package)
+    exports: dict[str, str] = pkg._EXPORTS
+    assert pkg.__all__ == sorted(pkg.__all__)
+    assert set(pkg.__all__) == set(exports)
+    for name in pkg.__all__:
+        module = importlib.import_module(exports[name])
+        assert getattr(pkg, name) is getattr(module, name)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = pkg.nope
 
 
 def test_reading_metrics_does_not_load_the_dispatcher() -> None:

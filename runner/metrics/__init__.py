@@ -6,4 +6,57 @@
 ``_runs`` the per-batch latency runs and their compaction, ``_writer`` the
 single task that owns the store, ``_query`` the summaries ``metrics
 summary`` prints.
+
+The names below are the public surface; they load on first use.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from runner.metrics._events import (
+        MetricEvent,
+    )
+    from runner.metrics._store import (
+        EventStore,
+    )
+    from runner.metrics._writer import (
+        MemorySink,
+        MetricsSink,
+        NullSink,
+        open_metrics_writer,
+    )
+
+#: Public name -> the module that defines it (loaded on first use).
+_EXPORTS: Final = {
+    "EventStore": "runner.metrics._store",
+    "MemorySink": "runner.metrics._writer",
+    "MetricEvent": "runner.metrics._events",
+    "MetricsSink": "runner.metrics._writer",
+    "NullSink": "runner.metrics._writer",
+    "open_metrics_writer": "runner.metrics._writer",
+}
+
+__all__ = [
+    "EventStore",
+    "MemorySink",
+    "MetricEvent",
+    "MetricsSink",
+    "NullSink",
+    "open_metrics_writer",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runner.metrics' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
