@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from benchmarks._harness import Skip
-from runner._task import Task
-from runner.config._model import (
+from runner import Task
+from runner.config import (
     Config,
     LatencySpec,
     LoggingConfig,
@@ -23,7 +23,7 @@ from runner.config._model import (
     ProviderConfig,
     RoleConfig,
 )
-from runner.metrics._events import MetricEvent
+from runner.metrics import MetricEvent
 
 Store = Literal["sqlite", "none"]
 LogLevel = Literal["debug", "info", "warning", "error"]

@@ -32,11 +32,11 @@ import anyio
 from benchmarks._fixtures import metric_events
 from benchmarks._harness import Case, Metric, Settings, Target, collect, print_table, run_cases
 from benchmarks.metrics_summary import SPAN_S, summary_seconds
-from runner.config._model import MetricsConfig
+from runner.config import MetricsConfig
+from runner.metrics import open_metrics_writer
 from runner.metrics._events import to_row as row_of
 from runner.metrics._runs import DEFAULT_COMPACTION, Compaction
 from runner.metrics._sqlite import prepare_database, store_rows
-from runner.metrics._writer import open_metrics_writer
 
 TARGET = Target(op="<=", value=2.0, text="1,000,000 trickled events well under 2 s (aim 0.25 s)")
 #: Events sent through the async writer to check that it compacts.

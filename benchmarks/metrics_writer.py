@@ -18,10 +18,9 @@ import anyio
 
 from benchmarks._fixtures import metric_events
 from benchmarks._harness import Case, Metric, Settings, Target, collect
-from runner.config._model import MetricsConfig
-from runner.metrics._events import MetricEvent
+from runner.config import MetricsConfig
+from runner.metrics import MetricEvent, open_metrics_writer
 from runner.metrics._sqlite import open_for_reading
-from runner.metrics._writer import open_metrics_writer
 
 
 def print_notice(level: str, message: str) -> None:

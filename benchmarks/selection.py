@@ -14,9 +14,9 @@ import time
 from collections.abc import Sequence
 
 from benchmarks._harness import Case, Metric, Settings, Target, collect, percentile
+from runner import Parameters
 from runner._registry import Registry
-from runner.config._model import Config, ProviderConfig, RoleConfig
-from workers._parameters import Parameters
+from runner.config import Config, ProviderConfig, RoleConfig
 
 ROLES = ("coder", "reviewer", "planner", "clarifier", "translator")
 

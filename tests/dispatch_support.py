@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 
 from runner import Runner
-from runner.config._model import (
+from runner.config import (
     Config,
     CooldownConfig,
     LoggingConfig,
@@ -21,8 +21,8 @@ from runner.config._model import (
     RetryConfig,
     RoleConfig,
 )
-from runner.metrics._writer import MemorySink
-from workers._base import CompletionRequest, CompletionResponse, Provider
+from runner.metrics import MemorySink
+from workers import CompletionRequest, CompletionResponse, Provider
 from workers.simulated import Fault, Script, SimulatedProvider, Success
 
 

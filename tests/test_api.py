@@ -16,12 +16,11 @@ import anyio.lowlevel
 import pytest
 
 import runner
-from runner import Message, Runner, Task, UsageError
+from runner import HistoryEntry, Message, Result, Runner, Task, UsageError
 from runner._context import TaskExecutionContext
-from runner._task import HistoryEntry, Result
 from runner._task_check import task_problem
-from runner.config._model import LoggingConfig
-from runner.metrics._writer import MemorySink
+from runner.config import LoggingConfig
+from runner.metrics import MemorySink
 from tests.dispatch_support import FakeTime, Gate, log_lines, make_config, open_runner, simulated
 
 pytestmark = pytest.mark.anyio

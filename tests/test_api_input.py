@@ -16,7 +16,7 @@ import pytest
 
 from runner import InvalidValueError, Message, Parameters, Runner, Task, TaskError
 from runner._tasks_file import TasksFile
-from runner.config._load import load_config_text
+from runner.config import load_config_text
 
 pytestmark = pytest.mark.anyio
 

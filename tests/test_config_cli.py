@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from runner.cli import main
 from runner.cli._config import _print_rich
-from runner.cli._main import main
 from runner.config._load import BUNDLED_NOTICE, discover
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runner._errors import ConfigError
+from runner import ConfigError, Parameters
 from runner._registry import Registry
 from runner.config._load import (
     BUNDLED,
@@ -16,8 +16,7 @@ from runner.config._load import (
     load_config,
     load_config_text,
 )
-from workers._parameters import Parameters
-from workers._secrets import Secret
+from workers import Secret
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a", "GEMINI_API_KEY": "sk-g"}

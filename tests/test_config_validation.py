@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runner._errors import ConfigError, Problem
+from runner import ConfigError
+from runner._errors import Problem
 from runner.config._load import load_config, load_config_text
 
 PROVIDERS = """\

@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import Task
+from runner import HistoryEntry, Result, Task
 from runner._context import TaskExecutionContext
 from runner._states import TERMINAL, TRANSITIONS
-from runner._task import HistoryEntry, Result, Status
-from runner.config._model import CooldownConfig, LoggingConfig, RetryConfig, RoleConfig
-from runner.metrics._writer import MemorySink
+from runner._task import Status
+from runner.config import CooldownConfig, LoggingConfig, RetryConfig, RoleConfig
+from runner.metrics import MemorySink
 from tests.dispatch_support import FakeTime, Scripts, make_config, open_runner, sim, simulated
 from workers.simulated import Fault, Success
 

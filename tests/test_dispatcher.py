@@ -13,13 +13,11 @@ from typing import Any
 import anyio
 import pytest
 
-from runner import Task
-from runner._errors import ProviderError
+from runner import ProviderError, Result, Task
 from runner._ratelimit import RateLimiter
 from runner._states import TRANSITIONS
-from runner._task import Result
-from runner.config._model import CooldownConfig, RateLimit, RetryConfig, RoleConfig
-from runner.metrics._writer import MemorySink
+from runner.config import CooldownConfig, RateLimit, RetryConfig, RoleConfig
+from runner.metrics import MemorySink
 from tests.dispatch_support import (
     FakeTime,
     Gate,
@@ -30,7 +28,7 @@ from tests.dispatch_support import (
     sim,
     simulated,
 )
-from workers._base import CompletionRequest, CompletionResponse
+from workers import CompletionRequest, CompletionResponse
 from workers.simulated import Fault, Success
 
 pytestmark = pytest.mark.anyio

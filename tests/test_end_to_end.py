@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runner.cli._main import main
+from runner.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -52,7 +52,7 @@ from tests.dispatch_support import (
     sim,
     simulated,
 )
-from workers._base import CompletionRequest
+from workers import CompletionRequest
 from workers.simulated import Fault, Success
 
 pytestmark = pytest.mark.anyio

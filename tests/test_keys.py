@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from runner._errors import UsageError
+from runner import UsageError
 from runner._registry import Registry, disabled_providers, stranded_roles
-from runner.cli._main import main
+from runner.cli import main
 from runner.cli._providers import check_providers
 from runner.config._load import discover_metrics, load_config, load_config_text
 from runner.metrics._jsonl import append_jsonl

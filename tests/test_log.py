@@ -11,9 +11,8 @@ import pytest
 
 from runner import Runner, Task
 from runner._log import FLUSH_DELAY, LineWriter, configure_logging
-from runner.config._load import BUNDLED_NOTICE
-from runner.config._model import LoggingConfig
-from runner.metrics._writer import MemorySink
+from runner.config import BUNDLED_NOTICE, LoggingConfig
+from runner.metrics import MemorySink
 from tests.dispatch_support import make_config, open_runner
 
 

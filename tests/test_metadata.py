@@ -9,7 +9,7 @@ import pytest
 
 from runner import Task
 from runner._task_check import MAX_METADATA_BYTES
-from runner.cli._main import main
+from runner.cli import main
 from tests.dispatch_support import make_config, open_runner
 
 CONFIG = """\

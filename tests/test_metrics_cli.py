@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli._main import main
+from runner.cli import main
 from runner.metrics._events import MetricEvent, ts_to_us
 from runner.metrics._jsonl import append_jsonl
 from runner.metrics._sqlite import import_jsonl, prepare_database

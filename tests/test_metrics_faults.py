@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli._main import main
+from runner.cli import main
 
 CONFIG = """\
 version: 1

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner._errors import UsageError
+from runner import UsageError
 from runner.metrics._events import MetricEvent, to_row, ts_to_us
 from runner.metrics._query import (
     Filters,

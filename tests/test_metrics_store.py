@@ -16,8 +16,8 @@ import stamina
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner._errors import StorageError, UsageError
-from runner.config._model import MetricsConfig
+from runner import StorageError, UsageError
+from runner.config import MetricsConfig
 from runner.metrics._events import MetricEvent, from_row, to_row, ts_to_us
 from runner.metrics._jsonl import EventLine, append_jsonl, read_jsonl, to_line
 from runner.metrics._runs import Compaction, to_merge, unpack_latencies

@@ -16,8 +16,8 @@ import anyio
 import pytest
 import stamina
 
-from runner._errors import StorageError, UsageError
-from runner.config._model import MetricsConfig
+from runner import StorageError, UsageError
+from runner.config import MetricsConfig
 from runner.metrics._events import MetricEvent, ts_to_us
 from runner.metrics._jsonl import JsonlStore, read_jsonl
 from runner.metrics._query import Filters, Grouping, summarize_db, summarize_events

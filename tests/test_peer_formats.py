@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from prometheus_client.parser import text_string_to_metric_families
 
 from runner.cli._metrics import write_events
-from runner.metrics._events import MetricEvent, ts_to_us
+from runner.metrics import MetricEvent
+from runner.metrics._events import ts_to_us
 from runner.service._prometheus import PrometheusTee
 
 

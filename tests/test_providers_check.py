@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli._main import main
+from runner.cli import main
 from runner.cli._providers import CheckResult, check_providers, render
-from runner.config._model import Config, ProviderConfig
+from runner.config import Config, ProviderConfig
 from tests.fakes import FakeAnthropic, FakeGoogle, FakeOpenAI, FakeServer, Reply
 from workers._secrets import Secret
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from runner._task import Message, Usage
-from runner.config._model import ProviderConfig
+from runner import Message, Usage
+from runner.config import ProviderConfig
 from tests.fakes import FakeAnthropic, FakeGoogle, FakeOpenAI, FakeServer, Reply
 from workers._base import CompletionRequest, CompletionResponse, Provider
 from workers._factory import open_provider

@@ -13,11 +13,9 @@ import email.utils
 import anyio
 import pytest
 
-from runner import Runner, Task
-from runner._errors import ProviderError
-from runner._task import ErrorInfo, Message
-from runner.config._model import Config, LoggingConfig, RetryConfig, RoleConfig
-from runner.metrics._writer import MemorySink
+from runner import ErrorInfo, Message, ProviderError, Runner, Task
+from runner.config import Config, LoggingConfig, RetryConfig, RoleConfig
+from runner.metrics import MemorySink
 from tests.fakes import FakeAnthropic, FakeGoogle, FakeOpenAI, Reply
 from tests.fakes.faults import FAKES, HTTP_PROVIDERS, MATRIX, Cell
 from workers._base import CompletionRequest

@@ -20,12 +20,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from runner import Runner
-from runner._errors import ProviderError
-from runner._task import ErrorInfo, Message, Task
+from runner import ErrorInfo, Message, ProviderError, Runner, Task
 from runner.cli._providers import check_providers
-from runner.config._model import Config, CooldownConfig, ProviderConfig
-from runner.metrics._writer import MemorySink
+from runner.config import Config, CooldownConfig, ProviderConfig
+from runner.metrics import MemorySink
 from tests.fakes import FakeAnthropic, FakeGoogle, FakeOpenAI, FakeServer, Reply, error_info
 from tests.fakes.faults import FAKES, HTTP_PROVIDERS, MATRIX
 from workers._base import CompletionRequest

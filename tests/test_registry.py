@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from runner import Parameters
 from runner._registry import Registry
-from runner.config._model import Config, CooldownConfig, ProviderConfig, RoleConfig
-from workers._parameters import Parameters
+from runner.config import Config, CooldownConfig, ProviderConfig, RoleConfig
 
 
 class FakeClock:

@@ -11,10 +11,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from runner import Notice, Runner, Task
-from runner._task import Result
-from runner.cli._main import main
-from runner.config._load import load_config_text
+from runner import Notice, Result, Runner, Task
+from runner.cli import main
+from runner.config import load_config_text
 
 CONFIG = """\
 providers:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner._task import Message
-from runner.config._model import LatencySpec, ProviderConfig
+from runner import Message
+from runner.config import LatencySpec, ProviderConfig
 from workers._base import CompletionRequest
 from workers._parameters import Parameters
 from workers.simulated import SimulatedProvider, Success

@@ -7,13 +7,13 @@ import re
 
 import pytest
 
+from runner import Task, TransitionError
 from runner._clock import iso_ms
 from runner._context import new_context
-from runner._errors import TransitionError
 from runner._registry import Chain
 from runner._results import entry_of, history_of
 from runner._states import FINAL, STATUSES, TERMINAL, TRANSITIONS, is_legal, move
-from runner._task import Status, Task
+from runner._task import Status
 
 LEGAL = {
     ("pending", "running"),

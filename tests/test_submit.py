@@ -11,9 +11,8 @@ import msgspec
 import pytest
 from rich.console import Console
 
-from runner._errors import UsageError
-from runner._task import ErrorInfo, HistoryEntry, Result, Usage
-from runner.cli._main import main
+from runner import ErrorInfo, HistoryEntry, Result, Usage, UsageError
+from runner.cli import main
 from runner.cli._results_file import ResultsFile
 from runner.cli._summary import Summary
 

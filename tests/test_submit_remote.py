@@ -22,7 +22,7 @@ import msgspec
 import pytest
 import stamina
 
-from runner.cli._main import main
+from runner.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

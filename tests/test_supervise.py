@@ -14,11 +14,10 @@ import anyio
 import pytest
 
 from runner import HistoryEntry, Task, TaskExecutionContext
-from runner.config._model import LoggingConfig, RoleConfig
-from runner.metrics._events import MetricEvent
-from runner.metrics._writer import MemorySink
+from runner.config import LoggingConfig, RoleConfig
+from runner.metrics import MemorySink, MetricEvent
 from tests.dispatch_support import FakeTime, log_lines, make_config, open_runner, simulated
-from workers._base import CompletionRequest, CompletionResponse
+from workers import CompletionRequest, CompletionResponse
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from runner._errors import UsageError
-from runner._task import Result, Task
+from runner import Result, Task, UsageError
 from runner._tasks_file import TasksFile, _FileIds
 
 WORKFLOWS = {"default", "quick"}

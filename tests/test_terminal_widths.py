@@ -21,7 +21,8 @@ from runner.cli._metrics import print_rich as print_metrics
 from runner.cli._providers import CheckResult, render
 from runner.cli._tables import Column, print_table
 from runner.config._load import discover
-from runner.metrics._events import MetricEvent, ts_to_us
+from runner.metrics import MetricEvent
+from runner.metrics._events import ts_to_us
 from runner.metrics._query import Filters, Grouping, summarize_events
 
 ROOT = Path(__file__).resolve().parent.parent

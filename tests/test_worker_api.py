@@ -22,16 +22,15 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from runner._task import Task
-from runner.metrics._events import MetricEvent
-from runner.metrics._writer import MemorySink
+from runner import Task
+from runner.metrics import MemorySink, MetricEvent
 from runner.service._http import Reports
 from runner.service._journal import open_journal
 from runner.service._prometheus import PrometheusTee
 from runner.service._server import make_app
 from runner.service._worker import Worker
 from tests.worker_support import FakeRunner, Lines
-from workers._secrets import Secret
+from workers import Secret
 
 pytestmark = pytest.mark.anyio
 

@@ -19,8 +19,8 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from runner._task import Task
-from runner.metrics._writer import MemorySink
+from runner import Task
+from runner.metrics import MemorySink
 from runner.service._http import Reports
 from runner.service._journal import Journal, JournalError, Stored, open_journal
 from runner.service._prometheus import PrometheusTee

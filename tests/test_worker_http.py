@@ -19,7 +19,7 @@ import msgspec
 import pytest
 from anyio.abc import SocketStream
 
-from runner.metrics._writer import MemorySink
+from runner.metrics import MemorySink
 from runner.service._http import Limits, Reports, serve
 from runner.service._journal import open_journal
 from runner.service._prometheus import PrometheusTee

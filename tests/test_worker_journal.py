@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from runner._errors import StorageError, UsageError
+from runner import StorageError, UsageError
 from runner.service._journal import IdConflict, Stored, open_journal
 
 pytestmark = pytest.mark.anyio

@@ -13,8 +13,8 @@ import pytest
 
 from runner import Task
 from runner._workflow import DEFAULT_WORKFLOW, stage_prompt
-from runner.config._model import StageConfig, WorkflowConfig
-from runner.metrics._writer import MemorySink
+from runner.config import StageConfig, WorkflowConfig
+from runner.metrics import MemorySink
 from tests.dispatch_support import FakeTime, Gate, Scripts, make_config, open_runner, simulated
 from workers.simulated import Fault
 

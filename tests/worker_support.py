@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from runner._task import ErrorInfo, Result, Task
+from runner import ErrorInfo, Result, Task
 
 
 class FakeHandle:

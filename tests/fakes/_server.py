@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Literal, Self
 
 from aiohttp import web
 
-from runner.config._model import ProviderConfig
-from workers._secrets import Secret
+from runner.config import ProviderConfig
+from workers import Secret
 
 Fault = Literal["none", "truncate", "drop"]
 Endpoint = Literal["generate", "models"]

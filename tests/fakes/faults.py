@@ -22,7 +22,7 @@ from tests.fakes._server import FakeServer, Reply
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.google import FakeGoogle, error_info, quota_failure, retry_info
 from tests.fakes.openai import FakeOpenAI
-from workers._secrets import Secret
+from workers import Secret
 
 HTTP_PROVIDERS = ["openai", "anthropic", "google"]
 FAKES: dict[str, type[FakeServer]] = {
