@@ -72,3 +72,25 @@ def test_reading_metrics_does_not_load_the_dispatcher() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_nothing_below_the_cli_prints() -> None:
+    """Library code reports through its return values, errors or the log; only runner.cli prints."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    offenders = []
+    for package in ("runner", "workers"):
+        for path in sorted((root / package).rglob("*.py")):
+            if path.is_relative_to(root / "runner" / "cli"):
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            offenders.extend(
+                f"{path.relative_to(root)}:{node.lineno}"
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "print"
+            )
+    assert offenders == []
