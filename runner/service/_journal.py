@@ -31,6 +31,17 @@ must guarantee:
 * **Unfinished means resumable.**  A task without a result has not reached
   a terminal state; :meth:`~Journal.unfinished` lists them in submission
   order.  :meth:`~Journal.purge` deletes results past their retention.
+* **Listed newest first.**  :meth:`~Journal.list` pages through the
+  journaled tasks newest first by accept time, then by id (descending) among
+  tasks accepted at the same instant, optionally only one ``status``, only
+  those accepted at or after ``since``, only those tagged ``tag``.  Pages are
+  keyset pages: each ends with a cursor naming the last row shown, and the
+  next page starts strictly after it, so a walk sees every task that
+  existed throughout exactly once, whatever is accepted or purged meanwhile.
+  The cursor is opaque to clients (:func:`encode_cursor`: base64url of the
+  JSON ``[accepted_at, id]``); one that does not decode is a
+  :class:`BadCursor`.  Listing must cost the page, not the journal: a
+  backend keeps an index on ``(accepted_at, id)``.
 * **Failures are one error.**  A write the database refuses (disk full, an
   I/O error) raises :class:`JournalError`, and nothing of it stuck.
 * **Any loop.**  Every method works on asyncio and trio.
@@ -38,12 +49,15 @@ must guarantee:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import operator
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 
+import msgspec
 from msgspec import Struct
 
 from runner._errors import StorageError
@@ -60,6 +74,46 @@ class IdConflict(Exception):
     def __init__(self, positions: list[int]) -> None:
         self.positions = positions
         super().__init__(f"{len(positions)} ids are journaled for a different task")
+
+
+class BadCursor(ValueError):
+    """A ``cursor`` that no page of :meth:`Journal.list` handed out."""
+
+
+class Listed(Struct, frozen=True, kw_only=True):
+    """One task as :meth:`Journal.list` shows it: no task body, no result line."""
+
+    id: str
+    status: str
+    #: Unix seconds the task was accepted (journaled) and its result written.
+    accepted_at: float
+    finished_at: float | None = None
+
+
+class Page(Struct, frozen=True, kw_only=True):
+    """One page of :meth:`Journal.list`; ``next_cursor`` is ``None`` on the last one."""
+
+    tasks: list[Listed]
+    next_cursor: str | None
+
+
+def encode_cursor(accepted_at: float, task_id: str) -> str:
+    """The opaque cursor after the row ``(accepted_at, task_id)``.
+
+    JSON keeps the float exact (shortest round-trip repr), so the next page
+    starts exactly after this row and not one tie earlier or later.
+    """
+    return base64.urlsafe_b64encode(msgspec.json.encode([accepted_at, task_id])).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """``(accepted_at, id)`` from :func:`encode_cursor`'s text; :class:`BadCursor` otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
+        accepted_at, task_id = msgspec.json.decode(raw, type=tuple[float, str])
+    except (UnicodeEncodeError, binascii.Error, ValueError, msgspec.DecodeError):
+        raise BadCursor(f"cursor {cursor[:80]!r} is not one this worker gave out") from None
+    return accepted_at, task_id
 
 
 class Stored(Struct, frozen=True, kw_only=True):
@@ -122,6 +176,25 @@ class Journal(Protocol):
 
     async def purge(self, retention: float) -> int:
         """Delete results finished more than ``retention`` seconds ago; return how many."""
+        ...
+
+    # Last in the class: a method named ``list`` would shadow the builtin in
+    # the annotations of any method after it.
+    async def list(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        tag: str | None = None,
+    ) -> Page:
+        """Up to ``limit`` tasks after ``cursor``, newest first (accept time, then id).
+
+        ``since`` keeps tasks accepted at or after that Unix time; ``tag``
+        those whose task JSON has ``tag`` in its ``tags`` array.  Raises
+        :class:`BadCursor` for a cursor it did not hand out.
+        """
         ...
 
 

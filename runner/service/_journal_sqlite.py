@@ -45,12 +45,23 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from runner._errors import StorageError, UsageError
 from runner._owner import OwnedConnection, receive_batch
-from runner.service._journal import IdConflict, JournalError, Stored, check_status
+from runner.service._journal import (
+    IdConflict,
+    JournalError,
+    Listed,
+    Page,
+    Stored,
+    check_status,
+    decode_cursor,
+    encode_cursor,
+)
 
 T = TypeVar("T")
 
-#: Bumped when the table changes; stored in ``PRAGMA user_version``.
-SCHEMA_VERSION: Final = 1
+#: Bumped when the table or its indexes change; stored in ``PRAGMA user_version``.
+#: 2 added the listing indexes; a version-1 journal gets them (``CREATE INDEX
+#: IF NOT EXISTS``) and the new version in the transaction that opens it.
+SCHEMA_VERSION: Final = 2
 #: Most operations run in one transaction.
 MAX_BATCH: Final = 1_000
 
@@ -66,6 +77,10 @@ _SCHEMA: Final = (
     )""",
     # Serves the resume list (finished_at IS NULL) and the retention purge.
     "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at)",
+    # Serve Journal.list: newest first, keyset pages; the second one for
+    # ``?status=``, so a rare status does not walk every other row.
+    "CREATE INDEX IF NOT EXISTS tasks_listed ON tasks (submitted_at, id)",
+    "CREATE INDEX IF NOT EXISTS tasks_listed_status ON tasks (status, submitted_at, id)",
 )
 #: The columns of ``tasks`` at :data:`SCHEMA_VERSION`: how a journal is told
 #: from another database that happens to have a ``tasks`` table.
@@ -197,6 +212,53 @@ class SqliteJournal:
         def run(conn: sqlite3.Connection) -> int:
             cur = conn.execute("DELETE FROM tasks WHERE finished_at < ?", (cutoff,))
             return cur.rowcount
+
+        return await self._call(run)
+
+    # Last of the operations: ``list`` would shadow the builtin in later annotations.
+    async def list(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        tag: str | None = None,
+    ) -> Page:
+        where: list[str] = []
+        args: list[object] = []
+        if cursor is not None:
+            # Row values walk the (submitted_at, id) index from the cursor on.
+            where.append("(submitted_at, id) < (?, ?)")
+            args.extend(decode_cursor(cursor))
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if since is not None:
+            where.append("submitted_at >= ?")
+            args.append(since)
+        if tag is not None:
+            where.append(
+                "EXISTS (SELECT 1 FROM json_each(tasks.task, '$.tags') WHERE json_each.value = ?)"
+            )
+            args.append(tag)
+        clause = " WHERE " + " AND ".join(where) if where else ""
+        sql = f"SELECT id, status, submitted_at, finished_at FROM tasks{clause} ORDER BY submitted_at DESC, id DESC LIMIT ?"  # noqa: S608, E501 - fixed fragments, values bound
+        # One row more than asked says whether another page follows.
+        args.append(limit + 1)
+
+        def run(conn: sqlite3.Connection) -> Page:
+            rows = conn.execute(sql, args).fetchall()
+            tasks = [
+                Listed(id=r[0], status=r[1], accepted_at=r[2], finished_at=r[3])
+                for r in rows[:limit]
+            ]
+            more = len(rows) > limit and tasks
+            last = tasks[-1] if more else None
+            return Page(
+                tasks=tasks,
+                next_cursor=None if last is None else encode_cursor(last.accepted_at, last.id),
+            )
 
         return await self._call(run)
 

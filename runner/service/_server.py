@@ -12,6 +12,9 @@ Endpoints (docs/worker.md has the full reference):
   or ``worker.queue_size`` tasks (``_intake`` bounds the parse).  409
   ``id_conflict`` (nothing accepted, ``lines`` as for 400) when an id is
   journaled for a different task; the same task again is a 202 duplicate.
+* ``GET /v1/tasks[?status=&since=&tag=&limit=&cursor=]``: a page of tasks,
+  newest first, ``{"tasks": [...], "next_cursor"}`` (keyset pages, the
+  journal's ``list``).
 * ``GET /v1/tasks/{id}[?wait=S]``: ``{"id", "status", "result"}``.
 * ``DELETE /v1/tasks/{id}``: cancel; answers the task's view.
 * ``GET /healthz`` (never needs the token) and ``GET /metrics`` (Prometheus).
@@ -27,6 +30,7 @@ import hmac
 import math
 import uuid
 from collections.abc import Collection
+from datetime import UTC, datetime
 from typing import Final
 
 import anyio
@@ -35,10 +39,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from runner._errors import QueueFull, ShuttingDown
+from runner._states import FINAL, STATUSES
 from runner._task import Task
+from runner.config._schema import parse_duration
 from runner.service._http import Limits, Reports, error, shown_safely
 from runner.service._intake import LineError, TooManyTasks, parse_tasks
-from runner.service._journal import IdConflict
+from runner.service._journal import BadCursor, IdConflict, Listed
 from runner.service._prometheus import CONTENT_TYPE, PrometheusTee
 from runner.service._worker import JournalUnavailable, Worker
 from workers._secrets import Secret
@@ -51,6 +57,12 @@ JSONL_TYPES: Final = frozenset(
 )
 #: Seconds a draining worker suggests waiting before trying again.
 DRAIN_RETRY_AFTER: Final = 5
+
+#: Tasks one ``GET /v1/tasks`` page holds unless ``limit`` says otherwise, and at most.
+LIST_LIMIT: Final = 100
+MAX_LIST_LIMIT: Final = 1_000
+#: The ``status`` values ``GET /v1/tasks`` filters on, in lifecycle order.
+LIST_STATUSES: Final = (*STATUSES, *sorted(FINAL - set(STATUSES)))
 
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -146,6 +158,59 @@ class _Api:
             {"accepted": len(accepted) - duplicates, "duplicates": duplicates, "tasks": accepted},
         )
 
+    async def list_tasks(self, request: web.Request) -> web.Response:
+        query = request.query
+        unknown = sorted(set(query) - {"status", "since", "tag", "limit", "cursor"})
+        if unknown:
+            return _bad(
+                f"unknown query parameter {unknown[0]!r}; GET /v1/tasks takes status, since,"
+                " tag, limit and cursor"
+            )
+        limit_text = query.get("limit", str(LIST_LIMIT))
+        if not (limit_text.isascii() and limit_text.isdigit()) or not (
+            1 <= int(limit_text) <= MAX_LIST_LIMIT
+        ):
+            return _bad(
+                f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}, not"
+                f" {shown_safely(limit_text)!r}"
+            )
+        status = query.get("status")
+        if status is not None and status not in LIST_STATUSES:
+            return _bad(
+                f"status must be one of {', '.join(LIST_STATUSES)}, not {shown_safely(status)!r}"
+            )
+        since: float | None = None
+        if "since" in query:
+            since = _since(query["since"], now=self._worker.wall())
+            if since is None:
+                return _bad(
+                    f"since must be a duration back from now (30s, 15m, 2h, 7d) or an ISO 8601"
+                    f" time (2026-12-04T21:00:00Z; UTC if it has no offset), not"
+                    f" {shown_safely(query['since'])!r}"
+                )
+        tag = query.get("tag")
+        if tag is not None and "tags" not in Task.__struct_fields__:
+            return _bad(
+                "tag filtering is not available on this worker: its tasks have no tags yet;"
+                " drop the tag parameter"
+            )
+        try:
+            page = await self._worker.list_tasks(
+                limit=int(limit_text),
+                cursor=query.get("cursor"),
+                status=status,
+                since=since,
+                tag=tag,
+            )
+        except BadCursor:
+            return _bad(
+                "cursor is not one this worker gave out; pass the next_cursor of the previous"
+                " page unchanged, or leave it out to start from the newest task"
+            )
+        return _json(
+            200, {"tasks": [_listed(t) for t in page.tasks], "next_cursor": page.next_cursor}
+        )
+
     async def get_task(self, request: web.Request) -> web.Response:
         task_id = request.match_info["id"]
         wait_text = request.query.get("wait", "0")
@@ -185,6 +250,38 @@ class _Api:
     async def metrics(self, request: web.Request) -> web.Response:
         text = self._tee.render(self._worker.gauges(), self._worker.finished)
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _bad(message: str) -> web.Response:
+    return error(400, "bad_request", message)
+
+
+def _iso(seconds: float) -> str:
+    """Unix seconds as ISO 8601 UTC with microseconds (``2026-12-04T21:45:21.123456Z``)."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _listed(task: Listed) -> dict[str, object]:
+    return {
+        "id": task.id,
+        "status": task.status,
+        "accepted_at": _iso(task.accepted_at),
+        "finished_at": None if task.finished_at is None else _iso(task.finished_at),
+    }
+
+
+def _since(text: str, *, now: float) -> float | None:
+    """Unix seconds for ``since``: a duration back from ``now`` or an ISO time; else None."""
+    back = parse_duration(text)
+    if back is not None:
+        return now - back
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 def _draining() -> web.Response:
@@ -339,6 +436,7 @@ def make_app(
     app[_LIMIT] = max_request_bytes
     api = _Api(worker, tee, known_workflows, body_timeout)
     app.router.add_post("/v1/tasks", api.post_tasks)
+    app.router.add_get("/v1/tasks", api.list_tasks)
     app.router.add_get("/v1/tasks/{id:.+}", api.get_task)
     app.router.add_delete("/v1/tasks/{id:.+}", api.delete_task)
     app.router.add_get("/healthz", api.healthz)

@@ -52,7 +52,7 @@ from runner._errors import QueueFull, ShuttingDown, StorageError
 from runner._results import not_run
 from runner._states import TERMINAL
 from runner._task import HistoryEntry, Result, Status, Task
-from runner.service._journal import Journal, JournalError, Stored
+from runner.service._journal import Journal, JournalError, Page, Stored
 
 #: Seconds DELETE lets the Runner end a running task before it journals the cancellation itself.
 CANCEL_WAIT: Final = 5.0
@@ -301,6 +301,35 @@ class Worker:
                 )
             return TaskView(id=task_id, status=entry.status)
         return _view(await self._get(task_id))
+
+    def wall(self) -> float:
+        """Unix seconds now, by the clock this worker stamps results with."""
+        return self._wall()
+
+    async def list_tasks(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        tag: str | None = None,
+    ) -> Page:
+        """A page of the journal's tasks, newest first (``Journal.list``).
+
+        Statuses are the journal's: a status move is queued ahead of the
+        listing, so it is shown, but a result the journal refused (it waits
+        here, see :meth:`lookup`) shows the last status journaled.  Raises
+        :class:`~runner.service._journal.BadCursor` for a cursor the journal
+        did not hand out, :class:`JournalUnavailable` if it refuses the read.
+        """
+        try:
+            return await self._journal.list(
+                limit=limit, cursor=cursor, status=status, since=since, tag=tag
+            )
+        except JournalError as exc:
+            self._journal_failed(exc)
+            raise JournalUnavailable(str(exc)) from None
 
     async def cancel(self, task_id: str) -> TaskView | None:
         """Cancel the task for good; return once its terminal result is journaled.
