@@ -80,7 +80,7 @@ def test_nothing_below_the_cli_prints() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    offenders = []
+    offenders: list[str] = []
     for package in ("runner", "workers"):
         for path in sorted((root / package).rglob("*.py")):
             if path.is_relative_to(root / "runner" / "cli"):

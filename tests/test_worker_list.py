@@ -15,7 +15,7 @@ import msgspec
 import pytest
 from aiohttp import ClientResponse
 
-from runner._task import Task
+from runner import Task
 from tests.test_worker_api import NDJSON, Setup, _open
 
 pytestmark = pytest.mark.anyio
