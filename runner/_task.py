@@ -56,6 +56,10 @@ class Task(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, gc=Fal
     #: The caller's own JSON object, copied unchanged to the result line
     #: (at most ``runner._task_check.MAX_METADATA_BYTES`` once encoded).
     metadata: dict[str, Any] | None = None
+    #: Short labels recorded on every metric event of the task, for
+    #: ``metrics summary --tag`` and ``--group-by tag`` (checked by
+    #: ``runner._task_check``: at most ``MAX_TAGS``, each ``MAX_TAG_LENGTH``).
+    tags: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Decoded from JSON every field already has its type.  Built in Python,
@@ -138,6 +142,9 @@ def _well_typed(task: Task) -> bool:
     ):
         return False
     if task.metadata is not None and type(task.metadata) is not dict:
+        return False
+    tags = task.tags
+    if tags is not None and (type(tags) is not tuple or not all(type(t) is str for t in tags)):
         return False
     return task.parameters is None or type(task.parameters) is Parameters
 

@@ -26,6 +26,11 @@ MAX_ID_LENGTH: Final = 256
 #: to the result line and kept in the worker's journal, so it stays small.
 MAX_METADATA_BYTES: Final = 4096
 
+#: The most ``tags`` a task may carry, and the longest tag, in characters.
+#: Every metric event of the task stores them, so they stay few and short.
+MAX_TAGS: Final = 16
+MAX_TAG_LENGTH: Final = 64
+
 #: Unicode categories an id may not contain: control characters (newline, tab,
 #: NUL, DEL, C1), invisible format marks (bidi overrides, zero-width joiners)
 #: and line/paragraph separators.  They break URLs and logs, or make an id read
@@ -43,18 +48,52 @@ def id_problem(task_id: str) -> str | None:
     """
     if len(task_id) > MAX_ID_LENGTH:
         return f"'id' is {len(task_id):,} characters long; the most is {MAX_ID_LENGTH}"
-    # The common case costs two C-level scans: printable ASCII needs no table.
-    if not (task_id.isascii() and task_id.isprintable()):
-        for position, char in enumerate(task_id, start=1):
-            if unicodedata.category(char) in _BAD_CATEGORIES:
-                return (
-                    f"'id' contains the control character U+{ord(char):04X} at position"
-                    f" {position}; use printable characters only"
-                )
+    bad = _control_character(task_id)
+    if bad is not None:
+        position, char = bad
+        return (
+            f"'id' contains the control character U+{ord(char):04X} at position"
+            f" {position}; use printable characters only"
+        )
     if not task_id.strip():
         return "'id' is empty"
     if task_id in (".", ".."):
         return f"'id' cannot be {task_id!r}: a URL path would resolve it away"
+    return None
+
+
+def _control_character(text: str) -> tuple[int, str] | None:
+    """The first control or format character of ``text`` and its 1-based position."""
+    # The common case costs two C-level scans: printable ASCII needs no table.
+    if text.isascii() and text.isprintable():
+        return None
+    for position, char in enumerate(text, start=1):
+        if unicodedata.category(char) in _BAD_CATEGORIES:
+            return position, char
+    return None
+
+
+def tags_problem(tags: tuple[str, ...]) -> str | None:
+    """What is wrong with a task's ``tags``, in one sentence; ``None`` when usable.
+
+    The rule is the id's in spirit: no blank tag, no control or format
+    character, and short.  The message never quotes a tag: it may hold a newline.
+    """
+    if len(tags) > MAX_TAGS:
+        return f"'tags' has {len(tags)} tags; the most is {MAX_TAGS}"
+    for index, tag in enumerate(tags):
+        where = f"'tags[{index}]'"
+        if len(tag) > MAX_TAG_LENGTH:
+            return f"{where} is {len(tag):,} characters long; the most is {MAX_TAG_LENGTH}"
+        bad = _control_character(tag)
+        if bad is not None:
+            position, char = bad
+            return (
+                f"{where} contains the control character U+{ord(char):04X} at position"
+                f" {position}; use printable characters only"
+            )
+        if not tag.strip():
+            return f"{where} is empty"
     return None
 
 
@@ -69,6 +108,10 @@ def task_problem(task: Task, known_workflows: Collection[str]) -> str | None:
 
 def shape_problem(task: Task, known_workflows: Collection[str]) -> str | None:
     """What is wrong with ``task`` apart from its id (checked by :func:`id_problem`)."""
+    if task.tags is not None:
+        problem = tags_problem(task.tags)
+        if problem is not None:
+            return problem
     if task.metadata is not None:
         size = len(msgspec.json.encode(task.metadata))
         if size > MAX_METADATA_BYTES:

@@ -120,7 +120,7 @@ def test_unknown_field_without_close_match_lists_known() -> None:
     items = read('{"prompt": "x", "zzz": 1}\n')
     assert messages(items) == [
         "line 1: unknown field 'zzz' (known: id, role, prompt, system, messages, "
-        "parameters, workflow, input, metadata)"
+        "parameters, workflow, input, metadata, tags)"
     ]
 
 
