@@ -38,7 +38,7 @@ def test_a_list_of_tags_becomes_a_tuple_in_python() -> None:
     """Task(tags=[...]) keeps a tuple, like messages; a non-string tag names the field."""
     assert Task(prompt="x", tags=["a", "b"]).tags == ("a", "b")  # type: ignore[arg-type]
     with pytest.raises(TaskError, match=r"tags\[1\]"):
-        Task(prompt="x", tags=["a", 2])  # type: ignore[list-item, arg-type]
+        Task(prompt="x", tags=["a", 2])  # type: ignore[arg-type]
 
 
 def test_bad_tags_reject_the_line_with_a_message_saying_what_is_wrong(
