@@ -392,6 +392,7 @@ class Dispatcher:
                 input_tokens=usage.input_tokens if usage is not None else 0,
                 output_tokens=usage.output_tokens if usage is not None else 0,
                 cost_usd=cost_usd,
+                tags=ctx.task.tags or (),
             )
         )
 

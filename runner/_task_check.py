@@ -94,6 +94,11 @@ def tags_problem(tags: tuple[str, ...]) -> str | None:
             )
         if not tag.strip():
             return f"{where} is empty"
+        if "|" in tag:
+            # CSV export joins a event's tags with "|" in one column.
+            return (
+                f"{where} contains '|', which separates tags in CSV export; use another character"
+            )
     return None
 
 

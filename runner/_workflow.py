@@ -123,6 +123,8 @@ async def _stages(
                     prompt=stage_prompt(stage, ctx.task.input or "", earlier),
                     system=ctx.task.system,
                     parameters=ctx.task.parameters,
+                    # A stage's metric events are the workflow task's events.
+                    tags=ctx.task.tags,
                 )
                 stage_ctx = new_context(
                     task,

@@ -35,8 +35,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import RetryPolicy
 
-from runner import Message, Parameters, Runner, RunnerError, Task, UsageError
-from runner.integrations import langchain as lc
+from runner import Message, Parameters, Runner, RunnerError, UsageError
+from runner._task_check import MAX_TAGS
 from runner.integrations.langchain import (
     RunnerChatModel,
     TaskFailedError,
@@ -566,30 +566,28 @@ def test_task_tags_collects_run_name_node_and_tags() -> None:
     }
     assert task_tags(config) == ("run:summarise", "node:review", "team-a", "x" * 64)
     assert task_tags({}) == ()
-    assert len(task_tags({"tags": [f"t{i}" for i in range(40)]})) == lc.MAX_TAGS
+    assert len(task_tags({"tags": [f"t{i}" for i in range(40)]})) == MAX_TAGS
 
 
-async def test_tags_reach_the_task_once_task_has_tags(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A Task type with a ``tags`` field gets the node and the graph's tags."""
+async def test_tags_from_a_langchain_run_reach_the_metric_events() -> None:
+    """The node, run name and graph tags are on every metric event of the call's task.
 
-    class TaggedTask(Task, frozen=True, kw_only=True):
-        tags: tuple[str, ...] = ()
-
-    monkeypatch.setattr(lc, "Task", TaggedTask)
-    seen: list[Any] = []
+    A tag the task check would refuse (a ``|``, a control character) is dropped
+    rather than getting the call rejected.
+    """
+    events = Events()
     config = make_config()
-    async with open_runner(config, observer=lambda ctx, _entry: seen.append(ctx.task)) as runner:
+    async with open_runner(config, sink=events) as runner:  # type: ignore[arg-type]
         model = RunnerChatModel(runner=runner, role="coder")
 
         async def node(state: MessagesState) -> dict[str, Any]:
             return {"messages": [await model.ainvoke(state["messages"])]}
 
         await one_node_graph(node).ainvoke(
-            {"messages": [HumanMessage("x")]}, config={"tags": ["nightly"]}
+            {"messages": [HumanMessage("x")]}, config={"tags": ["nightly", "a|b", "c\nd"]}
         )
         await model.ainvoke("y", config={"run_name": "direct"})
-    tags = {task.tags for task in seen}
-    assert tags == {("node:write", "nightly"), ("run:direct",)}
+    assert [e.tags for e in events.events] == [("node:write", "nightly"), ("run:direct",)]
 
 
 def test_a_given_runner_must_be_open() -> None:

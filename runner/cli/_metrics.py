@@ -245,9 +245,14 @@ def _write_summary_csv(rows: list[SummaryRow], out: TextIO) -> None:
 
 
 def _csv_value(value: object) -> object:
-    """Booleans as ``true``/``false`` (as JSON and most tools write them), not ``True``."""
+    """Booleans as ``true``/``false`` (as JSON and most tools write them), not ``True``.
+
+    Tags share one column, joined by ``|`` (which a tag may not contain).
+    """
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "|".join(value)
     return value
 
 

@@ -55,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     ) from exc
 
 from runner import Message, Parameters, Result, Runner, RunnerError, Task, UsageError
+from runner._task_check import MAX_TAG_LENGTH, MAX_TAGS, tags_problem
 from runner.integrations._host import RunnerHost, run_task
 
 if TYPE_CHECKING:
@@ -77,8 +78,6 @@ _CALL_TAGS: Final = "runner_tags"
 #: LangChain's own positional tags (``seq:step:2``, ``graph:step:5``...) change
 #: with the shape of the chain, so they would split one node into many groups.
 _NOISY_TAG_PREFIXES: Final = ("seq:step:", "graph:step:", "map:key:", "langsmith:")
-MAX_TAG_LENGTH: Final = 64
-MAX_TAGS: Final = 16
 
 
 class TaskFailedError(RunnerError):
@@ -336,14 +335,12 @@ class RunnerChatModel(BaseChatModel):
             )
         if stop is not None:
             call["stop"] = stop
-        fields: dict[str, Any] = {
-            "role": role,
-            "messages": to_messages(messages),
-            "parameters": _parameters({**self._defaults(), **call}),
-        }
-        if tags and "tags" in Task.__struct_fields__:
-            fields["tags"] = tags
-        return Task(**fields)
+        return Task(
+            role=role,
+            messages=to_messages(messages),
+            parameters=_parameters({**self._defaults(), **call}),
+            tags=tags or None,
+        )
 
     async def _run(self, task: Task) -> Result:
         if self._host is not None:
@@ -450,8 +447,9 @@ def task_tags(config: RunnableConfig) -> tuple[str, ...]:
     ``run:<run_name>`` and ``node:<langgraph_node>`` come first; LangChain's
     positional tags (``seq:step:N``, ``graph:step:N``...) are left out, since
     they name a position rather than a piece of work.  Each tag is stripped
-    and cut to MAX_TAG_LENGTH characters, repeats are dropped, and at most
-    MAX_TAGS are kept.
+    and cut to MAX_TAG_LENGTH characters, repeats and tags a task may not
+    carry (a control character, a ``|``) are dropped, and at most MAX_TAGS
+    are kept, so a graph's tags never get its task rejected.
     """
     candidates: list[str] = []
     run_name = config.get("run_name")
@@ -468,7 +466,7 @@ def task_tags(config: RunnableConfig) -> tuple[str, ...]:
     out: dict[str, None] = {}
     for tag in candidates:
         short = tag[:MAX_TAG_LENGTH]
-        if short and not short.endswith(":"):
+        if short and not short.endswith(":") and tags_problem((short,)) is None:
             out[short] = None
     return tuple(out)[:MAX_TAGS]
 

@@ -23,8 +23,8 @@ EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US: Final = timedelta(microseconds=1)
 
 
-# gc=False: every field is a str, number or None, so no reference cycle can
-# run through an event, and the collector need not track one per attempt.
+# gc=False: every field is a str, number, None or a tuple of str, so no
+# reference cycle can run through an event, and the collector need not track one per attempt.
 class MetricEvent(Struct, frozen=True, kw_only=True, gc=False):
     """One provider attempt, as recorded by the metrics writer."""
 
@@ -42,6 +42,8 @@ class MetricEvent(Struct, frozen=True, kw_only=True, gc=False):
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    #: The task's ``tags`` (empty when it has none), in the task's order.
+    tags: tuple[str, ...] = ()
 
     @property
     def ts(self) -> datetime:

@@ -47,7 +47,7 @@ BLOCK_SIZE: Final = 1 << 20
 _LINE_START: Final = b'{"event_id"'
 
 
-# gc=False as for MetricEvent: only strs, numbers, a datetime and None.
+# gc=False as for MetricEvent: only strs, numbers, a datetime, None and a tuple of str.
 class EventLine(Struct, frozen=True, kw_only=True, gc=False):
     """A metric event as one JSONL line: :class:`MetricEvent` with ``ts`` as ISO 8601."""
 
@@ -64,6 +64,8 @@ class EventLine(Struct, frozen=True, kw_only=True, gc=False):
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    #: Absent from lines written before tasks had tags: those read as none.
+    tags: tuple[str, ...] = ()
 
     def event(self) -> MetricEvent:
         """The event this line holds."""
@@ -81,6 +83,7 @@ class EventLine(Struct, frozen=True, kw_only=True, gc=False):
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
             cost_usd=self.cost_usd,
+            tags=self.tags,
         )
 
     def row(self) -> Row:
@@ -140,6 +143,7 @@ def to_line(e: MetricEvent) -> EventLine:
         input_tokens=e.input_tokens,
         output_tokens=e.output_tokens,
         cost_usd=e.cost_usd,
+        tags=e.tags,
     )
 
 
