@@ -15,12 +15,9 @@ import msgspec
 import pytest
 from aiohttp import ClientResponse
 
-from runner import Task
 from tests.test_worker_api import NDJSON, Setup, _open
 
 pytestmark = pytest.mark.anyio
-
-HAS_TAGS = "tags" in Task.__struct_fields__
 
 
 @pytest.fixture
@@ -142,18 +139,6 @@ async def test_bad_parameters_are_400_with_the_error_shape(
     assert await _json(r) == {"error": "bad_request", "message": message}
 
 
-@pytest.mark.skipif(HAS_TAGS, reason="Task has tags: the tag filter is served")
-async def test_tag_is_a_400_while_tasks_have_no_tags(api: Setup) -> None:
-    r = await api.client.get("/v1/tasks", params={"tag": "x"})
-    assert r.status == 400
-    assert await _json(r) == {
-        "error": "bad_request",
-        "message": "tag filtering is not available on this worker: its tasks have no tags"
-        " yet; drop the tag parameter",
-    }
-
-
-@pytest.mark.skipif(not HAS_TAGS, reason="runs once Task has a tags field")
 async def test_tag_filters_on_the_tasks_tags(api: Setup) -> None:
     for task in ({"id": "x1", "tags": ["x"]}, {"id": "y1", "tags": ["y"]}, {"id": "n"}):
         r = await api.client.post("/v1/tasks", json=task | {"prompt": "p"})

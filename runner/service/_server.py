@@ -189,11 +189,6 @@ class _Api:
                     f" {shown_safely(query['since'])!r}"
                 )
         tag = query.get("tag")
-        if tag is not None and "tags" not in Task.__struct_fields__:
-            return _bad(
-                "tag filtering is not available on this worker: its tasks have no tags yet;"
-                " drop the tag parameter"
-            )
         try:
             page = await self._worker.list_tasks(
                 limit=int(limit_text),
