@@ -13,6 +13,7 @@ CASE_MODULES: dict[str, str] = {
     "selection": "benchmarks.selection",
     "dispatch": "benchmarks.dispatch",
     "litellm": "benchmarks.litellm_compare",
+    "http": "benchmarks.http_compare",
     "scaling": "benchmarks.scaling",
     "metrics_writer": "benchmarks.metrics_writer",
     "metrics_summary": "benchmarks.metrics_summary",

@@ -41,6 +41,8 @@ PACKAGES = (
     "stamina",
     "rich",
     "litellm",
+    "openai",
+    "httpx",
 )
 
 SCHEMA_VERSION = 1
