@@ -5,8 +5,12 @@ state machine, selection, the attempt, the result and (with the SQLite
 writer on) one metric event per task.  Measured with the SQLite metrics
 writer and with ``store: none`` (what the metrics cost), both with the
 execution log at ``warning``, and once more with the default ``info`` log (a
-line per task) sent to ``/dev/null`` (what that log costs).  The clock covers
-opening the runner, every task, and the final metrics flush.
+line per task) sent to ``/dev/null`` (what that log costs).  A last variant
+gives each provider ``max_concurrency`` 16 (the field's default) under
+``concurrency`` 64, as the bundled config does, so the per-provider
+capacity limiter is active and binds: what admitting every attempt through
+it costs.  The clock covers opening the runner, every task, and the final
+metrics flush.
 """
 
 from __future__ import annotations
@@ -23,11 +27,15 @@ from benchmarks._harness import Case, Metric, Settings, collect
 
 CONCURRENCY = 64
 
-#: (label, metrics store, log level): the variants measured, in order.
-VARIANTS: tuple[tuple[str, Store, LogLevel], ...] = (
-    ("store sqlite", "sqlite", "warning"),
-    ("store none", "none", "warning"),
-    ("store sqlite, info log", "sqlite", "info"),
+#: A provider's own limit below CONCURRENCY: the limiter exists and binds.
+PROVIDER_LIMIT = 16
+
+#: (label, metrics store, log level, per-provider limit or None for CONCURRENCY).
+VARIANTS: tuple[tuple[str, Store, LogLevel, int | None], ...] = (
+    ("store sqlite", "sqlite", "warning", None),
+    ("store none", "none", "warning", None),
+    ("store sqlite, info log", "sqlite", "info", None),
+    (f"store sqlite, provider limit {PROVIDER_LIMIT}", "sqlite", "warning", PROVIDER_LIMIT),
 )
 
 
@@ -36,13 +44,21 @@ def run(settings: Settings) -> Sequence[Metric]:
     count = 50_000 if settings.full else 10_000
     metrics: list[Metric] = []
     runs = 0
-    for label, store, level in VARIANTS:
+    for label, store, level, limit in VARIANTS:
 
-        def once(store: Store = store, level: LogLevel = level) -> dict[str, float]:
+        def once(
+            store: Store = store, level: LogLevel = level, limit: int | None = limit
+        ) -> dict[str, float]:
             nonlocal runs
             runs += 1
             db = Path(settings.scratch, f"dispatch-{runs}.db")
-            config = sim_config(concurrency=CONCURRENCY, store=store, db_path=db, log_level=level)
+            config = sim_config(
+                concurrency=CONCURRENCY,
+                per_provider=limit,
+                store=store,
+                db_path=db,
+                log_level=level,
+            )
             with open(os.devnull, "w") as devnull:
                 timed = partial(run_timed, log_stream=devnull)
                 seconds = anyio.run(timed, config, count, backend="asyncio")
@@ -52,6 +68,8 @@ def run(settings: Settings) -> Sequence[Metric]:
         note = f"{count:,} tasks, concurrency {CONCURRENCY}"
         if level == "info":
             note = "a log line per task, to /dev/null"
+        elif limit is not None:
+            note = f"each provider max_concurrency {limit} < concurrency {CONCURRENCY}"
         metrics.append(
             Metric(name=f"µs/task, {label}", unit="µs", samples=samples["µs/task"], note=note)
         )
