@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from benchmarks import CASE_MODULES
+from benchmarks import CASE_MODULES, http_compare
 from benchmarks._cli import load_case, main
 from benchmarks._harness import (
     Case,
@@ -28,6 +29,8 @@ from benchmarks._harness import (
     summarise,
     write_json,
 )
+from benchmarks.http_server import chunked_end, open_server
+from benchmarks.http_wire import route
 
 
 def tiny(settings: Settings) -> Sequence[Metric]:
@@ -157,3 +160,76 @@ def test_cli_runs_only_the_chosen_case_and_writes_json(
     names = [m["name"] for m in doc["cases"][0]["metrics"]]
     assert names[:2] == ["p50", "p99"]
     assert "selection" in capsys.readouterr().out
+
+
+def test_http_server_routes_the_three_wire_formats() -> None:
+    """POSTs to the three generate paths are routed; anything else is a 404."""
+    assert route(b"POST", b"/v1/chat/completions") == "openai"
+    assert route(b"POST", b"/v1/messages") == "anthropic"
+    assert route(b"POST", b"/v1beta/models/bench-model:generateContent?key=k") == "gemini"
+    assert route(b"POST", b"/v1/models/bench-model:generateContent") == "gemini"
+    assert route(b"GET", b"/v1/chat/completions") is None
+    assert route(b"POST", b"/v1/models") is None
+
+
+def test_http_server_frames_chunked_bodies() -> None:
+    """A chunked body ends after its zero-size chunk (and any trailers); not before."""
+    body = bytearray(b"HEAD\r\n\r\n4\r\nabcd\r\n2;x=1\r\nef\r\n0\r\n\r\nNEXT")
+    assert chunked_end(body, 8) == len(body) - 4
+    trailers = bytearray(b"4\r\nabcd\r\n0\r\nT: 1\r\n\r\n")
+    assert chunked_end(trailers, 0) == len(trailers)
+    assert chunked_end(bytearray(b"4\r\nabcd\r\n"), 0) == -1
+    assert chunked_end(bytearray(b"4\r\nab"), 0) == -1
+
+
+@pytest.mark.slow
+def test_http_server_process_ends_with_its_block_even_on_error() -> None:
+    """Leaving the block by an exception still ends the server's process."""
+    pids: list[int] = []
+
+    def fail_inside() -> None:
+        with open_server(max_seconds=60) as server:
+            pids.append(server.pid)
+            assert server.port > 0
+            assert server.stats().served == 0
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside()
+    (pid,) = pids
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@pytest.mark.slow
+def test_http_case_runs_tiny_and_reports_every_side(tmp_path: Path) -> None:
+    """The http case at 30 requests a pass writes each side's figures and the ratios."""
+    settings = Settings(repetitions=1, scratch=str(tmp_path))
+    sides, notes = http_compare.available(http_compare.ORDER)
+    samples = http_compare.measure(settings, count=30, sides=sides, warmup=5)
+    metrics = http_compare.metrics_from(samples, count=30, notes=notes)
+    case = Case(name="http", title="tiny http", run=lambda s: metrics)
+    report = run_cases([case], settings, log=quiet)
+    doc = json.loads(write_json(report, tmp_path / "r.json").read_text())
+    result = doc["cases"][0]
+    assert result["status"] == "ok"
+    found = {m["name"]: m for m in result["metrics"]}
+    expected = {
+        "server capacity µs/request",
+        "server CPU µs/request (raw aiohttp pass)",
+        "openai: raw aiohttp µs/request",
+        "openai: runner µs/request",
+        "ratio runner/raw aiohttp",
+        "ratio runner/raw aiohttp, CPU",
+        "anthropic: ratio runner/raw aiohttp",
+        "gemini: ratio runner/raw aiohttp",
+    }
+    if "sdk-openai" in sides:
+        expected |= {"openai: openai SDK µs/request", "ratio openai SDK/runner"}
+    if "litellm-openai" in sides:
+        expected |= {"openai: litellm Router µs/request", "ratio litellm/runner"}
+    assert expected <= set(found)
+    for metric in found.values():
+        assert metric["stats"]["n"] == 1
+        assert metric["samples"][0] > 0
+    assert found["ratio runner/raw aiohttp"]["target"]["op"] == "<="
