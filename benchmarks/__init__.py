@@ -19,6 +19,7 @@ CASE_MODULES: dict[str, str] = {
     "metrics_summary": "benchmarks.metrics_summary",
     "metrics_migrate": "benchmarks.metrics_migrate",
     "submit_memory": "benchmarks.submit_memory",
+    "cluster": "benchmarks.cluster",
 }
 
 __all__ = ["CASE_MODULES"]

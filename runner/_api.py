@@ -47,6 +47,7 @@ from runner._dispatcher import Dispatcher
 from runner._errors import ErrorCode, InvalidValueError, ShuttingDown, UsageError
 from runner._log import FLUSH_DELAY, ExecutionLog, LineWriter, configure_logging
 from runner._policy import RetryPolicy
+from runner._ratelimit import SharedLimits
 from runner._registry import Notice, Registry, disabled_message
 from runner._results import not_run, rejected
 from runner._supervise import Observer
@@ -134,6 +135,7 @@ class Runner:
         observer: Observer | None = None,
         log_stream: TextIO | None = None,
         on_notice: Callable[[Notice], None] | None = None,
+        limits: SharedLimits | None = None,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {concurrency}")
@@ -146,6 +148,7 @@ class Runner:
         self._observer = observer
         self._log_stream = log_stream
         self._on_notice = on_notice
+        self._limits = limits
         #: Said on the log when the runner opens (the bundled config is in use, say).
         self._notices: list[str] = []
         self._workflows: dict[str, WorkflowConfig] = known_workflows(config)
@@ -172,6 +175,7 @@ class Runner:
         observer: Observer | None = None,
         log_stream: TextIO | None = None,
         on_notice: Callable[[Notice], None] | None = None,
+        limits: SharedLimits | None = None,
     ) -> Runner:
         """A runner for ``config``: a Config, a path, or ``None`` to discover one.
 
@@ -182,7 +186,9 @@ class Runner:
         called on every status move; ``log_stream`` replaces stderr for the
         execution log; ``on_notice`` receives each :class:`Notice` (a provider
         disabled for a missing key, a role the config does not name, a
-        cooldown starting or ending) instead of the execution log's warning.
+        cooldown starting or ending) instead of the execution log's warning;
+        ``limits`` holds provider limits and cooldowns shared with other
+        processes (cluster mode).
         """
         notices: list[str] = []
         if not isinstance(config, Config):
@@ -202,6 +208,7 @@ class Runner:
             observer=observer,
             log_stream=log_stream,
             on_notice=on_notice,
+            limits=limits,
         )
         runner._notices = notices
         return runner
@@ -236,6 +243,8 @@ class Runner:
         # (every key of its chain missing) is refused first.
         registry = self._registry = Registry.from_config(config, clock=self._clock)
         registry.notify = self._on_notice or _log_notice(log)
+        if self._limits is not None:
+            self._limits.bind(registry.cool)
         providers: dict[str, Provider] = {}
         for pc in config.providers:
             if pc.id in registry.disabled:
@@ -271,6 +280,7 @@ class Runner:
             wall=time.time,
             sleep=self._sleep,
             observer=self._observer,
+            limits=self._limits,
         )
         # Registered before the task group, so it runs after the task group has
         # wound down: whatever no worker reached is settled as cancelled.

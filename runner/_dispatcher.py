@@ -5,7 +5,11 @@ bounded :class:`~runner._queue.TaskQueue` (``enqueue`` waits while it is
 full: that is the backpressure).  A fixed pool of ``concurrency`` worker coroutines reads the
 stream, so the global limit costs nothing per task; each provider has a
 ``CapacityLimiter`` of its ``max_concurrency`` and, when configured, a
-:class:`~runner._ratelimit.RateLimiter`.
+:class:`~runner._ratelimit.RateLimiter`; given
+:class:`~runner._ratelimit.SharedLimits` (cluster mode), each provider's
+shared :class:`~runner._ratelimit.Admission` replaces that rate limiter, is
+entered inside the attempt's scope just before the call and left however the
+call ends, and a cooldown this process starts is announced to the others.
 
 Per task a worker: selects the first provider of the chain that is not
 cooling down (waiting for the earliest recovery when all are), makes an
@@ -47,7 +51,7 @@ from runner._errors import ProviderError, ShuttingDown
 from runner._log import ExecutionLog
 from runner._policy import RetryPolicy, counts_toward_cooldown
 from runner._queue import TaskQueue
-from runner._ratelimit import RateLimiter, rate_limiter_for
+from runner._ratelimit import Admission, RateLimiter, SharedLimits, rate_limiter_for
 from runner._registry import Chain, Registry
 from runner._supervise import Observer, Supervisor
 from runner._task import ErrorInfo, Result
@@ -73,7 +77,7 @@ class _Lane:
     skipping it saves two task lookups per attempt.
     """
 
-    __slots__ = ("config", "limiter", "provider", "rate")
+    __slots__ = ("config", "limiter", "provider", "rate", "shared")
 
     def __init__(
         self,
@@ -82,9 +86,12 @@ class _Lane:
         rate: RateLimiter | None,
         *,
         concurrency: int,
+        shared: Admission | None = None,
     ) -> None:
         self.config = config
         self.provider = provider
+        #: Limits shared with other processes; they replace the in-memory rate limiter.
+        self.shared = shared
         self.limiter = (
             anyio.CapacityLimiter(config.max_concurrency)
             if config.max_concurrency < concurrency
@@ -111,8 +118,10 @@ class Dispatcher:
         wall: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         observer: Observer | None = None,
+        limits: SharedLimits | None = None,
     ) -> None:
         self._registry = registry
+        self._limits = limits
         self._sink = sink
         self._policy = policy
         self._log = log
@@ -125,8 +134,11 @@ class Dispatcher:
             pid: _Lane(
                 cfg,
                 providers[pid],
-                rate_limiter_for(cfg.rate_limit, clock=clock, sleep=sleep),
+                None
+                if limits is not None
+                else rate_limiter_for(cfg.rate_limit, clock=clock, sleep=sleep),
                 concurrency=concurrency,
+                shared=None if limits is None else limits.admission(cfg),
             )
             for pid, cfg in provider_configs.items()
         }
@@ -221,8 +233,12 @@ class Dispatcher:
                 )
                 return
             error = outcome
-            if counts_toward_cooldown(error.code):
-                registry.record_failure(pid or "")
+            if (
+                counts_toward_cooldown(error.code)
+                and registry.record_failure(pid or "")
+                and self._limits is not None
+            ):
+                self._limits.cooling_started(pid or "")
             ctx.error = ErrorInfo(
                 code=error.code, message=error.message, provider=pid, retryable=error.retryable
             )
@@ -282,7 +298,13 @@ class Dispatcher:
                         limiter.acquire_nowait()
                     except anyio.WouldBlock:
                         await limiter.acquire()
+                shared = lane.shared
+                entered = False
+                tokens = 0
                 try:
+                    if shared is not None:
+                        await shared.enter()
+                        entered = True
                     attempt = ctx.attempts + 1
                     # The move first: if it fails (a raising observer) no call
                     # was made, so there is no attempt to count or record.
@@ -318,9 +340,13 @@ class Dispatcher:
                         pass  # the adapter's own timeout: reported like ours, below
                     except Exception as exc:
                         outcome = self._adapter_bug(ctx, pid, exc)
+                    if isinstance(outcome, CompletionResponse):
+                        tokens = outcome.usage.total_tokens
                 finally:
                     if call is not None:
                         call[0] = None
+                    if entered and shared is not None:
+                        shared.leave(tokens)
                     if limiter is not None:
                         limiter.release()
         except anyio.get_cancelled_exc_class():

@@ -13,13 +13,50 @@ rate and holds at most one minute's worth.
 
 The clock and sleep are injected, as everywhere in the dispatcher, so tests
 check the waits without waiting.
+
+:class:`SharedLimits` is the seam for limits held elsewhere (cluster mode
+keeps them in PostgreSQL, shared by every worker): when a Runner is given
+one, each provider's :class:`Admission` replaces its in-memory rate limiter
+and the cooldowns it starts are announced to the other workers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-from runner.config._model import RateLimit
+from runner.config._model import ProviderConfig, RateLimit
+
+
+class Admission(Protocol):
+    """One provider's limits shared with other processes."""
+
+    async def enter(self) -> None:
+        """Wait until the shared rate and concurrency limits admit one more attempt."""
+        ...
+
+    def leave(self, tokens: int) -> None:
+        """The attempt is over (whatever its outcome); ``tokens`` it used, 0 if unknown.
+
+        Synchronous: it runs in the attempt's cleanup, which may be cancelled.
+        """
+        ...
+
+
+class SharedLimits(Protocol):
+    """Provider limits and cooldowns shared with other processes."""
+
+    def admission(self, provider: ProviderConfig) -> Admission | None:
+        """The provider's shared admission, or ``None`` if it has no shared limit."""
+        ...
+
+    def cooling_started(self, provider_id: str) -> None:
+        """This process started the provider's cooldown: tell the others."""
+        ...
+
+    def bind(self, cool: Callable[[str, float], None]) -> None:
+        """Where cooldowns started elsewhere go: ``cool(provider_id, seconds_left)``."""
+        ...
 
 
 class _Bucket:

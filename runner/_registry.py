@@ -343,6 +343,16 @@ class Registry:
         )
         return True
 
+    def cool(self, provider_id: str, seconds: float) -> None:
+        """Cool the provider down for ``seconds`` from now (a cooldown started elsewhere).
+
+        An unknown provider is ignored; a longer cooldown already running is kept.
+        """
+        h = self._health.get(provider_id)
+        if h is None or seconds <= 0:
+            return
+        h.cooled_until = max(h.cooled_until, self._clock() + seconds)
+
     def statistics(self) -> dict[str, HealthSnapshot]:
         """Every provider's health now, as immutable snapshots."""
         return {

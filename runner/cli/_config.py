@@ -140,7 +140,7 @@ def role_table(config: Config) -> Table:
 
 def settings_lines(config: Config) -> list[str]:
     """The run-wide settings, one line each."""
-    r, c, m = config.retry, config.cooldown, config.metrics
+    r, c = config.retry, config.cooldown
     lines = [
         f"default_provider: {config.default_provider}",
         f"concurrency: {config.concurrency} tasks in flight; "
@@ -149,8 +149,9 @@ def settings_lines(config: Config) -> list[str]:
         f" to {_seconds(r.max_delay)} (jitter {_seconds(r.jitter)}), "
         f"retry-after honoured up to {_seconds(r.max_retry_after)}",
         f"cooldown: {c.failures} consecutive failures -> {_seconds(c.seconds)} out of selection",
-        f"metrics: {m.store}" + ("" if m.store == "none" else f" at {m.path}"),
+        _metrics_line(config),
         f"logging: {config.logging.level}, {config.logging.format}",
+        *_cluster_line(config),
     ]
     for name, workflow in config.workflows.items():
         stages = " -> ".join(f"{s.name} ({s.role})" for s in workflow.stages)
@@ -254,3 +255,23 @@ def _print_rich(loaded: Loaded, out: TextIO, *, console: Console | None = None) 
         console.print()
         for line in note:
             console.print(Text(scrub(line, secrets)))
+
+
+def _cluster_line(config: Config) -> list[str]:
+    """The cluster section in one line (its URL without the password), if it is on."""
+    cluster = config.cluster
+    if not cluster.database:
+        return []
+    from runner.cluster._pool import redact
+
+    limits = "shared limits" if cluster.shared_limits else "limits per worker"
+    return [f"cluster: {redact(cluster.database)}, lease {_seconds(cluster.lease)}, {limits}"]
+
+
+def _metrics_line(config: Config) -> str:
+    m = config.metrics
+    if m.store == "none":
+        return "metrics: none"
+    if config.cluster.database:
+        return f"metrics: the cluster database (spill file {m.path}.spill.jsonl)"
+    return f"metrics: {m.store} at {m.path}"

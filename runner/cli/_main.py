@@ -38,7 +38,9 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
     _add_config(p)
-    p.add_argument("--db", metavar="P", help="metrics database (default: the config's)")
+    p.add_argument(
+        "--db", metavar="P", help="metrics database or postgresql:// URL (default: the config's)"
+    )
     p.add_argument("--provider", metavar="ID", help="only this provider")
     p.add_argument("--role", metavar="R", help="only this role")
     p.add_argument("--since", metavar="T", help="ISO 8601 time or a span such as 15m, 2h, 7d")
@@ -115,7 +117,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("--format", choices=["csv", "json", "jsonl"], default="jsonl")
     c.add_argument("--output", metavar="P", help="file to write (default stdout)")
     c.set_defaults(handler="runner.cli._metrics:cmd_export")
-    c = msub.add_parser("migrate", help="import a JSONL metrics store into SQLite")
+    c = msub.add_parser(
+        "migrate", help="import a JSONL metrics store into SQLite or a cluster database"
+    )
     c.add_argument("file", metavar="FILE.jsonl")
     _add_config(c)
     c.add_argument("--db", metavar="P", help="target database (default: the config's)")

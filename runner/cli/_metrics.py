@@ -1,8 +1,9 @@
 """``python -m runner metrics summary | export | migrate``.
 
 Where the events are: ``--db PATH`` if given (a path ending in ``.jsonl`` is
-read as a JSONL store), else the config's ``metrics.path`` (found as every
-command finds its config).  An empty store, or filters that match nothing,
+read as a JSONL store, a ``postgresql://`` URL as a cluster database), else
+the config's cluster database when it has one, else its ``metrics.path``
+(found as every command finds its config).  An empty store, or filters that match nothing,
 say so on stderr and exit 0 (``--format json`` still prints ``[]``); a
 missing store, a bad ``--since``/``--until``/``--group-by`` is exit 2 with
 one message (raised as :class:`UsageError`, turned into the exit code by
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+import anyio
 import msgspec
 
 from runner._errors import UsageError
@@ -28,6 +30,7 @@ from runner.metrics._events import MetricEvent
 from runner.metrics._jsonl import EventLine, OnTorn, encode_line, read_jsonl, to_line
 from runner.metrics._query import (
     Filters,
+    Grouping,
     SummaryRow,
     count_events,
     export_db,
@@ -55,14 +58,23 @@ def _warn_torn(path: str | Path) -> OnTorn:
 
 
 def _store(args: argparse.Namespace) -> tuple[str, str]:
-    """(kind, path) of the store to read: ``--db`` or the config's."""
+    """(kind, path) of the store to read: ``--db`` or the config's.
+
+    ``kind`` is ``sqlite``, ``jsonl`` or ``postgres`` (then ``path`` is the URL).
+    """
+    from runner.cluster._pool import is_postgres_url
+
     if args.db:
+        if is_postgres_url(args.db):
+            return "postgres", args.db
         return ("jsonl" if args.db.endswith(".jsonl") else "sqlite"), args.db
     from runner.cli._main import notice
-    from runner.config._load import discover_metrics
+    from runner.config._load import discover_stores
 
-    # Only the metrics: section is read: no provider key is needed to read metrics.
-    source, metrics = discover_metrics(args.config, notice=notice)
+    # Only the metrics: and cluster: sections are read: no provider key is needed.
+    source, metrics, cluster = discover_stores(args.config, notice=notice)
+    if cluster.database:
+        return "postgres", cluster.database
     if metrics.store == "none":
         raise UsageError(
             f"metrics are off in {source} (metrics.store: none), so none were"
@@ -111,7 +123,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
     filters = _filters(args)
     grouping = parse_grouping(args.group_by)
     kind, path = _store(args)
-    if kind == "sqlite":
+    if kind == "postgres":
+        from runner.cluster._pool import redact
+
+        total, rows = anyio.run(_pg_summary, path, filters, grouping)
+        path = redact(path)
+    elif kind == "sqlite":
         conn = open_for_reading(path)
         try:
             total = count_events(conn)
@@ -138,6 +155,55 @@ def cmd_summary(args: argparse.Namespace) -> int:
     else:
         _print_plain(rows, grouping.provider, grouping.role, sys.stdout)
     return 0
+
+
+async def _pg_summary(
+    url: str, filters: Filters, grouping: Grouping
+) -> tuple[int, list[SummaryRow]]:
+    from runner.cluster._metrics import count_events as pg_count
+    from runner.cluster._metrics import summarize
+    from runner.cluster._pool import open_database
+    from runner.cluster._schema import check_readable
+
+    async with open_database(url, min_size=1, max_size=1, retry_timeout=10) as db:
+        await check_readable(db)
+        total = await pg_count(db)
+        return total, (await summarize(db, filters, grouping) if total else [])
+
+
+async def _pg_export(url: str, filters: Filters, writer: EventWriter) -> int:
+    from runner.cluster._metrics import count_events as pg_count
+    from runner.cluster._metrics import export
+    from runner.cluster._pool import open_database
+    from runner.cluster._schema import check_readable
+
+    async with open_database(url, min_size=1, max_size=1, retry_timeout=10) as db:
+        await check_readable(db)
+        async for event in export(db, filters):
+            writer.add(event)
+        return await pg_count(db)
+
+
+async def _pg_import(url: str, source: Path) -> tuple[int, int]:
+    from runner.cluster._metrics import PgEventStore
+    from runner.cluster._pool import open_database
+    from runner.cluster._schema import migrate
+
+    read = added = 0
+    async with open_database(url, min_size=1, max_size=1, retry_timeout=10) as db:
+        await migrate(db)
+        store = PgEventStore(db)
+        batch: list[MetricEvent] = []
+        for event in read_jsonl(source, on_torn=_warn_torn(source)):
+            batch.append(event)
+            if len(batch) >= 10_000:
+                added += await store.write(batch)
+                read += len(batch)
+                batch = []
+        if batch:
+            added += await store.write(batch)
+            read += len(batch)
+    return read, added
 
 
 def _table(rows: list[SummaryRow], provider: bool, role: bool) -> tuple[list[str], list[list[str]]]:
@@ -260,35 +326,53 @@ def _iso(ts: datetime) -> str:
     return _encoder.encode(ts).decode().strip('"')
 
 
-def write_events(events: Iterable[MetricEvent], fmt: str, out: TextIO) -> int:
-    """Write events as csv, json (an array) or jsonl; return how many."""
-    n = 0
-    if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(_EVENT_FIELDS)
-        for e in events:
+class EventWriter:
+    """Writes events one at a time as csv, json (an array) or jsonl; :meth:`close` ends it."""
+
+    def __init__(self, fmt: str, out: TextIO) -> None:
+        self.fmt = fmt
+        self.out = out
+        #: Events written so far.
+        self.n = 0
+        self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        if self._csv is not None:
+            self._csv.writerow(_EVENT_FIELDS)
+        elif fmt == "json":
+            out.write("[")
+
+    def add(self, e: MetricEvent) -> None:
+        if self._csv is not None:
             line = to_line(e)
             values = [_csv_value(getattr(line, f)) for f in _EVENT_FIELDS]
             values[_EVENT_FIELDS.index("ts")] = _iso(line.ts)
-            writer.writerow(values)
-            n += 1
-    elif fmt == "json":
-        out.write("[")
-        for e in events:
-            out.write(("\n" if n == 0 else ",\n") + encode_line(e).decode())
-            n += 1
-        out.write("\n]\n" if n else "]\n")
-    else:
-        for e in events:
-            out.write(encode_line(e).decode() + "\n")
-            n += 1
-    return n
+            self._csv.writerow(values)
+        elif self.fmt == "json":
+            self.out.write(("\n" if self.n == 0 else ",\n") + encode_line(e).decode())
+        else:
+            self.out.write(encode_line(e).decode() + "\n")
+        self.n += 1
+
+    def close(self) -> int:
+        """Finish the document; return how many events were written."""
+        if self.fmt == "json":
+            self.out.write("\n]\n" if self.n else "]\n")
+        return self.n
+
+
+def write_events(events: Iterable[MetricEvent], fmt: str, out: TextIO) -> int:
+    """Write events as csv, json (an array) or jsonl; return how many."""
+    writer = EventWriter(fmt, out)
+    for e in events:
+        writer.add(e)
+    return writer.close()
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write every matching event to ``--output`` or stdout."""
     filters = _filters(args)
     kind, path = _store(args)
+    if kind == "postgres":
+        return _export_postgres(args, path, filters)
     conn: sqlite3.Connection | None = None
     if kind == "sqlite":
         conn = open_for_reading(path)
@@ -320,24 +404,59 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_postgres(args: argparse.Namespace, url: str, filters: Filters) -> int:
+    from runner.cluster._pool import redact
+
+    def run(out: TextIO) -> tuple[int, int]:
+        writer = EventWriter(args.format, out)
+        total = anyio.run(_pg_export, url, filters, writer)
+        return writer.close(), total
+
+    if args.output:
+        try:
+            with Path(args.output).open("w", encoding="utf-8", newline="") as out:
+                n, total = run(out)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror}") from exc
+    else:
+        n, total = run(sys.stdout)
+    if n == 0:
+        print(_nothing(redact(url), total, filters), file=sys.stderr)
+    elif args.output:
+        print(f"exported {n} events to {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Import a JSONL store into SQLite (idempotent: known event ids are skipped)."""
     source = Path(args.file)
     if not source.is_file():
         raise UsageError(f"no such file: {source}")
+    from runner.cluster._pool import is_postgres_url, redact
+
     if args.db:
         db = args.db
     else:
         from runner.cli._main import notice
-        from runner.config._load import discover_metrics
+        from runner.config._load import discover_stores
 
-        where, metrics = discover_metrics(args.config, notice=notice)
-        if metrics.store != "sqlite":
+        where, metrics, cluster = discover_stores(args.config, notice=notice)
+        if cluster.database:
+            db = cluster.database
+        elif metrics.store != "sqlite":
             raise UsageError(
                 f"the config ({where}) has metrics.store: {metrics.store};"
                 " name the target database with --db PATH"
             )
-        db = metrics.path
+        else:
+            db = metrics.path
+    if is_postgres_url(db):
+        read, added = anyio.run(_pg_import, db, source)
+        print(
+            f"imported {added} new events from {source} into {redact(db)}"
+            f" ({read - added} already there)"
+        )
+        return 0
     try:
         report = import_jsonl(db, source, on_torn=_warn_torn(source))
     except (sqlite3.Error, OSError) as exc:

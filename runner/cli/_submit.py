@@ -63,6 +63,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from runner.metrics._store import check_store
 
     config = discover_config(args.config, notice=notice)
+    if config.cluster.enabled:
+        # The cluster's workers make the calls: this process needs no keys.
+        from runner.cli._submit_cluster import submit_direct
+
+        direct: int = submit_direct(args, config)
+        return direct
     refuse_stranded(config)
     check_store(config.metrics)  # a bad metrics.path is one message, before any file is opened
     screen = Screen(sys.stderr)

@@ -47,7 +47,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -180,10 +180,26 @@ def _quiet_retries() -> Iterator[None]:
         stamina.instrumentation.set_on_retry_hooks(hooks)
 
 
-class RemoteSubmission(Submission):
-    """A local :class:`Submission` whose tasks run on a worker."""
+class TaskClient(Protocol):
+    """What a remote run needs: a worker's HTTP API, or the cluster database itself."""
 
-    async def main_remote(self, client: WorkerClient, progress: bool) -> None:
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def connect(self) -> None: ...
+
+    async def shutdown(self, grace: float | None = None) -> None: ...
+
+    async def run_all(
+        self, tasks: AsyncIterator[Task], record: Callable[[Result], None]
+    ) -> None: ...
+
+
+class RemoteSubmission(Submission):
+    """A local :class:`Submission` whose tasks run elsewhere (a worker, or a cluster)."""
+
+    async def main_remote(self, client: TaskClient, progress: bool) -> None:
         async with anyio.create_task_group() as tg:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 tg.start_soon(self._watch, signals, client, tg)

@@ -20,6 +20,8 @@ import argparse
 import ipaddress
 import signal
 import sys
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Final, TextIO
 
 import anyio
@@ -30,7 +32,8 @@ from runner.cli._main import EXIT_INTERRUPTED, EXIT_OK, notice
 from runner.cli._notices import notice_line, refuse_stranded
 from runner.config._model import Config
 from runner.metrics._store import check_store
-from runner.metrics._writer import open_metrics_writer
+from runner.metrics._writer import MetricsSink, open_metrics_writer
+from runner.service._cluster import ClusterWorker
 from runner.service._http import FD_RESERVE, Limits, Reports, connection_cap, serve
 from runner.service._journal import Journal, open_journal
 from runner.service._prometheus import PrometheusTee
@@ -39,6 +42,7 @@ from runner.service._worker import Worker
 
 if TYPE_CHECKING:
     from runner._api import Runner
+    from runner.cluster._queue import Queue
 
 #: Longest pause between two retention purges, in seconds.
 MAX_PURGE_INTERVAL: Final = 3600.0
@@ -59,7 +63,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     host = args.host or config.worker.host
     port = config.worker.port if args.port is None else args.port
     check_bind(host, config)
-    check_store(config.metrics)
+    if not config.cluster.enabled:
+        # In cluster mode events go to the cluster database, not metrics.path.
+        check_store(config.metrics)
     service = Service(config, host, port, stderr=sys.stderr)
     try:
         anyio.run(service.main)
@@ -112,6 +118,9 @@ class Service:
         self.say(f"{level}: {message}")
 
     async def main(self) -> None:
+        if self.config.cluster.enabled:
+            await self._main_cluster()
+            return
         from runner._api import Runner
 
         wc = self.config.worker
@@ -137,11 +146,111 @@ class Service:
                     on_notice=lambda n: self.say(notice_line(n)),
                 )
                 async with runner:
-                    await self._serve(runner, worker, journal, tee)
+                    await self._serve(
+                        runner, worker, lambda n: f"journal {wc.journal}, {n} tasks resumed", tee
+                    )
             outer.cancel_scope.cancel()
 
+    async def _main_cluster(self) -> None:
+        """Cluster mode: queue, journal, limits and metrics in PostgreSQL (docs/cluster.md)."""
+        from runner._api import Runner
+        from runner.cluster._limits import SharedLimits
+        from runner.cluster._metrics import PgEventStore
+        from runner.cluster._pool import open_database
+        from runner.cluster._queue import Queue
+        from runner.cluster._schema import migrate
+        from runner.metrics._jsonl import JsonlStore
+        from runner.metrics._store import spill_path
+        from runner.metrics._writer import NullSink, open_event_writer
+        from runner.service._cluster import ClusterWorker, cancelled_result, new_worker_id
+
+        config = self.config
+        cc = config.cluster
+        url = cc.database or ""
+        worker_id = new_worker_id()
+        # Connections: the Runner's attempts (shared limits), the finisher, the
+        # heartbeat, the sweep and the HTTP handlers share one pool.
+        size = min(max(4, config.concurrency // 2), 32)
+        async with (
+            open_database(url, min_size=2, max_size=size) as db,
+            anyio.create_task_group() as outer,
+        ):
+            await migrate(db)
+            queue = Queue(db, worker_id=worker_id, lease=cc.lease, cancelled=cancelled_result)
+            purged = await queue.purge(config.worker.retention)
+            if purged:
+                self.say(f"removed {purged} results older than worker.retention")
+            outer.start_soon(self._watch_signals, outer.cancel_scope)
+            outer.start_soon(self._purge_cluster, queue, config.worker.retention)
+            limits = None
+            if cc.shared_limits:
+                limits = SharedLimits(
+                    db,
+                    config.providers,
+                    worker_id=worker_id,
+                    lease=cc.lease,
+                    cooldown=config.cooldown.seconds,
+                )
+                await outer.start(limits.run)
+            async with AsyncExitStack() as stack:
+                if config.metrics.store == "none":
+                    sink: MetricsSink = NullSink()
+                else:
+                    spill = JsonlStore(spill_path(config.metrics.path))
+                    sink = await stack.enter_async_context(
+                        open_event_writer(
+                            PgEventStore(db),
+                            spill=spill,
+                            notify=self.notice,
+                            import_hint=f"python -m runner metrics migrate {spill.name}"
+                            " --config CONFIG (with this cluster section)",
+                        )
+                    )
+                tee = PrometheusTee(sink)
+                # The worker first, so the Runner gets its observer when made.
+                worker = ClusterWorker(
+                    queue,
+                    queue_size=config.worker.queue_size,
+                    concurrency=config.concurrency,
+                    prefetch=max(1, config.concurrency // 2),
+                    before_finish=tee.flush,
+                )
+                runner = Runner.from_config(
+                    config,
+                    metrics=tee,
+                    observer=worker.observe,
+                    on_notice=lambda n: self.say(notice_line(n)),
+                    limits=limits,
+                )
+                async with runner:
+                    channels = worker.channels()
+                    reconnects = [worker.on_reconnect]
+                    if limits is not None:
+                        channels.update(limits.channels())
+                        reconnects.append(limits.on_reconnect)
+                    await outer.start(
+                        db.listen, channels, lambda: [f() for f in reconnects] and None
+                    )
+                    await self._serve(
+                        runner,
+                        worker,
+                        lambda _: f"cluster database {db.name}, worker {worker_id}",
+                        tee,
+                    )
+            outer.cancel_scope.cancel()
+
+    async def _purge_cluster(self, queue: Queue, retention: float) -> None:
+        interval = min(max(retention / 10, 1.0), MAX_PURGE_INTERVAL)
+        while True:
+            await anyio.sleep(interval)
+            await queue.purge(retention)
+
     async def _serve(
-        self, runner: Runner, worker: Worker, journal: Journal, tee: PrometheusTee
+        self,
+        runner: Runner,
+        worker: Worker | ClusterWorker,
+        where: Callable[[int], str],
+        tee: PrometheusTee,
     ) -> None:
         wc = self.config.worker
         workflows = {"default", *self.config.workflows}
@@ -167,7 +276,7 @@ class Service:
         async with anyio.create_task_group() as tg:
             resumed = await tg.start(worker.run, runner)
             async with serve(app, self.host, self.port, limits=limits, reports=reports) as url:
-                self.say(f"listening on {url} (journal {wc.journal}, {resumed} tasks resumed)")
+                self.say(f"listening on {url} ({where(resumed)})")
                 await self._stop.wait()
                 worker.begin_drain()
                 grace = self.config.grace_period
@@ -175,9 +284,16 @@ class Service:
                     f"draining: finishing running tasks (up to {grace:g} s); again to stop at once"
                 )
                 await runner.shutdown(grace)
+                if isinstance(worker, ClusterWorker):
+                    released = await worker.release_unfinished()
+                    if released:
+                        self.say(f"gave {released} unfinished tasks back to the cluster")
                 # worker.run returns (ending this task group) once every
                 # task the Runner gave back is journaled.
                 worker.close()
+        if isinstance(worker, ClusterWorker):
+            self.say("stopped")
+            return
         if worker.unwritten:
             self.say(
                 f"{worker.unwritten} finished results could not be journaled: those tasks run"

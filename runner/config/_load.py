@@ -22,13 +22,14 @@ import importlib.resources
 import os
 from collections.abc import Callable, Mapping
 from typing import Final, NamedTuple, cast
+from urllib.parse import urlsplit
 
 import msgspec
 import msgspec.inspect as mi
 
 from runner._errors import ConfigError, Problem
 from runner.config._env import expand
-from runner.config._model import Config, MetricsConfig, ProviderConfig
+from runner.config._model import ClusterConfig, Config, MetricsConfig, ProviderConfig
 from runner.config._schema import Checker, close_match, describe, suggest
 from runner.config._yaml import Path, Positions, format_path, parse_yaml
 from workers._secrets import Secret
@@ -45,6 +46,7 @@ EXTENSION_PREFIX: Final = "x-"
 _CONFIG_INFO: Final = cast(mi.StructType, mi.type_info(Config))
 _PROVIDER_INFO: Final = cast(mi.StructType, mi.type_info(ProviderConfig))
 _METRICS_INFO: Final = cast(mi.StructType, mi.type_info(MetricsConfig))
+_CLUSTER_INFO: Final = cast(mi.StructType, mi.type_info(ClusterConfig))
 
 #: Top-level keys of the single-provider form that describe its one provider.
 _SINGLE_PROVIDER_KEYS: Final = frozenset(
@@ -128,23 +130,47 @@ def discover_metrics(
     names its metrics store.  Problems in ``metrics:`` itself are reported as
     for a whole config.
     """
+    source, metrics, _ = discover_stores(path, environ=environ, notice=notice)
+    return source, metrics
+
+
+def discover_stores(
+    path: str | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> tuple[str, MetricsConfig, ClusterConfig]:
+    """:func:`discover_metrics`, with the ``cluster:`` section too (where a cluster keeps them).
+
+    Only these two sections are expanded and checked, so no provider key is needed.
+    """
     env = os.environ if environ is None else environ
     text, source = _locate(path, env, notice)
     document = parse_yaml(text, source)
     data = document.data
-    section = data.get("metrics") if isinstance(data, dict) else None
-    if section is None:
-        return source, MetricsConfig()
-    # Only this subtree is expanded: a variable elsewhere may well be unset.
-    expanded = expand({"metrics": section}, env, source=source, positions=document.positions)
+    sections: dict[str, object] = {}
+    for name in ("metrics", "cluster"):
+        section = data.get(name) if isinstance(data, dict) else None
+        if section is not None:
+            sections[name] = section
+    if not sections:
+        return source, MetricsConfig(), ClusterConfig()
+    # Only these subtrees are expanded: a variable elsewhere may well be unset.
+    expanded = expand(sections, env, source=source, positions=document.positions)
     checker = Checker(source, document.positions, expanded=expanded.variables, skip=expanded.broken)
     tree = cast(dict[str, object], expanded.data)
-    checked = checker.check(tree["metrics"], _METRICS_INFO, ("metrics",), None)
+    checked: dict[str, object] = {}
+    for name, info in (("metrics", _METRICS_INFO), ("cluster", _CLUSTER_INFO)):
+        if name in tree:
+            checked[name] = checker.check(tree[name], info, (name,), None)
+    _check_cluster(tree, checker)
     problems = [*expanded.problems, *checker.problems]
-    if problems or not isinstance(checked, dict):
+    if problems or not all(isinstance(v, dict) for v in checked.values()):
         problems.sort(key=lambda p: (p.line is None, p.line or 0, p.column or 0))
         raise ConfigError(problems or [Problem("metrics", "not valid", file=source)])
-    return source, msgspec.convert(checked, MetricsConfig)
+    metrics = msgspec.convert(checked.get("metrics", {}), MetricsConfig)
+    cluster = msgspec.convert(checked.get("cluster", {}), ClusterConfig)
+    return source, metrics, cluster
 
 
 def _locate(
@@ -245,6 +271,7 @@ def _load_text(text: str, source: str, environ: Mapping[str, str] | None) -> Loa
     )
     checked = checker.struct(form.data, _CONFIG_INFO, ())
     _check_references(form.data, checker)
+    _check_cluster(form.data, checker)
     problems.extend(checker.problems)
     if problems or not isinstance(checked, dict):
         problems.sort(key=lambda p: (p.line is None, p.line or 0, p.column or 0))
@@ -428,6 +455,31 @@ def _check_references(data: Mapping[str, object], checker: Checker) -> None:
         if isinstance(spec, dict):
             _check_chain(role, spec, checker, reference)
     _check_workflows(data.get("workflows"), checker)
+
+
+def _check_cluster(data: Mapping[str, object], checker: Checker) -> None:
+    """``cluster.database``, when given, is a PostgreSQL URL.
+
+    The value is never quoted: it usually comes from the environment and
+    carries a password.
+    """
+    cluster = data.get("cluster")
+    database = cluster.get("database") if isinstance(cluster, dict) else None
+    if (
+        isinstance(database, str)
+        and database
+        and urlsplit(database).scheme
+        not in (
+            "postgresql",
+            "postgres",
+        )
+    ):
+        checker.report(
+            ("cluster", "database"),
+            "not a PostgreSQL URL",
+            "write postgresql://user:password@host:5432/database, or leave it empty"
+            " for one machine",
+        )
 
 
 def _check_chain(

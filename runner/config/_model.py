@@ -25,6 +25,7 @@ from workers._settings import (
 )
 
 __all__ = [
+    "ClusterConfig",
     "Config",
     "CooldownConfig",
     "LatencySpec",
@@ -110,6 +111,23 @@ class WorkerConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     body_timeout: PositiveSeconds = 60.0
 
 
+class ClusterConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Cluster mode: several workers on one PostgreSQL database (docs/cluster.md).
+
+    ``database`` empty or absent means one machine (SQLite, as without the
+    section); write ``${RUNNER_DATABASE_URL:-}`` to let the environment decide.
+    """
+
+    database: str | None = None
+    lease: PositiveSeconds = 30.0
+    shared_limits: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a database is named."""
+        return bool(self.database)
+
+
 class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A whole, validated config."""
 
@@ -129,6 +147,7 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     logging: LoggingConfig = LoggingConfig()
     workflows: dict[str, WorkflowConfig] = field(default_factory=dict)
     worker: WorkerConfig = WorkerConfig()
+    cluster: ClusterConfig = ClusterConfig()
     #: Where the config came from (a path, or "<bundled>"); not a file field.
     source: str = "<memory>"
 

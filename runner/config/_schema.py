@@ -23,6 +23,7 @@ import msgspec.inspect as mi
 from runner._errors import ERROR_CODES, Problem
 from runner._words import closest
 from runner.config._model import (
+    ClusterConfig,
     Config,
     CooldownConfig,
     ProviderConfig,
@@ -45,6 +46,7 @@ DURATIONS: Final[frozenset[tuple[type, str]]] = frozenset(
         (CooldownConfig, "seconds"),
         (Config, "grace_period"),
         (WorkerConfig, "retention"),
+        (ClusterConfig, "lease"),
     }
 )
 

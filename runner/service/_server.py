@@ -42,6 +42,7 @@ from runner._errors import QueueFull, ShuttingDown
 from runner._states import FINAL, STATUSES
 from runner._task import Task
 from runner.config._schema import parse_duration
+from runner.service._cluster import ClusterWorker
 from runner.service._http import Limits, Reports, error, shown_safely
 from runner.service._intake import LineError, TooManyTasks, parse_tasks
 from runner.service._journal import BadCursor, IdConflict, Listed
@@ -78,7 +79,7 @@ class _Api:
 
     def __init__(
         self,
-        worker: Worker,
+        worker: Worker | ClusterWorker,
         tee: PrometheusTee,
         known_workflows: Collection[str],
         body_timeout: float,
@@ -414,7 +415,7 @@ def _json_errors(reports: Reports) -> Middleware:
 
 
 def make_app(
-    worker: Worker,
+    worker: Worker | ClusterWorker,
     tee: PrometheusTee,
     *,
     known_workflows: Collection[str],

@@ -1,0 +1,256 @@
+"""Provider limits shared across workers, measured on a real PostgreSQL (asyncio only).
+
+Each "worker" here is its own :class:`SharedLimits` with its own pool and
+worker id on one database: what three worker processes do, minus the
+processes (tests/test_cluster_process.py runs real ones).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio
+import pytest
+
+from runner.cluster._limits import SharedLimits
+from runner.cluster._pool import Database, open_database
+from runner.cluster._schema import migrate
+from runner.config._model import ProviderConfig, RateLimit
+from tests.cluster_support import eventually
+from tests.pg_support import pg_url
+
+__all__ = ["pg_url"]
+
+pytestmark = pytest.mark.anyio
+
+
+def _provider(**kw: object) -> ProviderConfig:
+    return ProviderConfig(id="p", type="simulated", **kw)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def _workers(
+    url: str, n: int, provider: ProviderConfig, *, lease: float = 30.0, cooldown: float = 30.0
+) -> AsyncIterator[list[SharedLimits]]:
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(open_database(url))
+        await migrate(first)
+        dbs: list[Database] = [first]
+        dbs += [await stack.enter_async_context(open_database(url)) for _ in range(n - 1)]
+        limits = [
+            SharedLimits(db, [provider], worker_id=f"w{i}", lease=lease, cooldown=cooldown)
+            for i, db in enumerate(dbs)
+        ]
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        for lim in limits:
+            await tg.start(lim.run)
+            await tg.start(lim.db.listen, lim.channels(), lim.on_reconnect)
+        yield limits
+        tg.cancel_scope.cancel()
+
+
+async def test_shared_rate_limit_holds_across_workers(pg_url: str) -> None:
+    """600 rpm over three workers: after the one-bucket burst, admissions follow the rate.
+
+    In any window of length T from the start, at most 600 + 10 * T
+    attempts are admitted (rate plus one bucket), and the ones past the
+    burst are spread at the rate.
+    """
+    provider = _provider(rate_limit=RateLimit(requests_per_minute=600), max_concurrency=1000)
+    admitted: list[float] = []
+    async with _workers(pg_url, 3, provider) as limits:
+        start = time.monotonic()
+
+        async def caller(lim: SharedLimits, n: int) -> None:
+            admission = lim.admission(provider)
+            assert admission is not None
+            for _ in range(n):
+                await admission.enter()
+                admitted.append(time.monotonic() - start)
+                admission.leave(0)
+
+        async with anyio.create_task_group() as tg:
+            for lim in limits:
+                for _ in range(10):
+                    tg.start_soon(caller, lim, 21)  # 630 in all: 30 past the burst
+    admitted.sort()
+    assert len(admitted) == 630
+    for k, t in enumerate(admitted, start=1):
+        # At most the bucket plus what refilled by then (one unit of slack for rounding).
+        assert k <= 600 + 10 * t + 1, (k, t)
+    # The 30 past the burst needed the refill: about 3 s at 10 per second.
+    assert admitted[-1] >= 2.5
+
+
+async def test_shared_token_budget_is_charged_across_workers(pg_url: str) -> None:
+    """Tokens used on one worker put the next attempt on another worker into debt."""
+    provider = _provider(rate_limit=RateLimit(tokens_per_minute=6000), max_concurrency=100)
+    async with _workers(pg_url, 2, provider) as (a, b):
+        await a.reserve("p")
+        a.queue_charge("p", 6060)  # 60 tokens over budget: 0.6 s of refill at 100/s
+        # b's reservation sees the debt once a's charge is sent (next flush).
+        waited = 0.0
+        with anyio.fail_after(10):
+            while waited == 0.0:
+                waited = await b.reserve("p")
+        assert 0.2 < waited <= 0.61
+
+
+async def test_max_concurrency_holds_across_workers(pg_url: str) -> None:
+    """max_concurrency 3 over three workers with five callers each: never more than 3 at once."""
+    provider = _provider(max_concurrency=3)
+    running = peak = done = 0
+    async with _workers(pg_url, 3, provider) as limits:
+
+        async def caller(lim: SharedLimits) -> None:
+            nonlocal running, peak, done
+            admission = lim.admission(provider)
+            assert admission is not None
+            for _ in range(4):
+                await admission.enter()
+                running += 1
+                peak = max(peak, running)
+                await anyio.sleep(0.02)
+                running -= 1
+                admission.leave(0)
+                done += 1
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for lim in limits:
+                    for _ in range(5):
+                        tg.start_soon(caller, lim)
+    assert done == 60
+    assert peak == 3
+
+
+async def test_slots_of_a_dead_worker_come_free_after_the_lease(pg_url: str) -> None:
+    """A worker that holds slots and stops renewing loses them once the lease runs out."""
+    provider = _provider(max_concurrency=1)
+    async with open_database(pg_url) as db:
+        await migrate(db)
+        dead = SharedLimits(db, [provider], worker_id="dead", lease=0.5, cooldown=30)
+        await dead.setup()
+        assert await dead.take_slot("p") == 0
+        alive = SharedLimits(db, [provider], worker_id="alive", lease=0.5, cooldown=30)
+        assert await alive.take_slot("p") is None
+        await anyio.sleep(0.7)
+        assert await alive.take_slot("p") == 0
+
+
+async def test_graceful_stop_gives_slots_back(pg_url: str) -> None:
+    """Slots held when the owner task is cancelled are released at once, not after the lease."""
+    provider = _provider(max_concurrency=1)
+    async with open_database(pg_url) as db:
+        await migrate(db)
+        first = SharedLimits(db, [provider], worker_id="first", lease=60, cooldown=30)
+        async with anyio.create_task_group() as tg:
+            await tg.start(first.run)
+            admission = first.admission(provider)
+            assert admission is not None
+            await admission.enter()
+            tg.cancel_scope.cancel()
+        other = SharedLimits(db, [provider], worker_id="other", lease=60, cooldown=30)
+        assert await other.take_slot("p") == 0
+
+
+async def test_cooldown_started_on_one_worker_is_seen_by_the_others(pg_url: str) -> None:
+    """A cooldown announced by one worker reaches the others' registries with the time left."""
+    provider = _provider()
+    seen: dict[str, list[tuple[str, float]]] = {"w1": [], "w2": []}
+    both = anyio.Event()
+    async with _workers(pg_url, 3, provider, cooldown=30) as (w0, w1, w2):
+
+        def recorder(name: str) -> object:
+            def cool(pid: str, seconds: float) -> None:
+                seen[name].append((pid, seconds))
+                if all(seen.values()):
+                    both.set()
+
+            return cool
+
+        w1.bind(recorder("w1"))  # type: ignore[arg-type]
+        w2.bind(recorder("w2"))  # type: ignore[arg-type]
+        w0.cooling_started("p")
+        with anyio.fail_after(5):
+            await both.wait()
+        assert await w1.cooling("p") != {}
+    for name in ("w1", "w2"):
+        ((pid, seconds),) = seen[name]
+        assert pid == "p"
+        assert 25 < seconds <= 30
+
+
+async def test_a_worker_starting_later_learns_running_cooldowns(pg_url: str) -> None:
+    """Cooldowns already running are loaded when a worker starts."""
+    provider = _provider()
+    async with _workers(pg_url, 1, provider, cooldown=30) as (w0,):
+        w0.cooling_started("p")
+
+        async def announced() -> bool:
+            return bool(await w0.cooling("p"))
+
+        await eventually(announced, 5)
+        async with open_database(pg_url) as db:
+            late = SharedLimits(db, [provider], worker_id="late", lease=30, cooldown=30)
+            got: list[tuple[str, float]] = []
+            late.bind(lambda pid, s: got.append((pid, s)))
+            async with anyio.create_task_group() as tg:
+                await tg.start(late.run)
+                tg.cancel_scope.cancel()
+            assert [pid for pid, _ in got] == ["p"]
+
+
+async def test_a_busy_worker_gives_its_kept_slot_to_one_that_waits(pg_url: str) -> None:
+    """A worker that keeps reusing its slot gives it back as soon as another one waits.
+
+    Without the wanted notice the busy worker would keep the slot as a spare
+    between its attempts for as long as it stays busy.
+    """
+    provider = _provider(max_concurrency=1)
+    async with _workers(pg_url, 2, provider) as (busy, waiting):
+        a = busy.admission(provider)
+        b = waiting.admission(provider)
+        assert a is not None
+        assert b is not None
+        stop = anyio.Event()
+        round_trips: list[int] = []
+
+        async def keep_busy() -> None:
+            while not stop.is_set():
+                await a.enter()
+                await anyio.sleep(0.01)
+                a.leave(0)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keep_busy)
+            await anyio.sleep(0.3)
+            with anyio.fail_after(3):
+                await b.enter()
+            round_trips.append(len(b.in_use))
+            b.leave(0)
+            stop.set()
+        assert round_trips == [1]
+
+
+async def test_kept_slots_save_round_trips(pg_url: str) -> None:
+    """Back-to-back attempts on one worker reuse the slot they kept: one take for many."""
+    provider = _provider(max_concurrency=4)
+    async with _workers(pg_url, 1, provider) as (lim,):
+        admission = lim.admission(provider)
+        assert admission is not None
+        takes = 0
+        take = lim.take_slot
+
+        async def counted(provider_id: str) -> int | None:
+            nonlocal takes
+            takes += 1
+            return await take(provider_id)
+
+        lim.take_slot = counted  # type: ignore[method-assign]
+        for _ in range(20):
+            await admission.enter()
+            admission.leave(0)
+        assert takes == 1
