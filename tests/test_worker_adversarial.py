@@ -38,10 +38,7 @@ def processes() -> Iterator[list[WorkerProcess]]:
     started: list[WorkerProcess] = []
     yield started
     for w in started:
-        if w.proc.poll() is None:
-            w.proc.kill()
-            w.proc.wait()
-        w._out.close()
+        w.discard()
 
 
 def _with_token(config: Path, extra: str = "") -> Path:

@@ -34,10 +34,7 @@ def workers() -> Iterator[list[Worker]]:
     started: list[Worker] = []
     yield started
     for w in started:
-        if w.proc.poll() is None:
-            w.proc.kill()
-            w.proc.wait()
-        w._out.close()
+        w.discard()
 
 
 def _journal_rows(tmp: Path) -> list[tuple[str, str, str | None]]:

@@ -186,6 +186,13 @@ class WorkerProcess:
         self._out.close()
         return code
 
+    def discard(self) -> None:
+        """After a test: SIGKILL the worker if it still runs, close its log."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._out.close()
+
     @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
