@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from runner.metrics._sqlite import prepare_database
 
 
 @pytest.mark.parametrize("module", ["workers", "runner"])
@@ -66,6 +69,23 @@ def test_reading_metrics_does_not_load_the_dispatcher() -> None:
         "except SystemExit:\n"
         "    pass\n"
         "print(sorted(m for m in ('runner._dispatcher', 'structlog', 'aiohttp', 'runner._api')"
+        " if m in sys.modules))"
+    )
+    proc = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_sqlite_summary_loads_no_cluster_client(tmp_path: Path) -> None:
+    """`metrics summary --db FILE` loads neither asyncpg nor multiprocessing (start-up time)."""
+    db = tmp_path / "m.db"
+    prepare_database(db)
+    code = (
+        "import sys\n"
+        "from runner.cli._main import main\n"
+        f"assert main(['metrics', 'summary', '--db', {str(db)!r}]) == 0\n"
+        "print(sorted(m for m in ('asyncpg', 'runner.cluster._pool', 'multiprocessing')"
         " if m in sys.modules))"
     )
     proc = subprocess.run(  # noqa: S603 - our own interpreter and arguments

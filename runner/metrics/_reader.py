@@ -23,12 +23,10 @@ killed if the caller stops reading for any reason.
 
 from __future__ import annotations
 
-import multiprocessing
 import signal
 from collections.abc import Generator
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 
@@ -36,6 +34,9 @@ from runner._errors import UsageError
 from runner.metrics._events import Row
 from runner.metrics._jsonl import OnTorn, read_rows
 from runner.metrics._runs import Prepared, batch_runs
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 #: Batches of rows, as a generator: closing it stops a reader process.
 Rows = Generator[list[Row], None, None]
@@ -78,6 +79,10 @@ def _produce(path: str, size: int, out: Connection) -> None:
 
 
 def _from_child(path: str | Path, size: int, on_torn: OnTorn | None) -> Rows:
+    # Imported here: every command that reads metrics imports this module,
+    # and multiprocessing alone was 3 % of a summary's time.
+    import multiprocessing
+
     # spawn, not fork: the caller may have threads (anyio's workers, a test runner).
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
