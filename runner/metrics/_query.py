@@ -49,7 +49,7 @@ from msgspec import Struct
 
 from runner._errors import UsageError
 from runner.metrics._events import EVENT_COLUMNS, MetricEvent, from_row, to_row, ts_to_us
-from runner.metrics._runs import unpack_latencies
+from runner.metrics._runs import nearest_ranks, unpack_latencies
 
 PERCENTILES: Final = (50, 95, 99)
 
@@ -157,13 +157,26 @@ def outcome(success: bool, error_code: str | None) -> str:
 class _Group:
     """Running totals for one summary row."""
 
-    __slots__ = ("cost", "errors", "input", "lat_max", "lat_sum", "latencies", "output", "requests")
+    __slots__ = (
+        "cost",
+        "errors",
+        "input",
+        "lat_max",
+        "lat_sum",
+        "latencies",
+        "output",
+        "requests",
+        "runs",
+    )
 
     def __init__(self) -> None:
         self.requests = self.lat_sum = self.input = self.output = self.cost = 0
         self.lat_max: int | None = None
         self.errors: dict[str, int] = {}
+        #: Latencies in no order (events read one by one).
         self.latencies: array[int] = array("q")
+        #: Sorted runs of latencies, as stored: ranked without sorting them together.
+        self.runs: list[array[int]] = []
 
     def add(
         self, out: str, n: int, lat_sum: int, lat_max: int, tin: int, tout: int, cost: int
@@ -178,11 +191,18 @@ class _Group:
         if out:
             self.errors[out] = self.errors.get(out, 0) + n
 
+    def add_run(self, blob: bytes) -> None:
+        """Add a stored run's latencies (packed and sorted: ``runs.latencies``)."""
+        run: array[int] = array("q")
+        unpack_latencies(blob, run)
+        self.runs.append(run)
+
     def row(self, provider: str | None, role: str | None) -> SummaryRow:
-        values = sorted(self.latencies)
         n = self.requests
         failures = sum(self.errors.values())
-        ranked = [values[max(1, -(-p * n // 100)) - 1] / 1000 for p in PERCENTILES]
+        runs = [*self.runs, array("q", sorted(self.latencies))]
+        ranks = [max(1, -(-p * n // 100)) for p in PERCENTILES]
+        ranked = [v / 1000 for v in nearest_ranks(runs, ranks)]
         return SummaryRow(
             provider=provider,
             role=role,
@@ -301,7 +321,7 @@ def summarize_db(
             straddling.append((first, last, provider, role))
             continue
         g = group(provider, role)
-        unpack_latencies(blob, g.latencies)
+        g.add_run(blob)
         if timed:
             g.add("", n, *sums)
             for code, count in _decode_errors.decode(errors).items():

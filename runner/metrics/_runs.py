@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from itertools import compress
 from operator import itemgetter
@@ -76,6 +77,37 @@ def unpack_latencies(blob: bytes, into: array[int]) -> None:
         tail = into[start:]
         tail.byteswap()
         into[start:] = tail
+
+
+def nearest_ranks(runs: Sequence[array[int]], ranks: Iterable[int]) -> list[int]:
+    """The values at 1-based ``ranks`` of all the values of ``runs``, each run sorted.
+
+    Exact, without sorting everything (which took most of a summary's time
+    over a million events).  With ``n`` values in all, each run ``r`` of
+    ``m`` values has its own candidate for rank ``k``: the value at index
+    ``ceil(k * m / n) - 1``.  At least ``k`` values are at or below the
+    largest candidate, and fewer than ``k`` below the smallest, so the
+    value of rank ``k`` lies between the two; only the values in that window
+    are sorted.  Runs drawn from one distribution put few values there; in
+    the worst case the window holds everything, as a full sort would.
+    """
+    runs = [run for run in runs if run]
+    n = sum(map(len, runs))
+    out: list[int] = []
+    for k in ranks:
+        if not 1 <= k <= n:
+            raise ValueError(f"rank {k} is outside 1..{n}")
+        candidates = [run[-(-k * len(run) // n) - 1] for run in runs]
+        lo, hi = min(candidates), max(candidates)
+        below = 0
+        window: list[int] = []
+        for run in runs:
+            start = bisect_left(run, lo)
+            below += start
+            window += run[start : bisect_right(run, hi, start)]
+        window.sort()
+        out.append(window[k - below - 1])
+    return out
 
 
 def _errors_json(errors: dict[str, int]) -> str:
