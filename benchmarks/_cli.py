@@ -29,6 +29,7 @@ from benchmarks._harness import (
     run_cases,
     write_json,
 )
+from benchmarks._targets import evaluate_targets, print_targets
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "latest.json"
@@ -121,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="runner-bench-") as scratch:
         settings = Settings(full=args.full, repetitions=args.repetitions, scratch=scratch)
         report = run_cases(cases, settings, run_one=run_in_child)
+    report = msgspec.structs.replace(report, targets=evaluate_targets(report))
     print_table(report)
+    print_targets(report)
     path = write_json(report, args.out)
     print(f"results written to {path}", file=sys.stderr)
     return 1 if any(c.status == "error" for c in report.cases) else 0

@@ -117,6 +117,30 @@ class CaseResult(Struct, frozen=True, kw_only=True):
     note: str | None = None
 
 
+#: A target row's verdict (:mod:`benchmarks._targets`).
+Outcome = Literal["met", "missed", "not measured"]
+
+
+class Part(Struct, frozen=True, kw_only=True):
+    """One figure of a row as measured (``stats`` is None when it was not)."""
+
+    metric: str
+    unit: str
+    target: Target
+    stats: Stats | None = None
+    met: bool | None = None
+    reason: str | None = None
+
+
+class TargetRow(Struct, frozen=True, kw_only=True):
+    """A row as the run found it; ``reason`` says why it was not measured."""
+
+    label: str
+    outcome: Outcome
+    parts: list[Part]
+    reason: str | None = None
+
+
 class Machine(Struct, frozen=True, kw_only=True):
     """Where the figures were taken."""
 
@@ -142,6 +166,8 @@ class Report(Struct, frozen=True, kw_only=True):
     machine: Machine
     cases: list[CaseResult]
     load_average_after: list[float] | None = None
+    #: The issue 13 targets as read off the cases' figures (:mod:`benchmarks._targets`).
+    targets: list[TargetRow] = field(default_factory=list)
 
 
 CaseFunction = Callable[[Settings], Sequence[Metric]]

@@ -12,23 +12,28 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from benchmarks import CASE_MODULES, http_compare
 from benchmarks._cli import load_case, main
 from benchmarks._harness import (
     Case,
+    CaseResult,
     Metric,
+    Report,
     Settings,
     Skip,
     Target,
     collect,
+    evaluate,
     percentile,
     print_table,
     run_cases,
     summarise,
     write_json,
 )
+from benchmarks._targets import ISSUE_13, evaluate_targets, print_targets, target_cells
 from benchmarks.http_server import chunked_end, open_server
 from benchmarks.http_wire import route
 
@@ -233,3 +238,141 @@ def test_http_case_runs_tiny_and_reports_every_side(tmp_path: Path) -> None:
         assert metric["stats"]["n"] == 1
         assert metric["samples"][0] > 0
     assert found["ratio runner/raw aiohttp"]["target"]["op"] == "<="
+
+
+# --- the issue 13 targets table -------------------------------------------------
+
+
+def _ok(case: str, figures: dict[str, float]) -> CaseResult:
+    metrics = [evaluate(Metric(name=n, unit="", samples=[v, v, v])) for n, v in figures.items()]
+    return CaseResult(case=case, title=case, status="ok", seconds=1.0, metrics=metrics)
+
+
+def _report(cases: list[CaseResult]) -> Report:
+    base = run_cases([], Settings(), log=quiet)
+    return msgspec.structs.replace(base, cases=cases)
+
+
+def test_the_targets_table_has_the_issues_rows_and_targets() -> None:
+    """Nine rows in the issue's order, each figure with the issue's bound."""
+    rows = [
+        (spec.label, [(f.case, f.metric, f.target.op, f.target.value) for f in spec.figures])
+        for spec in ISSUE_13
+    ]
+    assert rows == [
+        (
+            "real HTTP, runner vs raw aiohttp on the same local server, conc 64, metrics on",
+            [("http", "ratio runner/raw aiohttp", "<=", 1.25)],
+        ),
+        (
+            "real HTTP, official openai SDK / runner",
+            [("http", "ratio openai SDK/runner", ">=", 15)],
+        ),
+        (
+            "real HTTP, LiteLLM Router (real HTTP, same server) / runner",
+            [("http", "ratio litellm/runner", ">=", 30)],
+        ),
+        (
+            "simulated zero-latency, µs/task with SQLite metrics (LiteLLM mock ratio)",
+            [
+                ("dispatch", "µs/task, store sqlite", "<=", 20),
+                ("litellm", "ratio litellm/runner", ">=", 100),
+            ],
+        ),
+        (
+            "1,000 tasks in one wave on 100 ms providers",
+            [("scaling", "1,000 in flight, one wave", "<=", 1.15)],
+        ),
+        (
+            "5,000 in flight, sustained, 100 ms providers",
+            [("scaling", "5,000 in flight, sustained", "<=", 1.5)],
+        ),
+        (
+            "`metrics migrate` 1,000,000 JSONL events",
+            [("metrics_migrate", "1,000,000 events into a new database", "<=", 5.0)],
+        ),
+        (
+            "`metrics summary` over 1,000,000 events, whole command",
+            [("metrics_summary", "1,000,000 events", "<=", 0.2)],
+        ),
+        ("info-level logging cost per task", [("dispatch", "info log cost µs/task", "<=", 10)]),
+    ]
+
+
+def test_each_row_is_met_missed_or_not_measured_with_its_reason() -> None:
+    """Just over a bound misses, on it or just under meets, an absent figure says why."""
+    report = _report(
+        [
+            _ok(
+                "http",
+                {"ratio runner/raw aiohttp": 1.2501, "ratio openai SDK/runner": 15.0},
+            ),
+            _ok("dispatch", {"µs/task, store sqlite": 19.99, "info log cost µs/task": 10.0}),
+            _ok(
+                "scaling", {"1,000 in flight, one wave": 1.1501, "5,000 in flight, sustained": 1.49}
+            ),
+            CaseResult(
+                case="metrics_migrate",
+                title="m",
+                status="skipped",
+                seconds=0.0,
+                note="no disk",
+            ),
+            CaseResult(case="metrics_summary", title="s", status="error", seconds=0.0, note="boom"),
+        ]
+    )
+    rows = evaluate_targets(report, installed=lambda package: package != "litellm")
+    outcomes = [(row.outcome, row.reason) for row in rows]
+    assert outcomes == [
+        ("missed", None),
+        ("met", None),
+        ("not measured", "litellm is not installed (pip install -e '.[compare]')"),
+        ("not measured", "the litellm case was not run (not chosen with --only)"),
+        ("missed", None),
+        ("met", None),
+        ("not measured", "the metrics_migrate case was skipped: no disk"),
+        ("not measured", "the metrics_summary case failed: boom"),
+        ("met", None),
+    ]
+    assert rows[3].parts[0].met is True  # the µs figure was measured and met
+    assert rows[0].parts[0].stats is not None
+    assert rows[0].parts[0].stats.median == 1.2501
+
+
+def test_a_miss_outweighs_a_figure_not_taken() -> None:
+    """One figure missed and the other absent: the row is missed and says what is absent."""
+    report = _report([_ok("dispatch", {"µs/task, store sqlite": 20.01})])
+    row = evaluate_targets(report, installed=lambda package: True)[3]
+    assert (row.outcome, row.reason) == (
+        "missed",
+        "the litellm case was not run (not chosen with --only)",
+    )
+    assert "missed (not measured: the litellm case" in target_cells(row)[3]
+
+
+def test_an_ok_case_without_the_figure_names_it() -> None:
+    """A package present but the figure absent is reported as such, not blamed on the package."""
+    report = _report([_ok("http", {"ratio runner/raw aiohttp": 1.0})])
+    row = evaluate_targets(report, installed=lambda package: True)[1]
+    assert row.reason == "the http case reported no 'ratio openai SDK/runner'"
+
+
+def test_the_targets_are_printed_and_written_to_the_json(tmp_path: Path) -> None:
+    """The printed table is titled and shows each outcome; the JSON carries the same rows."""
+    report = _report([_ok("dispatch", {"µs/task, store sqlite": 19.0})])
+    report = msgspec.structs.replace(report, targets=evaluate_targets(report))
+    out = io.StringIO()
+    print_targets(report, file=out)
+    text = out.getvalue()
+    assert "Issue 13 targets" in text
+    assert "19 µs (IQR 19–19)" in text
+    assert "not measured: the http case was not run" in text
+    doc = json.loads(write_json(report, tmp_path / "r.json").read_text())
+    assert [row["outcome"] for row in doc["targets"]][:4] == [
+        "not measured",
+        "not measured",
+        "not measured",
+        "not measured",
+    ]
+    assert doc["targets"][3]["parts"][0]["met"] is True
+    assert len(doc["targets"]) == 9
