@@ -16,6 +16,7 @@ from runner.metrics._sqlite import (
     import_jsonl,
     migrate_schema,
     open_for_reading,
+    prepare_database,
     store_rows,
 )
 
@@ -95,6 +96,24 @@ def test_a_failed_load_into_a_new_database_leaves_it_empty_and_in_wal_mode(
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
     conn.close()
+
+
+def test_a_load_while_another_connection_has_the_database_open_keeps_wal(
+    tmp_path: Path,
+) -> None:
+    """A run holding the empty database open does not stop the import: it loads in WAL mode."""
+    source = tmp_path / "m.jsonl"
+    append_jsonl(source, [_event(row(n)) for n in range(2 * ROWS_PER_INSERT)])
+    db = tmp_path / "m.db"
+    prepare_database(db)  # WAL, as a run leaves it
+    other = open_for_reading(db)
+    try:
+        report = import_jsonl(db, source)
+        assert report.added == 2 * ROWS_PER_INSERT
+        assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert other.execute("SELECT count(*) FROM events").fetchone() == (report.added,)
+    finally:
+        other.close()
 
 
 def _event(r: Row) -> MetricEvent:

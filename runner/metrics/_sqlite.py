@@ -460,9 +460,12 @@ def _journal_for_load(conn: sqlite3.Connection) -> None:
     transaction (a handful in a new database; pages added need none), and
     the load stays one atomic transaction.  FULL sync, as a rollback journal
     needs to survive a power cut.  Not possible while another connection has
-    the database open in WAL mode: the pragma then leaves WAL as it is.
+    the database open (a run writing to it): the load then keeps WAL.
     """
-    conn.execute("PRAGMA journal_mode=DELETE")
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.OperationalError:  # "database is locked": another connection has it open
+        return
     conn.execute("PRAGMA synchronous=FULL")
 
 
