@@ -122,6 +122,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )""",
         "CREATE INDEX runner_runs_series ON runner_runs (provider, role, id)",
     ),
+    # Metric events carry their task's tags, as on SQLite (schema version 3
+    # there): |a|b| or NULL, read by summaries with a tag filter or by tag.
+    ("ALTER TABLE runner_events ADD COLUMN IF NOT EXISTS tags text",),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

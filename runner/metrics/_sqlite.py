@@ -10,6 +10,9 @@ Tables:
 * ``runs``: each write batch's sorted latencies and totals per series
   (:mod:`runner.metrics._runs`), compacted as events trickle in.
 
+Events carry their task's tags in ``events.tags`` (schema version 3); a
+summary by tag reads events (:func:`runner.metrics._query.summarize_tagged`).
+
 **The one transaction.**  :func:`store_rows` is the only code that writes
 events.  The writer's :class:`SqliteStore` runs it in a worker thread, one
 batch per call, through the :class:`~runner._owner.OwnedConnection` its task
@@ -131,13 +134,19 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # Compaction looks up a series' newest runs after every write; the index
     # (with the implicit rowid) gives them newest first without a scan.
     ("CREATE INDEX runs_series ON runs (provider, role)",),
+    # The task's tags, as |a|b| (runner.metrics._events.join_tags), NULL for
+    # none: a summary by tag filters with instr() and reads events, so
+    # untagged events cost nothing and the rollup and runs stay as they are.
+    # Adding a nullable column rewrites nothing, so an old database migrates
+    # at once; its events read as untagged.
+    ("ALTER TABLE events ADD COLUMN tags TEXT",),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 INSERT_EVENTS: Final = (
     "INSERT OR IGNORE INTO events (event_id, task_id, provider, role, model, attempt, ts_us,"
-    " latency_us, success, error_code, input_tokens, output_tokens, cost_nusd)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " latency_us, success, error_code, input_tokens, output_tokens, cost_nusd, tags)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 LAST_ID: Final = "SELECT coalesce(max(id), 0) FROM events"
 # Adds a batch's figures (from runner.metrics._runs.build_runs) to the rollup.
