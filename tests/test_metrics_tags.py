@@ -145,7 +145,9 @@ def reference(events: list[MetricEvent], f: Filters, g: Grouping) -> list[dict[s
             continue
         if not set(f.tags) <= set(e.tags):
             continue
-        names: list[str | None] = sorted(set(e.tags)) or [None] if g.tag else [None]
+        names: list[str | None] = [None]
+        if g.tag and e.tags:
+            names = sorted(set(e.tags))  # type: ignore[assignment]  # str is a str | None
         for name in names:
             key = (e.provider if g.provider else None, e.role if g.role else None, name)
             groups.setdefault(key, []).append(e)
