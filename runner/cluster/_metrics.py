@@ -26,7 +26,6 @@ from runner._errors import StorageError
 from runner.cluster._pool import TRANSIENT, Connection, Database
 from runner.metrics._events import MetricEvent, from_row, join_tags, to_row, ts_to_us
 from runner.metrics._query import (
-    TAGGED_COLUMNS,
     Filters,
     Grouping,
     Key,
@@ -289,16 +288,24 @@ async def _summarize(conn: Connection, filters: Filters, grouping: Grouping) -> 
     return _rows({k: g for k, g in groups.items() if g.requests})
 
 
+# runner.metrics._query.TAGGED_CELLS in PostgreSQL: the same cells, the same text.
+_TAGGED_CELLS: Final = (
+    "SELECT provider, role, tags,"
+    " CASE WHEN success THEN '' ELSE coalesce(nullif(error_code, ''), 'unknown') END,"
+    " count(*), sum(latency_us)::bigint, max(latency_us), sum(input_tokens)::bigint,"
+    " sum(output_tokens)::bigint, sum(cost_nusd)::bigint, string_agg(latency_us::text, ',')"
+    " FROM runner_events{where} GROUP BY 1, 2, 3, 4"
+)
+
+
 async def _summarize_tagged(
-    conn: Connection, filters: Filters, grouping: Grouping, *, chunk: int = 10_000
+    conn: Connection, filters: Filters, grouping: Grouping
 ) -> list[SummaryRow]:
-    """A summary with a tag filter or by tag: the matching events, read through a cursor."""
+    """A summary with a tag filter or by tag: the matching events, aggregated per cell."""
     clauses, params = _where(filters, events=True)
     where = " WHERE " + " AND ".join(clauses) if clauses else ""
     summary = TagSummary(grouping)
-    cursor = await conn.cursor(f"SELECT {TAGGED_COLUMNS} FROM runner_events{where}", *params)  # noqa: S608 - fixed fragments, values bound
-    while rows := await cursor.fetch(chunk):
-        summary.add_rows(rows)
+    summary.add_cells(await conn.fetch(_TAGGED_CELLS.format(where=where), *params))
     return summary.rows()
 
 

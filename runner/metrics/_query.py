@@ -250,19 +250,26 @@ def _rows(groups: dict[Key, _Group]) -> list[SummaryRow]:
     return [groups[key].row(*key) for key in sorted(groups, key=lambda k: (k[0] or "", k[1] or ""))]
 
 
-#: The columns a summary by tag reads from either store, event by event, in
-#: :meth:`TagSummary.add` order.
-TAGGED_COLUMNS: Final = (
-    "provider, role, tags, success, error_code, latency_us, input_tokens, output_tokens, cost_nusd"
+#: What a summary with tags asks the SQLite store: the matching events' figures
+#: per (provider, role, stored tags, outcome), with their latencies as decimal
+#: text joined by commas (one string per cell is far cheaper to fetch than a row
+#: per event).  ``{where}`` takes the filters.  The PostgreSQL store asks the same
+#: (:mod:`runner.cluster._metrics`); both feed :meth:`TagSummary.add_cell`.
+TAGGED_CELLS: Final = (
+    "SELECT provider, role, tags,"
+    " CASE WHEN success THEN '' ELSE coalesce(nullif(error_code, ''), 'unknown') END,"
+    " count(*), sum(latency_us), max(latency_us), sum(input_tokens), sum(output_tokens),"
+    " sum(cost_nusd), group_concat(latency_us) FROM events{where} GROUP BY 1, 2, 3, 4"
 )
 
 
 class TagSummary:
-    """A summary built event by event: for a tag filter, grouping by tag, and JSONL stores.
+    """A summary over events' own rows: for a tag filter, grouping by tag, and JSONL stores.
 
-    Both databases feed it the rows of :data:`TAGGED_COLUMNS`, so they give
-    the same figures.  Grouped by tag, an event is added to the group of each
-    distinct tag it carries, and an untagged one to the group of tag ``None``.
+    Both databases feed it cells (:data:`TAGGED_CELLS`), a JSONL store single
+    events, so every store gives the same figures.  Grouped by tag, an event
+    is added to the group of each distinct tag it carries, and an untagged
+    one to the group of tag ``None``.
     """
 
     def __init__(self, grouping: Grouping) -> None:
@@ -306,11 +313,34 @@ class TagSummary:
             group.add(out, 1, latency, latency, tin, tout, cost)
             group.latencies.append(latency)
 
-    def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Add events given as rows of :data:`TAGGED_COLUMNS`."""
-        add = self.add
-        for row in rows:
-            add(*row)
+    def add_cell(
+        self,
+        provider: str,
+        role: str,
+        tags: str | None,
+        out: str,
+        n: int,
+        lat_sum: int,
+        lat_max: int,
+        tin: int,
+        tout: int,
+        cost: int,
+        latencies: str,
+    ) -> None:
+        """Add ``n`` events of one (provider, role, stored tags, outcome) and their sums;
+        ``latencies`` are their µs as decimal text joined by commas."""
+        targets = self._targets.get((provider, role, tags))
+        if targets is None:
+            targets = self._targets_of(provider, role, tags)
+        values = array("q", map(int, latencies.split(",")))
+        for group in targets:
+            group.add(out, n, lat_sum, lat_max, tin, tout, cost)
+            group.latencies.extend(values)
+
+    def add_cells(self, cells: Iterable[Sequence[Any]]) -> None:
+        """Add the cells of :data:`TAGGED_CELLS` (or its PostgreSQL twin)."""
+        for cell in cells:
+            self.add_cell(*cell)
 
     def rows(self) -> list[SummaryRow]:
         """The summary rows, by provider, role, then tag (the untagged row last)."""
@@ -394,9 +424,7 @@ def summarize_db(
     if tagged(filters, grouping):
         where, params = _where(filters, time=True, tags=True)
         summary = TagSummary(grouping)
-        cur = conn.execute(f"SELECT {TAGGED_COLUMNS} FROM events{where}", params)  # noqa: S608 - fixed fragments, values bound
-        while chunk := cur.fetchmany(10_000):
-            summary.add_rows(chunk)
+        summary.add_cells(conn.execute(TAGGED_CELLS.format(where=where), params))
         return summary.rows()
     timed = filters.since is not None or filters.until is not None
     groups: dict[Key, _Group] = {}
