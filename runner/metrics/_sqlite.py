@@ -11,7 +11,7 @@ Tables:
   (:mod:`runner.metrics._runs`), compacted as events trickle in.
 
 Events carry their task's tags in ``events.tags`` (schema version 3); a
-summary by tag reads events (:func:`runner.metrics._query.summarize_tagged`).
+summary with tags reads events (:class:`runner.metrics._query.TagSummary`).
 
 **The one transaction.**  :func:`store_rows` is the only code that writes
 events.  The writer's :class:`SqliteStore` runs it in a worker thread, one
