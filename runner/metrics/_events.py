@@ -53,7 +53,7 @@ class MetricEvent(Struct, frozen=True, kw_only=True, gc=False):
 
 #: An event as integers, in ``events`` column order (:data:`EVENT_COLUMNS`); the
 #: last field is the tags as stored (:func:`join_tags`).
-Row = tuple[str, str, str, str, str, int, int, int, int, str | None, int, int, int, str | None]
+Row = tuple[str, str, str, str, str, int, int, int, int, str | None, int, int, int, str]
 
 EVENT_COLUMNS: Final = (
     "event_id, task_id, provider, role, model, attempt, ts_us, latency_us, success,"
@@ -61,18 +61,20 @@ EVENT_COLUMNS: Final = (
 )
 
 
-def join_tags(tags: tuple[str, ...]) -> str | None:
-    """The stored form of an event's tags: ``|a|b|``, or ``None`` for none.
+def join_tags(tags: tuple[str, ...]) -> str:
+    """The stored form of an event's tags: ``|a|b|``, or ``''`` for none.
 
     A tag never contains ``|`` (:func:`runner._task_check.tag_problem`), so
     the event carries tag ``t`` exactly when the text contains ``|t|``: one
-    substring search (``instr``, ``strpos``) filters by tag in SQL.
+    substring search (``instr``, ``strpos``) filters by tag in SQL.  No tags
+    is ``''`` rather than NULL because sqlite3 runs its adapter look-up for
+    every ``None`` it binds: a NULL here cost the writer about 6% per event.
     """
-    return "|" + "|".join(tags) + "|" if tags else None
+    return "|" + "|".join(tags) + "|" if tags else ""
 
 
 def split_tags(stored: str | None) -> tuple[str, ...]:
-    """The tags :func:`join_tags` stored, in their order (``()`` for ``None``)."""
+    """The tags :func:`join_tags` stored, in their order (``()`` for ``''`` or NULL)."""
     return tuple(stored[1:-1].split("|")) if stored else ()
 
 
@@ -104,7 +106,7 @@ def to_row(e: MetricEvent) -> Row:
         e.input_tokens,
         e.output_tokens,
         round(e.cost_usd * 1e9),
-        "|" + "|".join(e.tags) + "|" if e.tags else None,  # join_tags, inlined: once per event
+        "|" + "|".join(e.tags) + "|" if e.tags else "",  # join_tags, inlined: once per event
     )
 
 

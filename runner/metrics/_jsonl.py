@@ -112,7 +112,7 @@ class EventLine(Struct, frozen=True, kw_only=True, gc=False):
             self.input_tokens,
             self.output_tokens,
             round(self.cost_usd * 1e9),
-            "|" + "|".join(self.tags) + "|" if self.tags else None,  # join_tags
+            "|" + "|".join(self.tags) + "|" if self.tags else "",  # join_tags
         )
 
 

@@ -134,12 +134,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # Compaction looks up a series' newest runs after every write; the index
     # (with the implicit rowid) gives them newest first without a scan.
     ("CREATE INDEX runs_series ON runs (provider, role)",),
-    # The task's tags, as |a|b| (runner.metrics._events.join_tags), NULL for
-    # none: a summary by tag filters with instr() and reads events, so
-    # untagged events cost nothing and the rollup and runs stay as they are.
-    # Adding a nullable column rewrites nothing, so an old database migrates
-    # at once; its events read as untagged.
-    ("ALTER TABLE events ADD COLUMN tags TEXT",),
+    # The task's tags, as |a|b| (runner.metrics._events.join_tags), '' for
+    # none: a summary with tags filters with instr() and reads events, so
+    # the rollup and runs stay as they are.  A column with a constant
+    # default rewrites nothing, so an old database migrates at once; its
+    # events read as untagged.
+    ("ALTER TABLE events ADD COLUMN tags TEXT NOT NULL DEFAULT ''",),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
