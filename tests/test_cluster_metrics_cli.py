@@ -143,15 +143,22 @@ def test_config_with_cluster_section_reads_the_database(
 def test_migrate_imports_a_spill_file_once(
     pg_url_sync: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A worker's spill file goes into the cluster database; a second import adds nothing."""
+    """A worker's spill file goes into the cluster database, tags and all; a second import
+    adds nothing."""
     spill = tmp_path / "spill.jsonl"
-    append_jsonl(spill, _events(30, seed=5))
+    events = _events(30, seed=5)
+    assert any(e.tags for e in events)
+    append_jsonl(spill, events)
     code, out, _ = _run(capsys, "metrics", "migrate", str(spill), "--db", pg_url_sync)
     assert code == 0
     assert "imported 30 new events" in out
     code, out, _ = _run(capsys, "metrics", "migrate", str(spill), "--db", pg_url_sync)
     assert "imported 0 new events" in out
     assert "(30 already there)" in out
+    code, out, _ = _run(capsys, "metrics", "export", "--format", "jsonl", "--db", pg_url_sync)
+    assert {(x["event_id"], tuple(x["tags"])) for x in map(json.loads, out.splitlines())} == {
+        (e.event_id, e.tags) for e in events
+    }
 
 
 def test_empty_and_unreachable_databases(
