@@ -1,4 +1,4 @@
-"""runner under LangGraph, offline: per-node roles, fallbacks, then metrics by role.
+"""runner under LangGraph, offline: per-node roles, fallbacks, then metrics by role and node.
 
     pip install 'runner[langgraph]'
     python examples/langgraph_agent.py
@@ -76,13 +76,16 @@ async def main() -> None:
             show(name, message)
 
 
-def metrics_by_role() -> None:
+def metrics_by_role_and_node() -> None:
     """What runner's metrics CLI says about every provider attempt above."""
     print("\nmetrics by role:", flush=True)
     command = [sys.executable, "-m", "runner", "metrics", "summary", "--config", str(CONFIG)]
     subprocess.run([*command, "--group-by", "role"], check=True)  # noqa: S603 - our own CLI
+    # Each call's task carries its graph node as the tag node:<name>.
+    print("\nmetrics by node:", flush=True)
+    subprocess.run([*command, "--group-by", "tag"], check=True)  # noqa: S603 - our own CLI
 
 
 if __name__ == "__main__":
     asyncio.run(main())  # leaving the runner flushes its metric events
-    metrics_by_role()
+    metrics_by_role_and_node()

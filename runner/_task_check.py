@@ -73,32 +73,43 @@ def _control_character(text: str) -> tuple[int, str] | None:
     return None
 
 
+def tag_problem(tag: str, where: str) -> str | None:
+    """What is wrong with one tag, in one sentence naming it as ``where``; ``None`` when usable.
+
+    The one rule for a tag, wherever one comes from (a task's ``tags``,
+    ``metrics summary --tag``).  The message never quotes the tag: it may
+    hold a newline.
+    """
+    if len(tag) > MAX_TAG_LENGTH:
+        return f"{where} is {len(tag):,} characters long; the most is {MAX_TAG_LENGTH}"
+    bad = _control_character(tag)
+    if bad is not None:
+        position, char = bad
+        return (
+            f"{where} contains the control character U+{ord(char):04X} at position"
+            f" {position}; use printable characters only"
+        )
+    if not tag.strip():
+        return f"{where} is empty"
+    if "|" in tag:
+        # CSV export joins an event's tags with "|" in one column, and the
+        # stores keep them joined the same way.
+        return f"{where} contains '|', which separates tags in CSV export; use another character"
+    return None
+
+
 def tags_problem(tags: tuple[str, ...]) -> str | None:
     """What is wrong with a task's ``tags``, in one sentence; ``None`` when usable.
 
     The rule is the id's in spirit: no blank tag, no control or format
-    character, and short.  The message never quotes a tag: it may hold a newline.
+    character, and short (:func:`tag_problem`).
     """
     if len(tags) > MAX_TAGS:
         return f"'tags' has {len(tags)} tags; the most is {MAX_TAGS}"
     for index, tag in enumerate(tags):
-        where = f"'tags[{index}]'"
-        if len(tag) > MAX_TAG_LENGTH:
-            return f"{where} is {len(tag):,} characters long; the most is {MAX_TAG_LENGTH}"
-        bad = _control_character(tag)
-        if bad is not None:
-            position, char = bad
-            return (
-                f"{where} contains the control character U+{ord(char):04X} at position"
-                f" {position}; use printable characters only"
-            )
-        if not tag.strip():
-            return f"{where} is empty"
-        if "|" in tag:
-            # CSV export joins a event's tags with "|" in one column.
-            return (
-                f"{where} contains '|', which separates tags in CSV export; use another character"
-            )
+        problem = tag_problem(tag, f"'tags[{index}]'")
+        if problem is not None:
+            return problem
     return None
 
 

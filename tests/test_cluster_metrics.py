@@ -31,6 +31,7 @@ __all__ = ["pg_url"]
 pytestmark = pytest.mark.anyio
 
 BASE = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
+TAGS = ("nightly", "node:plan", "node:review", "team-a")
 
 
 def _events(n: int, seed: int) -> list[MetricEvent]:
@@ -53,6 +54,7 @@ def _events(n: int, seed: int) -> list[MetricEvent]:
                 input_tokens=rng.randrange(0, 10_000),
                 output_tokens=rng.randrange(0, 10_000),
                 cost_usd=rng.randrange(0, 10**9) / 1e9,
+                tags=tuple(rng.sample(TAGS, rng.randrange(0, 3))),
             )
         )
     return out
@@ -73,8 +75,17 @@ FILTERS = [
     Filters(until=BASE + timedelta(minutes=50)),
     Filters(provider="p1", since=BASE + timedelta(minutes=7), until=BASE + timedelta(minutes=8)),
     Filters(since=BASE + timedelta(hours=2)),
+    Filters(tags=("nightly",)),
+    Filters(tags=("nightly", "team-a"), role="coder", since=BASE + timedelta(minutes=10)),
+    Filters(tags=("absent",)),
 ]
-GROUPINGS = [Grouping(), Grouping(provider=False), Grouping(role=False)]
+GROUPINGS = [
+    Grouping(),
+    Grouping(provider=False),
+    Grouping(role=False),
+    Grouping(provider=False, role=False, tag=True),
+    Grouping(provider=True, role=True, tag=True),
+]
 
 
 async def test_summaries_and_export_equal_sqlite(pg_url: str, tmp_path: Path) -> None:
@@ -105,6 +116,12 @@ async def test_summaries_and_export_equal_sqlite(pg_url: str, tmp_path: Path) ->
             window = Filters(since=BASE + timedelta(minutes=5), until=BASE + timedelta(minutes=9))
             got = [e async for e in export(db, window, chunk=100)]
             assert got == list(export_db(conn, window))
+            tagged = Filters(tags=("node:plan",), until=BASE + timedelta(minutes=30))
+            got = [e async for e in export(db, tagged, chunk=100)]
+            assert got == list(export_db(conn, tagged))
+            assert got == sorted(
+                (e for e in events if tagged.matches(e)), key=lambda e: (e.ts_us, e.event_id)
+            )
         finally:
             conn.close()
 

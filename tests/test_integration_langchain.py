@@ -37,6 +37,8 @@ from langgraph.types import RetryPolicy
 
 from runner import Message, Parameters, Runner, RunnerError, UsageError
 from runner._task_check import MAX_TAGS
+from runner.cli._main import main
+from runner.config import MetricsConfig
 from runner.integrations.langchain import (
     RunnerChatModel,
     TaskFailedError,
@@ -588,6 +590,68 @@ async def test_tags_from_a_langchain_run_reach_the_metric_events() -> None:
         )
         await model.ainvoke("y", config={"run_name": "direct"})
     assert [e.tags for e in events.events] == [("node:write", "nightly"), ("run:direct",)]
+
+
+class FirstPlanFails(Scripts):
+    """The first attempt on provider d (the planner's only provider) is overloaded."""
+
+    def script_for(self, provider: str) -> Callable[[CompletionRequest], Fault | Success | None]:
+        def script(request: CompletionRequest) -> Fault | Success | None:
+            self.requests.append((provider, request))
+            if provider == "d" and sum(p == "d" for p, _ in self.requests) == 1:
+                return Fault(code="overloaded")
+            return None
+
+        return script
+
+
+async def test_metrics_summary_groups_a_graphs_calls_by_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After two runs of a plan -> code graph, ``metrics summary --group-by tag`` has one row
+    per node and one for the graph tag given at invoke, with every attempt counted."""
+    db = tmp_path / "metrics.db"
+    config = make_config(metrics=MetricsConfig(store="sqlite", path=str(db)))
+    time = FakeTime()
+    providers = simulated(config, FirstPlanFails(), sleep=time.sleep)
+    async with Runner.from_config(
+        config, providers=providers, clock=time.clock, sleep=time.sleep, log_stream=io.StringIO()
+    ) as runner:
+        model = RunnerChatModel(runner=runner)
+        planner, coder = model.with_role("planner"), model.with_role("coder")
+
+        async def plan(state: MessagesState) -> dict[str, Any]:
+            return {"messages": [await planner.ainvoke(state["messages"])]}
+
+        async def code(state: MessagesState) -> dict[str, Any]:
+            return {"messages": [await coder.ainvoke(state["messages"])]}
+
+        builder = StateGraph(MessagesState)
+        builder.add_node("plan", plan)
+        builder.add_node("code", code)
+        builder.add_edge(START, "plan")
+        builder.add_edge("plan", "code")
+        builder.add_edge("code", END)
+        graph = builder.compile()
+        await graph.ainvoke({"messages": [HumanMessage("A CLI")]}, config={"tags": ["nightly"]})
+        await graph.ainvoke({"messages": [HumanMessage("A parser")]})
+    argv = ["metrics", "summary", "--group-by", "tag", "--format", "json", "--db", str(db)]
+    assert await anyio.to_thread.run_sync(main, argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    # Run 1 (nightly): plan overloaded then answered (2 attempts), code 1; run 2: 1 and 1.
+    assert [(r["tag"], r["requests"], r["failures"], r["errors"]) for r in rows] == [
+        ("nightly", 3, 1, {"overloaded": 1}),
+        ("node:code", 2, 0, {}),
+        ("node:plan", 3, 1, {"overloaded": 1}),
+    ]
+    argv = ["metrics", "summary", "--group-by", "tag,role", "--tag", "node:plan", "--db", str(db)]
+    assert await anyio.to_thread.run_sync(main, argv) == 0
+    table = [line.split()[:3] for line in capsys.readouterr().out.splitlines()]
+    assert table == [
+        ["role", "tag", "requests"],
+        ["planner", "nightly", "2"],
+        ["planner", "node:plan", "3"],
+    ]
 
 
 def test_a_given_runner_must_be_open() -> None:

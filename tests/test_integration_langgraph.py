@@ -163,7 +163,7 @@ def test_workflows_and_stage_prompt_are_public() -> None:
 
 @pytest.mark.slow
 def test_the_example_runs_offline(tmp_path: Path) -> None:
-    """examples/langgraph_agent.py runs on simulated providers and prints metrics by role."""
+    """examples/langgraph_agent.py runs offline and prints metrics by role and by node."""
     done = subprocess.run(  # noqa: S603 - our own interpreter and example
         [sys.executable, str(ROOT / "examples" / "langgraph_agent.py")],
         cwd=tmp_path,
@@ -178,12 +178,15 @@ def test_the_example_runs_offline(tmp_path: Path) -> None:
                         ("generation", "coder"), ("review", "reviewer")]:  # fmt: skip
         assert f"{stage:<14} {role:<10}" in out
     assert "fallback" in out
+    assert "metrics by node:" in out
+    assert "node:generation" in out
     assert (tmp_path / ".runner" / "langgraph-metrics.db").exists()
 
 
 @pytest.mark.slow
 def test_the_docs_example_runs_and_shows_the_fallback(tmp_path: Path) -> None:
-    """docs/langgraph.md's first example prints what it says, and the summary shows it."""
+    """docs/langgraph.md's first example prints what it says; the summaries by role and by
+    tag (one row per node, one for the run's tag) show it."""
     doc = (ROOT / "docs" / "langgraph.md").read_text("utf-8")
     example = re.findall(r"```python\n(.*?)```", doc, re.DOTALL)[0]
     (tmp_path / "examples").mkdir()
@@ -207,3 +210,12 @@ def test_the_docs_example_runs_and_shows_the_fallback(tmp_path: Path) -> None:
     assert sorted(rows) == ["coder", "reviewer"]
     assert (rows["coder"]["requests"], rows["reviewer"]["requests"]) == (3, 1)
     assert rows["coder"]["errors"] == {"overloaded": 2}
+    by_tag = run(
+        "-m", "runner", "metrics", "summary", "--config", "examples/langgraph.yaml",
+        "--group-by", "tag", "--format", "json",
+    )  # fmt: skip
+    assert [(r["tag"], r["requests"], r["errors"]) for r in json.loads(by_tag)] == [
+        ("nightly", 4, {"overloaded": 2}),
+        ("node:draft", 3, {"overloaded": 2}),
+        ("node:review", 1, {}),
+    ]

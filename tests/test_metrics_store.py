@@ -20,8 +20,11 @@ from runner import StorageError, UsageError
 from runner.config import MetricsConfig
 from runner.metrics._events import MetricEvent, from_row, to_row, ts_to_us
 from runner.metrics._jsonl import EventLine, append_jsonl, read_jsonl, to_line
-from runner.metrics._runs import Compaction, to_merge, unpack_latencies
+from runner.metrics._query import Filters, Grouping, export_db, summarize_db
+from runner.metrics._runs import Compaction, batch_runs, to_merge, unpack_latencies
 from runner.metrics._sqlite import (
+    ADD_ROLLUP,
+    INSERT_RUN,
     MIGRATIONS,
     SCHEMA_VERSION,
     SqliteStore,
@@ -384,22 +387,74 @@ def test_to_merge_needs_count_small_runs_at_the_end() -> None:
     assert to_merge([(9, 1), (8, 2)], c) == []
 
 
-def test_a_version_1_database_gains_the_runs_index_and_keeps_its_events(tmp_path: Path) -> None:
-    """Opening a database written before compaction adds version 2 and loses nothing."""
-    db = tmp_path / "m.db"
-    conn = sqlite3.connect(db, isolation_level=None)
+def old_database(path: Path, version: int, events: list[MetricEvent]) -> None:
+    """A database at schema ``version`` holding ``events``, as that version's runner wrote them.
+
+    Before version 3 events had no tags: the rows are inserted without that column.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for statement in MIGRATIONS[0]:
-        conn.execute(statement)
-    conn.execute("INSERT INTO schema_version VALUES (1)")
-    store_rows(conn, [[to_row(event(n)) for n in range(5)]], compaction=None)
+    for step in range(version):
+        for statement in MIGRATIONS[step]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (?)", (step + 1,))
+    rows = [to_row(e)[:13] for e in events]
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO events (event_id, task_id, provider, role, model, attempt, ts_us,"
+        " latency_us, success, error_code, input_tokens, output_tokens, cost_nusd)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    runs, rollup = batch_runs(1, rows)  # type: ignore[arg-type]  # rows without tags
+    conn.executemany(INSERT_RUN, runs)
+    conn.executemany(ADD_ROLLUP, rollup)
+    conn.execute("COMMIT")
     conn.close()
+
+
+def test_a_version_1_database_gains_the_runs_index_and_keeps_its_events(tmp_path: Path) -> None:
+    """Opening a database written before compaction migrates it and loses nothing."""
+    db = tmp_path / "m.db"
+    old_database(db, 1, [event(n) for n in range(5)])
     conn = open_for_reading(db)
-    assert schema_version(conn) == 2
+    assert schema_version(conn) == SCHEMA_VERSION == 3
     indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
     assert ("runs_series",) in indexes
     assert conn.execute("SELECT sum(requests) FROM runs").fetchone() == (5,)
     conn.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_a_version_2_database_gains_tags_on_open(tmp_path: Path) -> None:
+    """A database from before tags migrates when the writer opens it: old events read
+    untagged, new events keep their tags, and every figure covers both."""
+    db = tmp_path / "m.db"
+    old = [event(n, success=True, error_code=None) for n in range(4)]
+    old_database(db, 2, old)
+    new = [event(n, tags=("nightly", "node:plan")) for n in range(4, 7)]
+    store = await SqliteStore.open(db)
+    try:
+        assert await store.write(new) == 3
+    finally:
+        await store.aclose()
+    conn = open_for_reading(db)
+    try:
+        assert schema_version(conn) == 3
+        assert list(export_db(conn, Filters())) == old + new
+        assert [e.event_id for e in export_db(conn, Filters(tags=("nightly",)))] == [
+            "e4", "e5", "e6"
+        ]  # fmt: skip
+        by_tag = {
+            r.tag: (r.requests, r.failures)
+            for r in summarize_db(conn, Filters(), Grouping(provider=False, role=False, tag=True))
+        }
+        (whole,) = summarize_db(conn, Filters(), Grouping())
+    finally:
+        conn.close()
+    assert by_tag == {"nightly": (3, 3), "node:plan": (3, 3), None: (4, 0)}
+    assert (whole.requests, whole.failures) == (7, 3)
 
 
 def test_a_big_file_read_by_a_child_process_imports_the_same(tmp_path: Path) -> None:
@@ -416,8 +471,6 @@ def test_a_big_file_read_by_a_child_process_imports_the_same(tmp_path: Path) -> 
     )
     assert child == inline
     assert (child.read, child.added, child.torn, told) == (400, 400, [301], [301])
-    from runner.metrics._query import Filters, export_db
-
     exported = []
     for name in ("a.db", "b.db"):
         conn = open_for_reading(tmp_path / name)

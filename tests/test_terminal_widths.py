@@ -74,7 +74,7 @@ def test_metrics_summary_keeps_every_provider_and_role(width: int) -> None:
     ]
     rows = summarize_events(events, Filters(), Grouping(provider=True, role=True))
     console, buffer = _console(width)
-    print_metrics(rows, True, True, console)
+    print_metrics(rows, Grouping(), console)
     lines = _lines(buffer, width)
     _shows_whole(lines, *PROVIDERS, *ROLES, "rate_limited=2")
     # Each provider-role pair is one row, not a wrapped or cut cell.

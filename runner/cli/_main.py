@@ -43,6 +43,13 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--provider", metavar="ID", help="only this provider")
     p.add_argument("--role", metavar="R", help="only this role")
+    p.add_argument(
+        "--tag",
+        metavar="T",
+        action="append",
+        default=[],
+        help="only events of tasks carrying this tag (repeat: every tag given)",
+    )
     p.add_argument("--since", metavar="T", help="ISO 8601 time or a span such as 15m, 2h, 7d")
     p.add_argument("--until", metavar="T", help="ISO 8601 time or a span such as 15m, 2h, 7d")
 
@@ -108,7 +115,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     c = msub.add_parser("summary", help="per provider and role: requests, latency, tokens, cost")
     _add_filters(c)
     c.add_argument(
-        "--group-by", metavar="G", default="provider,role", help="provider, role or both"
+        "--group-by",
+        metavar="G",
+        default="provider,role",
+        help="provider, role, tag or several, comma-separated (default provider,role)",
     )
     c.add_argument("--format", choices=["table", "json", "csv"], default="table")
     c.set_defaults(handler="runner.cli._metrics:cmd_summary")

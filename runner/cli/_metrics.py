@@ -35,6 +35,7 @@ from runner.metrics._query import (
     count_events,
     export_db,
     parse_grouping,
+    parse_tag,
     parse_time,
     summarize_db,
     summarize_events,
@@ -43,6 +44,8 @@ from runner.metrics._sqlite import import_jsonl, open_for_reading
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from runner.cluster._pool import Database
 
 _EVENT_FIELDS = EventLine.__struct_fields__
 _encoder = msgspec.json.Encoder()
@@ -101,7 +104,8 @@ def _filters(args: argparse.Namespace) -> Filters:
     until = parse_time(args.until, now=now) if args.until else None
     if since is not None and until is not None and since >= until:
         raise UsageError(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
-    return Filters(provider=args.provider, role=args.role, since=since, until=until)
+    tags = tuple(dict.fromkeys(parse_tag(t) for t in args.tag))
+    return Filters(provider=args.provider, role=args.role, since=since, until=until, tags=tags)
 
 
 def _missing_jsonl(path: str) -> UsageError:
@@ -161,12 +165,25 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(msgspec.json.format(msgspec.json.encode(rows), indent=2).decode())
     elif args.format == "csv":
-        _write_summary_csv(rows, sys.stdout)
+        _write_summary_csv(rows, grouping, sys.stdout)
     elif sys.stdout.isatty():
-        print_rich(rows, grouping.provider, grouping.role)
+        print_rich(rows, grouping)
     else:
-        _print_plain(rows, grouping.provider, grouping.role, sys.stdout)
+        _print_plain(rows, grouping, sys.stdout)
     return 0
+
+
+async def _check_and_upgrade(db: Database) -> None:
+    """Refuse a database runner never set up; bring an older runner's schema up to date.
+
+    Reading needs this runner's columns (the events' tags); a worker would
+    upgrade the schema the same way when it starts.
+    """
+    from runner.cluster._schema import SCHEMA_VERSION, check_readable, migrate, schema_version
+
+    await check_readable(db)
+    if await db.run(schema_version) < SCHEMA_VERSION:
+        await migrate(db)
 
 
 async def _pg_summary(
@@ -175,10 +192,9 @@ async def _pg_summary(
     from runner.cluster._metrics import count_events as pg_count
     from runner.cluster._metrics import summarize
     from runner.cluster._pool import open_database
-    from runner.cluster._schema import check_readable
 
     async with open_database(url, min_size=1, max_size=1, retry_timeout=10) as db:
-        await check_readable(db)
+        await _check_and_upgrade(db)
         total = await pg_count(db)
         return total, (await summarize(db, filters, grouping) if total else [])
 
@@ -187,10 +203,9 @@ async def _pg_export(url: str, filters: Filters, writer: EventWriter) -> int:
     from runner.cluster._metrics import count_events as pg_count
     from runner.cluster._metrics import export
     from runner.cluster._pool import open_database
-    from runner.cluster._schema import check_readable
 
     async with open_database(url, min_size=1, max_size=1, retry_timeout=10) as db:
-        await check_readable(db)
+        await _check_and_upgrade(db)
         async for event in export(db, filters):
             writer.add(event)
         return await pg_count(db)
@@ -218,15 +233,27 @@ async def _pg_import(url: str, source: Path) -> tuple[int, int]:
     return read, added
 
 
-def _table(rows: list[SummaryRow], provider: bool, role: bool) -> tuple[list[str], list[list[str]]]:
-    head = [*(["provider"] if provider else []), *(["role"] if role else [])]
-    head += ["requests", "ok %", "avg ms", "p50 ms", "p95 ms", "p99 ms", "max ms"]
+#: What the table shows in the tag column for the row of untagged events.
+UNTAGGED = "-"
+
+
+def _keys(grouping: Grouping) -> list[str]:
+    """The key columns of a summary, in order."""
+    return [k for k in ("provider", "role", "tag") if getattr(grouping, k)]
+
+
+def _key_cells(r: SummaryRow, keys: list[str]) -> list[str]:
+    return [(UNTAGGED if k == "tag" else "") if (v := getattr(r, k)) is None else v for k in keys]
+
+
+def _table(rows: list[SummaryRow], grouping: Grouping) -> tuple[list[str], list[list[str]]]:
+    keys = _keys(grouping)
+    head = [*keys, "requests", "ok %", "avg ms", "p50 ms", "p95 ms", "p99 ms", "max ms"]
     head += ["in tok", "out tok", "cost $", "errors"]
     body = []
     for r in rows:
         lat = r.latency_ms
-        cells = [*([r.provider or ""] if provider else []), *([r.role or ""] if role else [])]
-        cells += [str(r.requests), f"{r.success_rate * 100:.1f}"]
+        cells = [*_key_cells(r, keys), str(r.requests), f"{r.success_rate * 100:.1f}"]
         cells += [f"{v:.1f}" for v in (lat.avg, lat.p50, lat.p95, lat.p99, lat.max)]
         cells += [str(r.input_tokens), str(r.output_tokens), f"{r.cost_usd:.6f}"]
         cells.append(" ".join(f"{code}={n}" for code, n in r.errors.items()) or "-")
@@ -234,9 +261,9 @@ def _table(rows: list[SummaryRow], provider: bool, role: bool) -> tuple[list[str
     return head, body
 
 
-def _print_plain(rows: list[SummaryRow], provider: bool, role: bool, out: TextIO) -> None:
-    head, body = _table(rows, provider, role)
-    keys = int(provider) + int(role)
+def _print_plain(rows: list[SummaryRow], grouping: Grouping, out: TextIO) -> None:
+    head, body = _table(rows, grouping)
+    keys = len(_keys(grouping))
     widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
     for line in [head, *body]:
         cells = [
@@ -258,14 +285,12 @@ _DROP_RANKS = {
 }
 
 
-def print_rich(
-    rows: list[SummaryRow], provider: bool, role: bool, console: Console | None = None
-) -> None:
-    """The summary as a table that fits the terminal; provider ids and roles are never cut."""
+def print_rich(rows: list[SummaryRow], grouping: Grouping, console: Console | None = None) -> None:
+    """The summary as a table that fits the terminal; provider ids, roles and tags are never cut."""
     from rich.console import Console
 
-    head, body = _table(rows, provider, role)
-    keys = int(provider) + int(role)
+    head, body = _table(rows, grouping)
+    keys = len(_keys(grouping))
     columns = [
         Column(
             name,
@@ -279,13 +304,15 @@ def print_rich(
     print_table(console or Console(), columns, body, title="metrics summary")
 
 
-def _write_summary_csv(rows: list[SummaryRow], out: TextIO) -> None:
+def _write_summary_csv(rows: list[SummaryRow], grouping: Grouping, out: TextIO) -> None:
+    """One line per row; a ``tag`` column (empty for the untagged row) only when grouped by tag."""
     codes = sorted({code for r in rows for code in r.errors})
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
         [
             "provider",
             "role",
+            *(["tag"] if grouping.tag else []),
             "requests",
             "successes",
             "failures",
@@ -304,6 +331,7 @@ def _write_summary_csv(rows: list[SummaryRow], out: TextIO) -> None:
             [
                 r.provider or "",
                 r.role or "",
+                *([r.tag or ""] if grouping.tag else []),
                 r.requests,
                 r.successes,
                 r.failures,

@@ -24,8 +24,17 @@ import msgspec
 
 from runner._errors import StorageError
 from runner.cluster._pool import TRANSIENT, Connection, Database
-from runner.metrics._events import MetricEvent, from_row, to_row, ts_to_us
-from runner.metrics._query import Filters, Grouping, Key, SummaryRow, _Group, _rows
+from runner.metrics._events import MetricEvent, from_row, join_tags, to_row, ts_to_us
+from runner.metrics._query import (
+    Filters,
+    Grouping,
+    Key,
+    SummaryRow,
+    TagSummary,
+    _Group,
+    _rows,
+    tagged,
+)
 from runner.metrics._runs import (
     DEFAULT_COMPACTION,
     Compaction,
@@ -45,14 +54,16 @@ WRITE_RETRY: Final = 30.0
 
 _INSERT: Final = """
 INSERT INTO runner_events (id, event_id, task_id, provider, role, model, attempt, ts_us,
-                           latency_us, success, error_code, input_tokens, output_tokens, cost_nusd)
+                           latency_us, success, error_code, input_tokens, output_tokens, cost_nusd,
+                           tags)
 SELECT $1::bigint + ord, event_id, task_id, provider, role, model, attempt, ts_us, latency_us,
-       success, error_code, input_tokens, output_tokens, cost_nusd
+       success, error_code, input_tokens, output_tokens, cost_nusd, tags
 FROM unnest(
     $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[],
-    $9::bigint[], $10::bool[], $11::text[], $12::bigint[], $13::bigint[], $14::bigint[]
+    $9::bigint[], $10::bool[], $11::text[], $12::bigint[], $13::bigint[], $14::bigint[],
+    $15::text[]
 ) WITH ORDINALITY AS e(event_id, task_id, provider, role, model, attempt, ts_us, latency_us,
-                       success, error_code, input_tokens, output_tokens, cost_nusd, ord)
+                       success, error_code, input_tokens, output_tokens, cost_nusd, tags, ord)
 ON CONFLICT (ts_us, event_id) DO NOTHING
 """
 _INSERT_RUNS: Final = """
@@ -90,7 +101,7 @@ _MERGE_UPDATE: Final = (
 
 _EVENT_COLUMNS: Final = (
     "event_id, task_id, provider, role, model, attempt, ts_us, latency_us, success::int,"
-    " error_code, input_tokens, output_tokens, cost_nusd"
+    " error_code, input_tokens, output_tokens, cost_nusd, tags"
 )
 _NEW_EVENTS: Final = f"SELECT id, {_EVENT_COLUMNS} FROM runner_events WHERE id > $1 ORDER BY id"  # noqa: S608 - a fixed column list
 _decode_errors: Final = msgspec.json.Decoder(dict[str, int])
@@ -167,15 +178,27 @@ async def _compact(conn: Connection, provider: str, role: str, compaction: Compa
     await conn.execute("DELETE FROM runner_runs WHERE id = ANY($1::bigint[])", ids[1:])
 
 
-def _where(filters: Filters, start: int = 1) -> tuple[list[str], list[object]]:
+def _where(filters: Filters, *, events: bool = False) -> tuple[list[str], list[object]]:
+    """Clauses and parameters for the provider and role filters; with ``events``, also
+    the time and tag filters (which only ``runner_events`` can answer)."""
     clauses: list[str] = []
     params: list[object] = []
     if filters.provider is not None:
         params.append(filters.provider)
-        clauses.append(f"provider = ${start + len(params) - 1}")
+        clauses.append(f"provider = ${len(params)}")
     if filters.role is not None:
         params.append(filters.role)
-        clauses.append(f"role = ${start + len(params) - 1}")
+        clauses.append(f"role = ${len(params)}")
+    if events:
+        if filters.since is not None:
+            params.append(ts_to_us(filters.since))
+            clauses.append(f"ts_us >= ${len(params)}")
+        if filters.until is not None:
+            params.append(ts_to_us(filters.until))
+            clauses.append(f"ts_us < ${len(params)}")
+        for tag in filters.tags:
+            params.append(join_tags((tag,)))
+            clauses.append(f"strpos(tags, ${len(params)}) > 0")  # exact: see join_tags
     return clauses, params
 
 
@@ -195,6 +218,8 @@ async def summarize(db: Database, filters: Filters, grouping: Grouping) -> list[
 
 
 async def _summarize(conn: Connection, filters: Filters, grouping: Grouping) -> list[SummaryRow]:
+    if tagged(filters, grouping):
+        return await _summarize_tagged(conn, filters, grouping)
     timed = filters.since is not None or filters.until is not None
     groups: dict[Key, _Group] = {}
 
@@ -263,17 +288,32 @@ async def _summarize(conn: Connection, filters: Filters, grouping: Grouping) -> 
     return _rows({k: g for k, g in groups.items() if g.requests})
 
 
+# runner.metrics._query.TAGGED_CELLS in PostgreSQL: the same cells, the same text.
+_TAGGED_CELLS: Final = (
+    "SELECT provider, role, tags,"
+    " CASE WHEN success THEN '' ELSE coalesce(nullif(error_code, ''), 'unknown') END,"
+    " count(*), sum(latency_us)::bigint, max(latency_us), sum(input_tokens)::bigint,"
+    " sum(output_tokens)::bigint, sum(cost_nusd)::bigint, string_agg(latency_us::text, ',')"
+    " FROM runner_events{where} GROUP BY 1, 2, 3, 4"
+)
+
+
+async def _summarize_tagged(
+    conn: Connection, filters: Filters, grouping: Grouping
+) -> list[SummaryRow]:
+    """A summary with a tag filter or by tag: the matching events, aggregated per cell."""
+    clauses, params = _where(filters, events=True)
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    summary = TagSummary(grouping)
+    summary.add_cells(await conn.fetch(_TAGGED_CELLS.format(where=where), *params))
+    return summary.rows()
+
+
 async def export(
     db: Database, filters: Filters, *, chunk: int = 5000
 ) -> AsyncIterator[MetricEvent]:
     """Every matching event of the cluster, in time order, streamed through a cursor."""
-    clauses, params = _where(filters)
-    if filters.since is not None:
-        params.append(ts_to_us(filters.since))
-        clauses.append(f"ts_us >= ${len(params)}")
-    if filters.until is not None:
-        params.append(ts_to_us(filters.until))
-        clauses.append(f"ts_us < ${len(params)}")
+    clauses, params = _where(filters, events=True)
     where = " WHERE " + " AND ".join(clauses) if clauses else ""
     sql = f"SELECT {_EVENT_COLUMNS} FROM runner_events{where} ORDER BY ts_us, event_id"  # noqa: S608 - fixed fragments, values bound
     conn: Any

@@ -122,6 +122,10 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )""",
         "CREATE INDEX runner_runs_series ON runner_runs (provider, role, id)",
     ),
+    # Metric events carry their task's tags, as on SQLite (schema version 3
+    # there): |a|b| or '', read by summaries with a tag filter or by tag.  A
+    # constant default rewrites nothing (PostgreSQL 11 and later).
+    ("ALTER TABLE runner_events ADD COLUMN IF NOT EXISTS tags text NOT NULL DEFAULT ''",),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -51,13 +51,31 @@ class MetricEvent(Struct, frozen=True, kw_only=True, gc=False):
         return us_to_ts(self.ts_us)
 
 
-#: An event as integers, in ``events`` column order (:data:`EVENT_COLUMNS`).
-Row = tuple[str, str, str, str, str, int, int, int, int, str | None, int, int, int]
+#: An event as integers, in ``events`` column order (:data:`EVENT_COLUMNS`); the
+#: last field is the tags as stored (:func:`join_tags`).
+Row = tuple[str, str, str, str, str, int, int, int, int, str | None, int, int, int, str]
 
 EVENT_COLUMNS: Final = (
     "event_id, task_id, provider, role, model, attempt, ts_us, latency_us, success,"
-    " error_code, input_tokens, output_tokens, cost_nusd"
+    " error_code, input_tokens, output_tokens, cost_nusd, tags"
 )
+
+
+def join_tags(tags: tuple[str, ...]) -> str:
+    """The stored form of an event's tags: ``|a|b|``, or ``''`` for none.
+
+    A tag never contains ``|`` (:func:`runner._task_check.tag_problem`), so
+    the event carries tag ``t`` exactly when the text contains ``|t|``: one
+    substring search (``instr``, ``strpos``) filters by tag in SQL.  No tags
+    is ``''`` rather than NULL because sqlite3 runs its adapter look-up for
+    every ``None`` it binds: a NULL here cost the writer about 6% per event.
+    """
+    return "|" + "|".join(tags) + "|" if tags else ""
+
+
+def split_tags(stored: str | None) -> tuple[str, ...]:
+    """The tags :func:`join_tags` stored, in their order (``()`` for ``''`` or NULL)."""
+    return tuple(stored[1:-1].split("|")) if stored else ()
 
 
 def ts_to_us(ts: datetime) -> int:
@@ -88,12 +106,13 @@ def to_row(e: MetricEvent) -> Row:
         e.input_tokens,
         e.output_tokens,
         round(e.cost_usd * 1e9),
+        "|" + "|".join(e.tags) + "|" if e.tags else "",  # join_tags, inlined: once per event
     )
 
 
 def from_row(r: Sequence[object]) -> MetricEvent:
     """The event a row (in :data:`EVENT_COLUMNS` order) stands for."""
-    (eid, tid, provider, role, model, attempt, ts_us, lat, ok, code, tin, tout, cost) = r
+    (eid, tid, provider, role, model, attempt, ts_us, lat, ok, code, tin, tout, cost, tags) = r
     return MetricEvent(
         event_id=str(eid),
         task_id=str(tid),
@@ -108,4 +127,5 @@ def from_row(r: Sequence[object]) -> MetricEvent:
         input_tokens=int(tin),  # type: ignore[call-overload]
         output_tokens=int(tout),  # type: ignore[call-overload]
         cost_usd=int(cost) / 1e9,  # type: ignore[call-overload]
+        tags=split_tags(None if tags is None else str(tags)),
     )

@@ -30,12 +30,12 @@ import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Annotated, Final
 
 import anyio
 import anyio.to_thread
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 from runner._errors import StorageError, UsageError
 from runner.metrics._events import EPOCH, ONE_US, MetricEvent, Row, ts_to_us, us_to_ts
@@ -45,6 +45,11 @@ BLOCK_SIZE: Final = 1 << 20
 # Every event line starts with this key (EventLine's first field), so the
 # whole event glued to a fragment is found by searching for it.
 _LINE_START: Final = b'{"event_id"'
+
+
+#: A tag as a line may hold it: not empty, no ``|`` (the stores join tags with it),
+#: so a hand-edited line that breaks this is "not a metric event", naming the line.
+Tag = Annotated[str, Meta(pattern=r"^[^|]+$")]
 
 
 # gc=False as for MetricEvent: only strs, numbers, a datetime, None and a tuple of str.
@@ -65,7 +70,7 @@ class EventLine(Struct, frozen=True, kw_only=True, gc=False):
     output_tokens: int = 0
     cost_usd: float = 0.0
     #: Absent from lines written before tasks had tags: those read as none.
-    tags: tuple[str, ...] = ()
+    tags: tuple[Tag, ...] = ()
 
     def event(self) -> MetricEvent:
         """The event this line holds."""
@@ -107,6 +112,7 @@ class EventLine(Struct, frozen=True, kw_only=True, gc=False):
             self.input_tokens,
             self.output_tokens,
             round(self.cost_usd * 1e9),
+            "|" + "|".join(self.tags) + "|" if self.tags else "",  # join_tags
         )
 
 

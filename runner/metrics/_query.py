@@ -23,6 +23,11 @@ Definitions (per group):
 only one of provider and role, the other key is ``None`` (``null`` in JSON),
 so every row has the same shape.
 
+Tags: ``--tag T`` (repeatable) keeps the events that carry every tag given;
+grouped by ``tag``, an event counts once under each distinct tag it carries,
+and an untagged event in the row whose tag is ``None``.  A row has a ``tag``
+only when the summary groups by tag.
+
 How it stays fast on a million events: with no time filter, the counters
 come from ``rollup`` (one row per provider, role and outcome) and the
 percentiles from the sorted ``runs`` (merged, then indexed by rank); no
@@ -32,6 +37,11 @@ its id range that fall inside the window.  Compaction
 (:class:`~runner.metrics._runs.Compaction`) keeps the runs few and merges
 only consecutive runs of a series, so "every event of the series in the
 run's id range is in the run" holds for merged runs too.
+
+A summary with a tag filter or by tag reads the matching events instead
+(:class:`TagSummary`): tags are any labels callers choose, so keeping runs
+per tag would multiply the runs every summary merges, and slow the writer,
+for summaries that do not ask for tags.
 """
 
 from __future__ import annotations
@@ -39,16 +49,25 @@ from __future__ import annotations
 import re
 import sqlite3
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
-from typing import Final
+from typing import Any, Final
 
 import msgspec
-from msgspec import Struct
+from msgspec import UNSET, Struct, UnsetType
 
 from runner._errors import UsageError
-from runner.metrics._events import EVENT_COLUMNS, MetricEvent, from_row, to_row, ts_to_us
+from runner._task_check import tag_problem
+from runner.metrics._events import (
+    EVENT_COLUMNS,
+    MetricEvent,
+    from_row,
+    join_tags,
+    split_tags,
+    to_row,
+    ts_to_us,
+)
 from runner.metrics._runs import nearest_ranks, unpack_latencies
 
 PERCENTILES: Final = (50, 95, 99)
@@ -68,6 +87,8 @@ class Filters(Struct, frozen=True, kw_only=True):
     role: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    #: Only events that carry every one of these tags.
+    tags: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """The active filters as ``name=value`` words, for messages."""
@@ -76,6 +97,7 @@ class Filters(Struct, frozen=True, kw_only=True):
             for name, value in (
                 ("provider", self.provider),
                 ("role", self.role),
+                *(("tag", tag) for tag in self.tags),
                 ("since", self.since),
                 ("until", self.until),
             )
@@ -89,6 +111,8 @@ class Filters(Struct, frozen=True, kw_only=True):
             return False
         if self.role is not None and e.role != self.role:
             return False
+        if self.tags and not all(t in e.tags for t in self.tags):
+            return False
         us = e.ts_us
         if self.since is not None and us < ts_to_us(self.since):
             return False
@@ -100,6 +124,7 @@ class Grouping(Struct, frozen=True):
 
     provider: bool = True
     role: bool = True
+    tag: bool = False
 
 
 class LatencySummary(Struct, frozen=True, kw_only=True):
@@ -117,6 +142,8 @@ class SummaryRow(Struct, frozen=True, kw_only=True):
 
     provider: str | None
     role: str | None
+    #: Only when grouped by tag: the tag, ``None`` for the untagged events' row.
+    tag: str | UnsetType | None = UNSET
     requests: int
     successes: int
     failures: int
@@ -142,11 +169,22 @@ def parse_time(text: str, *, now: datetime) -> datetime:
 
 
 def parse_grouping(text: str) -> Grouping:
-    """``provider``, ``role`` or both (comma-separated, any order)."""
+    """Any of ``provider``, ``role`` and ``tag``, comma-separated, in any order."""
     keys = {k.strip() for k in text.split(",") if k.strip()}
-    if not keys or not keys <= {"provider", "role"}:
-        raise UsageError(f"cannot group by {text!r}; use provider, role or provider,role")
-    return Grouping(provider="provider" in keys, role="role" in keys)
+    if not keys or not keys <= {"provider", "role", "tag"}:
+        raise UsageError(
+            f"cannot group by {text!r}; use provider, role, tag or several of them"
+            " separated by commas (provider,role)"
+        )
+    return Grouping(provider="provider" in keys, role="role" in keys, tag="tag" in keys)
+
+
+def parse_tag(text: str) -> str:
+    """A ``--tag`` value, checked by the rule every task's tags follow."""
+    problem = tag_problem(text, "--tag")
+    if problem is not None:
+        raise UsageError(problem)
+    return text
 
 
 def outcome(success: bool, error_code: str | None) -> str:
@@ -197,7 +235,9 @@ class _Group:
         unpack_latencies(blob, run)
         self.runs.append(run)
 
-    def row(self, provider: str | None, role: str | None) -> SummaryRow:
+    def row(
+        self, provider: str | None, role: str | None, tag: str | UnsetType | None = UNSET
+    ) -> SummaryRow:
         n = self.requests
         failures = sum(self.errors.values())
         runs = [*self.runs, array("q", sorted(self.latencies))]
@@ -206,6 +246,7 @@ class _Group:
         return SummaryRow(
             provider=provider,
             role=role,
+            tag=tag,
             requests=n,
             successes=n - failures,
             failures=failures,
@@ -229,25 +270,129 @@ def _rows(groups: dict[Key, _Group]) -> list[SummaryRow]:
     return [groups[key].row(*key) for key in sorted(groups, key=lambda k: (k[0] or "", k[1] or ""))]
 
 
+#: What a summary with tags asks the SQLite store: the matching events' figures
+#: per (provider, role, stored tags, outcome), with their latencies as decimal
+#: text joined by commas (one string per cell is far cheaper to fetch than a row
+#: per event).  ``{where}`` takes the filters.  The PostgreSQL store asks the same
+#: (:mod:`runner.cluster._metrics`); both feed :meth:`TagSummary.add_cell`.
+TAGGED_CELLS: Final = (
+    "SELECT provider, role, tags,"
+    " CASE WHEN success THEN '' ELSE coalesce(nullif(error_code, ''), 'unknown') END,"
+    " count(*), sum(latency_us), max(latency_us), sum(input_tokens), sum(output_tokens),"
+    " sum(cost_nusd), group_concat(latency_us) FROM events{where} GROUP BY 1, 2, 3, 4"
+)
+
+
+class TagSummary:
+    """A summary over events' own rows: for a tag filter, grouping by tag, and JSONL stores.
+
+    Both databases feed it cells (:data:`TAGGED_CELLS`), a JSONL store single
+    events, so every store gives the same figures.  Grouped by tag, an event
+    is added to the group of each distinct tag it carries, and an untagged
+    one to the group of tag ``None``.
+    """
+
+    def __init__(self, grouping: Grouping) -> None:
+        self._grouping = grouping
+        self._groups: dict[tuple[str | None, str | None, str | None], _Group] = {}
+        # The groups of each (provider, role, stored tags) seen: events repeat
+        # a few of these, so the keys are worked out once for each.
+        self._targets: dict[tuple[str, str, str | None], list[_Group]] = {}
+
+    def _targets_of(self, provider: str, role: str, tags: str | None) -> list[_Group]:
+        g = self._grouping
+        p, r = (provider if g.provider else None), (role if g.role else None)
+        names: Iterable[str | None] = dict.fromkeys(split_tags(tags)) or (None,)
+        targets = []
+        for name in names if g.tag else (None,):
+            group = self._groups.get((p, r, name))
+            if group is None:
+                group = self._groups[(p, r, name)] = _Group()
+            targets.append(group)
+        self._targets[(provider, role, tags)] = targets
+        return targets
+
+    def add(
+        self,
+        provider: str,
+        role: str,
+        tags: str | None,
+        success: object,
+        error_code: str | None,
+        latency: int,
+        tin: int,
+        tout: int,
+        cost: int,
+    ) -> None:
+        """Add one event (latency in µs, cost in nano-USD, tags as stored)."""
+        targets = self._targets.get((provider, role, tags))
+        if targets is None:
+            targets = self._targets_of(provider, role, tags)
+        out = "" if success else (error_code or "unknown")
+        for group in targets:
+            group.add(out, 1, latency, latency, tin, tout, cost)
+            group.latencies.append(latency)
+
+    def add_cell(
+        self,
+        provider: str,
+        role: str,
+        tags: str | None,
+        out: str,
+        n: int,
+        lat_sum: int,
+        lat_max: int,
+        tin: int,
+        tout: int,
+        cost: int,
+        latencies: str,
+    ) -> None:
+        """Add ``n`` events of one (provider, role, stored tags, outcome) and their sums;
+        ``latencies`` are their µs as decimal text joined by commas."""
+        targets = self._targets.get((provider, role, tags))
+        if targets is None:
+            targets = self._targets_of(provider, role, tags)
+        values = array("q", map(int, latencies.split(",")))
+        for group in targets:
+            group.add(out, n, lat_sum, lat_max, tin, tout, cost)
+            group.latencies.extend(values)
+
+    def add_cells(self, cells: Iterable[Sequence[Any]]) -> None:
+        """Add the cells of :data:`TAGGED_CELLS` (or its PostgreSQL twin)."""
+        for cell in cells:
+            self.add_cell(*cell)
+
+    def rows(self) -> list[SummaryRow]:
+        """The summary rows, by provider, role, then tag (the untagged row last)."""
+        tagged = self._grouping.tag
+        order = sorted(
+            self._groups, key=lambda k: (k[0] or "", k[1] or "", k[2] is None, k[2] or "")
+        )
+        return [
+            self._groups[k].row(k[0], k[1], k[2] if tagged else UNSET)
+            for k in order
+            if self._groups[k].requests
+        ]
+
+
 def summarize_events(
     events: Iterable[MetricEvent], filters: Filters, grouping: Grouping
 ) -> list[SummaryRow]:
     """The summary of events held in memory or read from a JSONL store."""
-    groups: dict[Key, _Group] = {}
+    summary = TagSummary(grouping)
     for e in events:
-        if not filters.matches(e):
-            continue
-        key = (e.provider if grouping.provider else None, e.role if grouping.role else None)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = _Group()
-        r = to_row(e)
-        group.add(outcome(e.success, e.error_code), 1, r[7], r[7], r[10], r[11], r[12])
-        group.latencies.append(r[7])
-    return _rows(groups)
+        if filters.matches(e):
+            r = to_row(e)
+            summary.add(r[2], r[3], r[13], r[8], r[9], r[7], r[10], r[11], r[12])
+    return summary.rows()
 
 
-def _where(filters: Filters, *, time: bool) -> tuple[str, list[object]]:
+def tagged(filters: Filters, grouping: Grouping) -> bool:
+    """Whether a summary must read events for its tags (else rollup and runs answer it)."""
+    return bool(filters.tags) or grouping.tag
+
+
+def _where(filters: Filters, *, time: bool, tags: bool = False) -> tuple[str, list[object]]:
     clauses: list[str] = []
     params: list[object] = []
     if filters.provider is not None:
@@ -262,6 +407,10 @@ def _where(filters: Filters, *, time: bool) -> tuple[str, list[object]]:
     if time and filters.until is not None:
         clauses.append("ts_us < ?")
         params.append(ts_to_us(filters.until))
+    if tags:
+        for tag in filters.tags:
+            clauses.append("instr(tags, ?) > 0")  # exact: see join_tags
+            params.append(join_tags((tag,)))
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
@@ -292,6 +441,11 @@ def summarize_db(
     conn: sqlite3.Connection, filters: Filters, grouping: Grouping
 ) -> list[SummaryRow]:
     """The summary of a SQLite store (see the module docstring for how and why)."""
+    if tagged(filters, grouping):
+        where, params = _where(filters, time=True, tags=True)
+        summary = TagSummary(grouping)
+        summary.add_cells(conn.execute(TAGGED_CELLS.format(where=where), params))
+        return summary.rows()
     timed = filters.since is not None or filters.until is not None
     groups: dict[Key, _Group] = {}
 
@@ -345,7 +499,7 @@ def count_events(conn: sqlite3.Connection) -> int:
 
 def export_db(conn: sqlite3.Connection, filters: Filters) -> Iterator[MetricEvent]:
     """Every matching event of a SQLite store, in time order, streamed."""
-    where, params = _where(filters, time=True)
+    where, params = _where(filters, time=True, tags=True)
     sql = f"SELECT {EVENT_COLUMNS} FROM events{where} ORDER BY ts_us, event_id"  # noqa: S608 - fixed fragments, values bound
     for row in conn.execute(sql, params):
         yield from_row(row)

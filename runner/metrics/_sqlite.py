@@ -10,6 +10,9 @@ Tables:
 * ``runs``: each write batch's sorted latencies and totals per series
   (:mod:`runner.metrics._runs`), compacted as events trickle in.
 
+Events carry their task's tags in ``events.tags`` (schema version 3); a
+summary with tags reads events (:class:`runner.metrics._query.TagSummary`).
+
 **The one transaction.**  :func:`store_rows` is the only code that writes
 events.  The writer's :class:`SqliteStore` runs it in a worker thread, one
 batch per call, through the :class:`~runner._owner.OwnedConnection` its task
@@ -136,13 +139,19 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # Compaction looks up a series' newest runs after every write; the index
     # (with the implicit rowid) gives them newest first without a scan.
     ("CREATE INDEX runs_series ON runs (provider, role)",),
+    # The task's tags, as |a|b| (runner.metrics._events.join_tags), '' for
+    # none: a summary with tags filters with instr() and reads events, so
+    # the rollup and runs stay as they are.  A column with a constant
+    # default rewrites nothing, so an old database migrates at once; its
+    # events read as untagged.
+    ("ALTER TABLE events ADD COLUMN tags TEXT NOT NULL DEFAULT ''",),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 INSERT_EVENTS: Final = (
     "INSERT OR IGNORE INTO events (event_id, task_id, provider, role, model, attempt, ts_us,"
-    " latency_us, success, error_code, input_tokens, output_tokens, cost_nusd)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " latency_us, success, error_code, input_tokens, output_tokens, cost_nusd, tags)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 LAST_ID: Final = "SELECT coalesce(max(id), 0) FROM events"
 _COLUMNS: Final = INSERT_EVENTS.count("?")
