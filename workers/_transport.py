@@ -218,7 +218,6 @@ class _Connection(asyncio.Protocol):
         self.lost: asyncio.Future[None] = loop.create_future()
         self.reusable = False  # set after each complete keep-alive response
         self.idle_since = 0.0
-        self.exchanges = 0
 
     # asyncio.Protocol.
 
@@ -255,7 +254,10 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         waiter = self._waiter
         if waiter is None or waiter.done():
-            # A second response after the one asked for: out of step.
+            # A second response after the one asked for: out of step.  Fresh
+            # lists, so its headers never land in the response handed out.
+            self._headers = []
+            self._body = []
             self.close()
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -298,17 +300,20 @@ class _Connection(asyncio.Protocol):
             self._waiter = None
             raise _Unsent
         try:
-            response = await waiter
+            return await waiter
         finally:
             self._waiter = None
-        self.exchanges += 1
-        return response
 
     @property
     def usable(self) -> bool:
-        """Open and at rest: fit to carry the next request."""
+        """Open and at rest (nothing of an earlier request still queued): fit for the next one."""
         transport = self._transport
-        return self.reusable and transport is not None and not transport.is_closing()
+        return (
+            self.reusable
+            and transport is not None
+            and not transport.is_closing()
+            and not transport.get_write_buffer_size()
+        )
 
     def close(self) -> None:
         """Close now (abort: nothing queued is worth sending); ``lost`` resolves soon after."""
@@ -410,6 +415,7 @@ class _Pool:
         self._idle: deque[_Connection] = deque()
         self._all: set[_Connection] = set()
         self._sweep: asyncio.TimerHandle | None = None
+        self._closed = False  # by aclose(): a request still in flight keeps nothing
         self.free = limit
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.opened = 0
@@ -450,7 +456,7 @@ class _Pool:
         return None
 
     def put_back(self, conn: _Connection) -> None:
-        if not conn.usable:
+        if self._closed or not conn.usable:
             self._discard(conn)
             return
         conn.idle_since = self._loop.time()
@@ -541,6 +547,7 @@ class _Pool:
         return sum(1 for conn in self._idle if conn.usable)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
