@@ -38,6 +38,7 @@ from workers._transport import (
     InvalidHeader,
     InvalidURL,
     Transport,
+    _parse,
 )
 
 pytestmark = pytest.mark.anyio
@@ -476,7 +477,7 @@ async def test_unasked_bytes_on_an_idle_connection_retire_it() -> None:
 async def test_cancelled_request_closes_its_connection() -> None:
     """A request cancelled mid-wait closes its connection; the next one gets a fresh one."""
     async with RawServer() as server:
-        server.script(Answer(delay=1.0))
+        server.script(Answer(delay=0.5))
         t = transport()
         try:
             with anyio.move_on_after(0.1) as scope:
@@ -525,7 +526,80 @@ async def test_aclose_during_a_request_ends_it() -> None:
     assert len(failure) == 1
 
 
+@pytest.mark.parametrize(
+    ("url", "host", "target"),
+    [
+        ("https://api.openai.com/v1/chat/completions", "api.openai.com", "/v1/chat/completions"),
+        ("http://localhost:80/v1/models", "localhost", "/v1/models"),
+        ("https://h.example:8443", "h.example:8443", "/"),
+        ("http://[::1]:11434/v1/models?limit=1", "[::1]:11434", "/v1/models?limit=1"),
+        ("http://bücher.example/a b", "xn--bcher-kva.example", "/a%20b"),
+    ],
+)
+def test_host_header_and_target(url: str, host: str, target: str) -> None:
+    """Host carries the port only when it is not the default; IDNA hosts, paths encoded once."""
+    _, parsed_target, authority = _parse(url)
+    assert (authority, parsed_target) == (host, target)
+
+
+async def test_every_address_of_a_name_is_tried_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name whose first address refuses is reached at its next one."""
+    async with RawServer() as server:
+        loop = asyncio.get_running_loop()
+        addresses = ["127.0.0.2", "127.0.0.1"]  # the server listens on 127.0.0.1 only
+
+        async def resolve(host: str, port: int, **kwargs: object) -> list[object]:
+            assert host == "api.test"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in addresses]
+
+        monkeypatch.setattr(loop, "getaddrinfo", resolve)
+        t = transport()
+        try:
+            reply = await t.request("GET", f"http://api.test:{server.port}/v1/models")
+        finally:
+            await t.aclose()
+    assert reply.status == 200
+    assert server.seen[0].headers["host"] == f"api.test:{server.port}"
+
+
+async def test_a_name_that_does_not_resolve_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DNS failure is ConnectFailed with the resolver's words, host and port."""
+    loop = asyncio.get_running_loop()
+
+    async def resolve(host: str, port: int, **kwargs: object) -> list[object]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(loop, "getaddrinfo", resolve)
+    provider = open_provider(
+        ProviderConfig(id="gone", type="openai", model="m", base_url="http://api.gone.test/v1")
+    )
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await provider.check_credentials()
+    finally:
+        await provider.aclose()
+    assert (caught.value.code, caught.value.retryable) == ("connection_error", True)
+    assert caught.value.message == "cannot connect to api.gone.test:80: Name or service not known"
+
+
 # Through a provider: the errors a user sees.
+
+
+async def test_a_provider_call_cut_by_its_deadline_leaves_no_connection() -> None:
+    """The caller's cancel scope ends a stalled call; its connection is closed, not pooled."""
+    async with RawServer() as server:
+        server.script(Answer(delay=0.5))
+        provider = open_provider(
+            ProviderConfig(id="slow", type="openai", model="m", base_url=server.url("/v1"))
+        )
+        try:
+            with anyio.move_on_after(0.1) as scope:
+                await provider.check_credentials()
+            assert scope.cancelled_caught
+            await server.wait_closed(1)
+        finally:
+            await provider.aclose()
+    assert server.closed == 1
 
 
 async def test_provider_maps_an_invalid_base_url_to_bad_request() -> None:
