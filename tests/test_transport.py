@@ -9,6 +9,7 @@ bytes.  The transport runs on asyncio only, so this module does too.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import gzip
 import socket
@@ -262,6 +263,13 @@ async def test_invalid_urls_are_refused_before_connecting(url: str, reason: str)
     assert t.statistics().opened == 0
 
 
+async def test_an_invalid_url_never_shows_its_password() -> None:
+    """The user:password@ part of a bad URL is masked in the error."""
+    with pytest.raises(InvalidURL) as caught:
+        await transport().request("GET", "http://me:hunter2-secret@host:99999/v1")
+    assert str(caught.value) == "http://***@host:99999/v1: Port out of range 0-65535"
+
+
 async def test_a_line_break_in_a_header_value_is_refused_without_the_value() -> None:
     """A header value with a line break is refused; the message names the header only."""
     t = Transport({"Authorization": "Bearer sk-secret\r\nX-Evil: 1"}, limit=1)
@@ -304,6 +312,22 @@ async def test_callers_headers_replace_the_defaults_in_any_case() -> None:
     assert [line for line in seen.lines if line.lower().startswith("user-agent")] == [
         "user-agent: my-gateway/2"
     ]
+
+
+async def test_user_and_password_in_the_url_are_basic_auth() -> None:
+    """user:password@ in a base URL is sent as basic auth, not in the request line."""
+    async with RawServer() as server:
+        t = Transport({}, limit=1)
+        try:
+            await t.request("GET", f"http://proxy%40corp:s%3Acret@127.0.0.1:{server.port}/v1/x")
+        finally:
+            await t.aclose()
+    (seen,) = server.seen
+    assert seen.target == "/v1/x"
+    assert seen.headers["authorization"] == "Basic " + base64.b64encode(
+        b"proxy@corp:s:cret"
+    ).decode("ascii")
+    assert seen.headers["host"] == f"127.0.0.1:{server.port}"
 
 
 def test_user_agent_names_python_and_runner() -> None:

@@ -38,7 +38,9 @@ a repr or a log.  asyncio only.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
+import re
 import socket
 import ssl
 import sys
@@ -47,7 +49,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final, Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import httptools
 from msgspec import Struct
@@ -56,6 +58,7 @@ from msgspec import Struct
 KEEPALIVE: Final = 15.0
 
 _PORTS: Final = {"http": 80, "https": 443}
+_USERINFO: Final = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#@]*@")
 # RFC 3986 characters a path or query may hold as they are; anything else is
 # percent-encoded once when a URL is first seen ('%' kept: already encoded).
 _PATH_SAFE: Final = "/%:@!$&'()*+,;=-._~"
@@ -81,11 +84,15 @@ class TransportError(Exception):
 
 
 class InvalidURL(TransportError):
-    """The URL cannot be requested (no http/https scheme, no host, a bad port)."""
+    """The URL cannot be requested (no http/https scheme, no host, a bad port).
+
+    ``url`` is shown without a ``user:password@`` part, which may hold a secret.
+    """
 
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"{url}: {reason}")
-        self.url = url
+        shown = _USERINFO.sub(r"\1***@", url)
+        super().__init__(f"{shown}: {reason}")
+        self.url = shown
         self.reason = reason
 
 
@@ -612,6 +619,15 @@ def _parse(url: str) -> tuple[_Origin, str, str]:
     return _Origin(scheme, host, port, literal), target, authority
 
 
+def _credentials(url: str) -> str | None:
+    """``user:password`` of the URL, base64-encoded for basic auth, or ``None``."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return None
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return base64.b64encode(pair.encode()).decode("ascii")
+
+
 def _encode_headers(headers: Mapping[str, str]) -> bytes:
     lines = []
     for name, value in headers.items():
@@ -734,9 +750,13 @@ class Transport:
     def _route(self, method: str, url: str) -> _Route:
         origin, target, authority = _parse(url)
         host = self._given_host or authority
-        head = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n".encode() + _encode_headers(
-            self._headers
-        )
+        headers = self._headers
+        credentials = _credentials(url)
+        if credentials and not any(k.lower() == "authorization" for k in headers):
+            # user:password@ in the URL is HTTP basic auth, as aiohttp sent it.
+            headers = {**headers, "Authorization": f"Basic {credentials}"}
+        request_line = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"
+        head = request_line.encode() + _encode_headers(headers)
         route = _Route(origin=origin, head=head, body=method != "GET")
         if len(self._routes) < 64:  # the adapters use a handful of URLs
             self._routes[(method, url)] = route
