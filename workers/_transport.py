@@ -292,13 +292,19 @@ class _Connection(asyncio.Protocol):
 
     # Requests.
 
-    async def exchange(self, request: bytes) -> Response:
-        """Send ``request``; the complete response, or a ``TransportError``."""
+    def send(self, request: bytes) -> asyncio.Future[Response]:
+        """Write ``request``; a future of the complete response (or a ``TransportError``).
+
+        Not a coroutine, so the caller awaits the future with one frame fewer
+        in the resume chain.  Raises ``_Unsent`` if the socket refused the
+        request's first byte.
+        """
         transport = self._transport
         assert transport is not None
         self.reusable = False
         self._reset()
         waiter: asyncio.Future[Response] = self._loop.create_future()
+        # A done waiter counts as none: every callback checks ``done()``.
         self._waiter = waiter
         transport.write(request)
         if transport.is_closing():
@@ -306,10 +312,7 @@ class _Connection(asyncio.Protocol):
             # transport whose write raises), so the server has seen nothing.
             self._waiter = None
             raise _Unsent
-        try:
-            return await waiter
-        finally:
-            self._waiter = None
+        return waiter
 
     @property
     def usable(self) -> bool:
@@ -704,29 +707,29 @@ class Transport:
             conn = pool.take_idle()
             if conn is not None:
                 try:
-                    return await self._exchange(pool, conn, request)
+                    waiter = conn.send(request)
                 except _Unsent:
                     # A kept-alive connection the server had closed: no byte
                     # of the request left, so a fresh connection may carry it.
-                    pass
-            conn = await pool.connect()
+                    pool.forget(conn)
+                    conn = None
+            if conn is None:
+                conn = await pool.connect()
+                try:
+                    waiter = conn.send(request)
+                except _Unsent:
+                    pool.forget(conn)
+                    raise Disconnected("answer", None, None) from None
             try:
-                return await self._exchange(pool, conn, request)
-            except _Unsent:
-                raise Disconnected("answer", None, None) from None
+                response = await waiter
+            except BaseException:
+                # Failed or cancelled half-way: closed, never reused.
+                pool.forget(conn)
+                raise
+            pool.put_back(conn)
+            return response
         finally:
             pool.release_slot()
-
-    @staticmethod
-    async def _exchange(pool: _Pool, conn: _Connection, request: bytes) -> Response:
-        try:
-            response = await conn.exchange(request)
-        except BaseException:
-            # Failed, cancelled, or never sent: closed, never reused.
-            pool.forget(conn)
-            raise
-        pool.put_back(conn)
-        return response
 
     def statistics(self) -> TransportStatistics:
         """Connections opened so far, open now and idle now, over every origin."""
