@@ -1,5 +1,11 @@
 """Over real HTTP: runner against raw aiohttp, the openai SDK and LiteLLM, same local server.
 
+runner's adapters use their own HTTP/1.1 transport (``workers._transport``),
+not aiohttp, so "raw aiohttp" is a hand-written request loop on a popular
+client, a baseline rather than runner's floor; the ``capacity`` side, a bare
+asyncio-protocol client that decodes nothing, is the floor, and runner's
+ratio to it is reported too.
+
 A local server (:mod:`benchmarks.http_server`, its own process) speaks the
 OpenAI, Anthropic and Gemini wire formats with canned answers.  Each client
 side (:mod:`benchmarks.http_sides`) runs in a process of its own, built and
@@ -158,6 +164,11 @@ def metrics_from(
     add("raw-openai", "cpu", "openai: raw aiohttp CPU µs/request", "client process, all threads")
     add("runner-openai", "cpu", "openai: runner CPU µs/request", "client process, all threads")
     ratio("runner-openai", "raw-openai", "ratio runner/raw aiohttp, CPU", figure="cpu")
+    # runner no longer uses aiohttp for provider calls, so raw aiohttp is a
+    # hand-written baseline, not runner's floor; the bare protocol client is.
+    add("capacity", "cpu", "bare client CPU µs/request", "no decode, nothing kept")
+    ratio("runner-openai", "capacity", "ratio runner/bare client")
+    ratio("runner-openai", "capacity", "ratio runner/bare client, CPU", figure="cpu")
     for wire in ("anthropic", "gemini"):
         add(f"raw-{wire}", "seconds", f"{wire}: raw aiohttp µs/request")
         add(f"runner-{wire}", "seconds", f"{wire}: runner µs/request")

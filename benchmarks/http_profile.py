@@ -1,6 +1,6 @@
 """Where a client's CPU goes per request over HTTP: cProfile of one side of the ``http`` case.
 
-``python -m benchmarks.http_profile [--side runner|raw] [--wire openai] [--requests 4000]``
+``python -m benchmarks.http_profile [--side runner|raw|capacity] [--wire openai] [--requests 4000]``
 starts the local server in its own process, runs the side once to warm up,
 once unprofiled (its CPU per request, for scale: cProfile roughly doubles the
 cost of every Python call) and once under cProfile, then prints per request:
@@ -25,12 +25,13 @@ from collections import defaultdict
 from typing import Final
 
 from benchmarks.http_server import open_server
-from benchmarks.http_sides import RawAiohttp, RunnerSide, Side
+from benchmarks.http_sides import Capacity, RawAiohttp, RunnerSide, Side
 from benchmarks.http_wire import WIRES, Wire
 
 #: (label, path fragment) in the order they are tried: the first match names the area.
 AREAS: Final = (
     ("runner/", "/runner/"),
+    ("workers/_transport.py (HTTP)", "/workers/_transport.py"),
     ("workers/ (adapters)", "/workers/"),
     ("aiohttp", "/aiohttp/"),
     ("anyio", "/anyio/"),
@@ -45,7 +46,8 @@ AREAS: Final = (
 
 #: (label, function name, file fragment): the steps whose cumulative time is shown.
 STEPS: Final = (
-    ("provider call (adapter + aiohttp)", "complete", "/workers/"),
+    ("provider call (adapter + transport)", "complete", "/workers/"),
+    ("transport request (Transport.request)", "request", "/workers/_transport.py"),
     ("aiohttp request (session._request)", "_request", "/aiohttp/client.py"),
     ("one attempt (_attempt)", "_attempt", "/runner/"),
     ("status moves (record)", "record", "/runner/"),
@@ -139,7 +141,7 @@ def report(stats: pstats.Stats, count: int, wall: float, cpu: float, top: int) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.http_profile")
-    parser.add_argument("--side", choices=("runner", "raw"), default="runner")
+    parser.add_argument("--side", choices=("runner", "raw", "capacity"), default="runner")
     parser.add_argument("--wire", choices=WIRES, default="openai")
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--top", type=int, default=30)
@@ -149,11 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="runner-http-profile-") as scratch,
         open_server(max_seconds=600) as server,
     ):
-        side: Side = (
-            RunnerSide(wire, server.port, scratch)
-            if args.side == "runner"
-            else RawAiohttp(wire, server.port)
-        )
+        side: Side
+        if args.side == "runner":
+            side = RunnerSide(wire, server.port, scratch)
+        elif args.side == "raw":
+            side = RawAiohttp(wire, server.port)
+        else:
+            side = Capacity(server.port)
         wall, cpu, stats = asyncio.run(passes(side, args.requests))
     print(f"{args.side} over {wire}, {args.requests:,} requests, concurrency 64\n")
     report(stats, args.requests, wall, cpu, args.top)

@@ -10,10 +10,12 @@ a pass with a wrong answer is an error, not a figure.
 
 What each side does per pass (the clock covers all of it):
 
-* ``raw-WIRE``, the floor: one ``aiohttp.ClientSession`` (a pool of
-  ``CONCURRENCY`` connections, the request headers runner's adapter sends),
-  ``POST`` of a msgspec-encoded body, ``read()``, ``msgspec.json.decode``,
-  the answer read out of the JSON.  Nothing else.
+* ``raw-WIRE``, the hand-written baseline: one ``aiohttp.ClientSession`` (a
+  pool of ``CONCURRENCY`` connections, the request headers runner's adapter
+  sends), ``POST`` of a msgspec-encoded body, ``read()``,
+  ``msgspec.json.decode``, the answer read out of the JSON.  Nothing else.
+  runner's adapters do not use aiohttp, so this is not runner's floor
+  (``capacity`` is).
 * ``runner-WIRE``: runner through its public API only (``Runner.from_config``
   on a YAML file, ``run_many``): one provider of that type at the server's
   ``base_url``, config ``concurrency`` 64, the provider's ``max_concurrency``
@@ -30,9 +32,9 @@ What each side does per pass (the clock covers all of it):
   and telemetry off; built once per process (it keeps its clients); writes
   no metrics and no log.  After each pass it gets 0.5 s, untimed, to finish
   its background work, so that work never runs on another side's clock.
-* ``capacity``: the server's ceiling, a bare asyncio protocol client (64
-  keep-alive connections, pre-encoded request, responses framed by
-  ``Content-Length`` and not decoded).
+* ``capacity``: the server's ceiling and every client's floor, a bare
+  asyncio protocol client (64 keep-alive connections, pre-encoded request,
+  responses framed by ``Content-Length`` and not decoded).
 
 The sides never retry: the server count the case reads after each pass must
 grow by exactly ``N``.
@@ -117,7 +119,7 @@ class Side:
 
 
 class RawAiohttp(Side):
-    """The floor: one ClientSession, POST, read, decode."""
+    """The hand-written baseline: one ClientSession, POST, read, decode."""
 
     def __init__(self, wire: Wire, port: int) -> None:
         import aiohttp

@@ -27,7 +27,7 @@ and the execution log's debug level says where it was raised.
 ``RunnerError`` and ``ProviderError`` are defined in ``workers._errors`` so
 that adapters, which import nothing from runner, raise into the same tree.
 
-HTTP and aiohttp failures are turned into :class:`ProviderError` in exactly one
+HTTP and transport failures are turned into :class:`ProviderError` in exactly one
 place, ``workers._http``; nothing else maps status codes.
 """
 

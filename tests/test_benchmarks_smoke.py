@@ -226,6 +226,8 @@ def test_http_case_runs_tiny_and_reports_every_side(tmp_path: Path) -> None:
         "openai: runner µs/request",
         "ratio runner/raw aiohttp",
         "ratio runner/raw aiohttp, CPU",
+        "ratio runner/bare client",
+        "ratio runner/bare client, CPU",
         "anthropic: ratio runner/raw aiohttp",
         "gemini: ratio runner/raw aiohttp",
     }

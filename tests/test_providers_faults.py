@@ -163,17 +163,20 @@ async def test_stalled_server_is_one_timeout_in_one_wording(provider_type: str) 
     assert [(e.provider, e.error_code) for e in sink.events] == [(pc.id, "timeout")]
 
 
-async def test_session_is_reused_across_requests() -> None:
-    """One session per provider: consecutive requests share it."""
+async def test_connection_is_reused_across_requests() -> None:
+    """One kept-alive connection carries consecutive requests (the server sees one peer)."""
     async with FakeOpenAI() as fake:
         provider = open_provider(fake.provider_config())
         try:
             await provider.complete(_request())
-            first = provider._session  # type: ignore[attr-defined]
             await provider.complete(_request())
-            assert provider._session is first  # type: ignore[attr-defined]
+            await provider.check_credentials()
         finally:
             await provider.aclose()
+    peers = {r.peer for r in fake.requests}
+    assert len(fake.requests) == 3
+    assert len(peers) == 1
+    assert None not in peers
 
 
 # The pure helpers of the mapping.

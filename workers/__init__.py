@@ -4,8 +4,9 @@ This is the lowest layer of the project: it imports nothing from ``runner``,
 so a custom provider needs only ``workers``.  Layout: ``_types``,
 ``_parameters``, ``_settings``, ``_errors`` and ``_secrets`` (the values an
 adapter reads and raises), ``_base`` (the normalised request/response and the
-``Provider`` protocol), ``_http`` (the shared aiohttp session and the one
-place where HTTP and aiohttp failures become ``ProviderError``), then one
+``Provider`` protocol), ``_transport`` (the keep-alive HTTP/1.1 client),
+``_http`` (the adapters' shared base and the one place where HTTP and
+transport failures become ``ProviderError``), then one
 module per provider: ``openai`` (also any OpenAI-compatible server),
 ``anthropic``, ``google`` and ``simulated`` (no network; scriptable latency and
 faults).

@@ -1,13 +1,13 @@
 """The shared base of the HTTP adapters, and the one place failures become errors.
 
-:class:`HttpProvider` owns one lazily opened :class:`aiohttp.ClientSession` per
-provider (a connection pool of ``max_concurrency``, the config's ``headers``
-merged over the adapter's own).  It sets no timeout of its own: the caller
+:class:`HttpProvider` owns one lazily opened :class:`~workers._transport.Transport`
+per provider (a keep-alive pool of ``max_concurrency`` connections, the
+config's ``headers`` merged over the adapter's own).  It sets no timeout of its own: the caller
 owns the deadline of each call (the dispatcher's cancel scope of the attempt,
 ``providers check``'s limit), so one deadline and one message (``no response
 within N s``) is all a user sees, for HTTP adapters, the simulated provider
 and custom ones alike.  Adapters build bodies and read successful responses; every
-failure, whether an aiohttp exception, an HTTP status with its body, or a 200
+failure, whether a transport error, an HTTP status with its body, or a 200
 that cannot be used, becomes a :class:`ProviderError` here and only here, much
 as httpx's ``map_httpcore_exceptions`` does for httpcore.
 
@@ -19,9 +19,9 @@ retry-after parsing, ``x-should-retry``, key scrubbing and message trimming
 (in that order: a trim must never cut a key to a piece the scrub misses) are
 common.
 
-Adapters never retry; a ``CancelledError`` always propagates.  aiohttp runs
-on asyncio only, so the HTTP adapters do too (the simulated provider does not
-care).
+Adapters never retry; a ``CancelledError`` always propagates (and closes the
+request's connection).  The transport runs on asyncio only, so the HTTP
+adapters do too (the simulated provider does not care).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Final, Generic, TypeVar
 
-import aiohttp
 import msgspec
 from msgspec import Struct
 
@@ -42,6 +41,16 @@ from workers._base import CompletionRequest, CompletionResponse
 from workers._errors import RETRYABLE_CODES, ErrorCode, ProviderError
 from workers._secrets import Secret, scrub
 from workers._settings import ProviderConfig
+from workers._transport import (
+    BadResponse,
+    ConnectFailed,
+    Disconnected,
+    InvalidHeader,
+    InvalidURL,
+    Response,
+    Transport,
+    TransportError,
+)
 from workers._types import FinishReason, Message, Usage
 
 T = TypeVar("T")
@@ -186,7 +195,7 @@ class HttpProvider(Generic[E]):
         self._config = config
         self._error_decoder = error_decoder
         self._base_url = (config.base_url or self.default_base_url).rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
+        self._transport: Transport | None = None
 
     @property
     def id(self) -> str:
@@ -217,33 +226,24 @@ class HttpProvider(Generic[E]):
         """Read a decoded error body; the base has already picked a code from the status."""
         raise NotImplementedError
 
-    # Session.
+    # Transport.
 
-    def _open_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            headers = {"Content-Type": "application/json", "Accept": "application/json"}
-            headers.update(self._auth_headers())
-            # Config headers come last so users can set organisation or
-            # project headers, or override a default such as Accept.
-            headers.update(self._config.headers)
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._config.max_concurrency),
-                # None of aiohttp's own timeouts (its default is 5 minutes in
-                # total): the caller's deadline is the only one, so two timers
-                # never race to report the same stall in different words.
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=None, sock_connect=None, sock_read=None
-                ),
-                headers=headers,
-                raise_for_status=False,
-            )
-        return self._session
+    def _open_transport(self) -> Transport:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers.update(self._auth_headers())
+        # Config headers come last so users can set organisation or project
+        # headers, or override a default such as Accept.
+        headers.update(self._config.headers)
+        # No timeout of its own: the caller's deadline is the only one, so two
+        # timers never race to report the same stall in different words.
+        self._transport = Transport(headers, limit=self._config.max_concurrency)
+        return self._transport
 
     async def aclose(self) -> None:
-        """Close the session; safe to call more than once."""
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        """Close every connection; safe to call more than once."""
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.aclose()
 
     # Requests.
 
@@ -251,69 +251,40 @@ class HttpProvider(Generic[E]):
         self, url: str, body: object, decoder: msgspec.json.Decoder[T]
     ) -> tuple[T, Mapping[str, str]]:
         """POST ``body`` as JSON; the decoded 200 body and the response headers."""
-        raw, headers = await self._send("POST", url, data=msgspec.json.encode(body))
-        return self._decode_ok(raw, decoder), headers
+        response = await self._send("POST", url, body=msgspec.json.encode(body))
+        return self._decode_ok(response.body, decoder), response.headers
 
     async def _get_json(
         self, url: str, decoder: msgspec.json.Decoder[T], params: Mapping[str, str] | None = None
     ) -> T:
         """GET ``url``; the decoded 200 body."""
-        raw, _ = await self._send("GET", url, params=params)
-        return self._decode_ok(raw, decoder)
+        response = await self._send("GET", url, params=params)
+        return self._decode_ok(response.body, decoder)
 
     async def _send(
         self,
         method: str,
         url: str,
         *,
-        data: bytes | None = None,
+        body: bytes | None = None,
         params: Mapping[str, str] | None = None,
-    ) -> tuple[bytes, Mapping[str, str]]:
-        """One request: the body bytes and headers of a 2xx, else a ``ProviderError``."""
-        session = self._open_session()
-        status: int | None = None
+    ) -> Response:
+        """One request: the response to it if 2xx, else a ``ProviderError``."""
+        transport = self._transport or self._open_transport()
         try:
-            async with session.request(method, url, data=data, params=params) as response:
-                status = response.status
-                raw = await response.read()
-                headers = response.headers
-                content_type = response.content_type
+            response = await transport.request(method, url, body=body, params=params)
+        except TransportError as exc:
+            raise self._transport_error(exc) from None
         except TimeoutError:
             # Not a deadline of ours (the caller's cancel scope raises
             # CancelledError, which never lands here): the operating system
             # gave up on the connection.
-            raise self._fail("timeout", "the connection timed out", status=status) from None
-        except aiohttp.InvalidURL as exc:
-            raise self._fail("bad_request", f"invalid URL: {exc}", retryable=False) from None
-        except aiohttp.ClientPayloadError:
-            # A body cut short by the transport is a broken connection, not a
-            # bad answer: the same request may well succeed when tried again.
-            raise self._fail(
-                "connection_error",
-                f"the connection closed before the whole HTTP {status} body arrived",
-                status=status,
-            ) from None
-        except aiohttp.ServerDisconnectedError:
-            raise self._fail(
-                "connection_error", "the server closed the connection without answering"
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            reason = (
-                "connection refused"
-                if isinstance(exc.os_error, ConnectionRefusedError)
-                else exc.os_error.strerror or type(exc.os_error).__name__
-            )
-            raise self._fail(
-                "connection_error", f"cannot connect to {exc.host}:{exc.port}: {reason}"
-            ) from None
-        except aiohttp.ClientError as exc:
-            # ClientOSError (connection reset) and the rest of the transport errors.
-            raise self._fail(
-                "connection_error", f"{type(exc).__name__}: {exc}", status=status
-            ) from None
-        if status >= 300:
-            raise self._status_error(status, headers, raw, content_type)
-        return raw, headers
+            raise self._fail("timeout", "the connection timed out") from None
+        except OSError as exc:
+            raise self._fail("connection_error", f"{type(exc).__name__}: {exc}") from None
+        if response.status >= 300:
+            raise self._status_error(response)
+        return response
 
     def _decode_ok(self, raw: bytes, decoder: msgspec.json.Decoder[T]) -> T:
         try:
@@ -327,9 +298,34 @@ class HttpProvider(Generic[E]):
 
     # The one mapping from failures to ProviderError.
 
-    def _status_error(
-        self, status: int, headers: Mapping[str, str], raw: bytes, content_type: str
-    ) -> ProviderError:
+    def _transport_error(self, exc: TransportError) -> ProviderError:
+        if isinstance(exc, InvalidURL):
+            return self._fail(
+                "bad_request", f"invalid URL: {exc.url} ({exc.reason})", retryable=False
+            )
+        if isinstance(exc, InvalidHeader):
+            return self._fail("bad_request", str(exc), retryable=False)
+        if isinstance(exc, ConnectFailed):
+            # A refused certificate is a setting to fix (docs/providers.md, TLS),
+            # not a fault that goes away on its own.
+            return self._fail("connection_error", str(exc), retryable=not exc.certificate)
+        if isinstance(exc, Disconnected):
+            if exc.stage == "body":
+                # A body cut short by the transport is a broken connection, not
+                # a bad answer: the same request may well succeed when tried again.
+                message = f"the connection closed before the whole HTTP {exc.status} body arrived"
+            elif exc.stage == "head":
+                message = "the connection closed in the middle of the response head"
+            else:
+                message = "the server closed the connection without answering"
+            return self._fail("connection_error", message, status=exc.status)
+        if isinstance(exc, BadResponse):
+            status = f"HTTP {exc.status}: " if exc.status is not None else ""
+            return self._fail("connection_error", f"{status}{exc.reason}", status=exc.status)
+        return self._fail("connection_error", str(exc))
+
+    def _status_error(self, response: Response) -> ProviderError:
+        status, headers, raw = response.status, response.headers, response.body
         code = status_code(status)
         wire: WireError | None = None
         try:
@@ -359,7 +355,10 @@ class HttpProvider(Generic[E]):
             message = f"HTTP {status} with an empty body"
         else:
             shown = snippet(raw, secrets=key)
-            message = f"HTTP {status} with a non-JSON body ({content_type}): {shown}"
+            content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+            message = (
+                f"HTTP {status} with a non-JSON body ({content_type or 'no Content-Type'}): {shown}"
+            )
         return self._fail(
             code, message, status=status, retryable=retryable, retry_after=retry_after
         )

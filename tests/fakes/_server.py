@@ -87,6 +87,8 @@ class Received:
     query: Mapping[str, str]
     headers: Mapping[str, str]
     body: bytes
+    #: The client's (address, port): one per connection, so reuse shows.
+    peer: tuple[str, int] | None = None
 
     @property
     def json(self) -> Any:
@@ -222,6 +224,7 @@ class FakeServer:
             query=dict(request.query),
             headers=dict(request.headers),
             body=await request.read(),
+            peer=_peer(request),
         )
         self.requests.append(received)
         error = self.validate(endpoint, received, model)
@@ -264,6 +267,11 @@ class FakeServer:
         return web.Response(
             status=reply.status, body=body, content_type=reply.content_type, headers=reply.headers
         )
+
+
+def _peer(request: web.Request) -> tuple[str, int] | None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return (peer[0], peer[1]) if peer else None
 
 
 def words(text: str) -> int:
