@@ -166,7 +166,7 @@ async def _enqueue_and_wait(url: str, count: int) -> float:
     rows = [(f"t{i}", encode(Task(id=f"t{i}", prompt="x"))) for i in range(count)]
     async with open_database(url) as db:
         queue = Queue(db, worker_id="bench", lease=10, cancelled=cancelled_result)
-        await queue.enqueue(rows)
+        await queue.accept(rows)
     conn = await asyncpg.connect(url)
     try:
         # Polled: the benchmark measures server time, so the poll's own pace does not count.
