@@ -160,6 +160,47 @@ RETURNING t.id
 """
 
 
+def list_query(
+    *,
+    limit: int,
+    cursor: str | None = None,
+    status: str | None = None,
+    since: float | None = None,
+    tag: str | None = None,
+) -> tuple[str, list[object]]:
+    """The statement and arguments of one page of :meth:`Queue.list` (``limit`` rows).
+
+    Written for the indexes of schema 2: the keyset and ``since`` compare
+    ``submitted_at`` itself, the tag test is the indexed expression.
+    Raises :class:`~runner._journal.BadCursor` for a cursor no page handed out.
+    """
+    us = "(extract(epoch from {}) * 1000000)::bigint"
+    where: list[str] = []
+    args: list[object] = []
+    if cursor is not None:
+        at, task_id = decode_cursor(cursor)
+        # Compared as timestamptz, not as an expression of it, so the
+        # (submitted_at, id) index can start the page at the cursor.
+        args.extend((_timestamp(round(at * 1_000_000)), task_id))
+        where.append(f"(submitted_at, id) < (${len(args) - 1}, ${len(args)})")
+    if status is not None:
+        args.append(status)
+        where.append(f"status = ${len(args)}")
+    if since is not None:
+        args.append(_timestamp(math.ceil(since * 1_000_000)))
+        where.append(f"submitted_at >= ${len(args)}")
+    if tag is not None:
+        args.append(tag)
+        where.append(f"(task::jsonb -> 'tags') ? ${len(args)}")
+    args.append(limit)
+    clause = " WHERE " + " AND ".join(where) if where else ""
+    sql = (
+        f"SELECT id, status, {us.format('submitted_at')}, {us.format('finished_at')}"  # noqa: S608 - fixed fragments, values bound
+        f" FROM runner_tasks{clause} ORDER BY submitted_at DESC, id DESC LIMIT ${len(args)}"
+    )
+    return sql, args
+
+
 def _timestamp(us: int) -> datetime:
     """The instant ``us`` microseconds after the epoch, exactly (no float on the way)."""
     return _EPOCH + timedelta(microseconds=us)
@@ -426,34 +467,12 @@ class Queue:
         :meth:`~runner._journal.Journal.list`: ordered by accept time, then id
         (descending), keyset pages with the same opaque cursors.  Times are
         whole microseconds (what timestamptz holds), so a cursor names its
-        row exactly.  Indexes serve the order and the status filter
-        (``runner_tasks_listed``, ``runner_tasks_listed_status``).
+        row exactly.  Indexes serve the order and each filter
+        (``runner_tasks_listed``, ``runner_tasks_listed_status``,
+        ``runner_tasks_tags``; tests/test_cluster_schema.py shows the plans).
         """
-        us = "(extract(epoch from {}) * 1000000)::bigint"
-        where: list[str] = []
-        args: list[object] = []
-        if cursor is not None:
-            at, task_id = decode_cursor(cursor)
-            # Compared as timestamptz, not as an expression of it, so the
-            # (submitted_at, id) index can start the page at the cursor.
-            args.extend((_timestamp(round(at * 1_000_000)), task_id))
-            where.append(f"(submitted_at, id) < (${len(args) - 1}, ${len(args)})")
-        if status is not None:
-            args.append(status)
-            where.append(f"status = ${len(args)}")
-        if since is not None:
-            args.append(_timestamp(math.ceil(since * 1_000_000)))
-            where.append(f"submitted_at >= ${len(args)}")
-        if tag is not None:
-            args.append(tag)
-            where.append(f"(task::jsonb -> 'tags') ? ${len(args)}")
         # One row more than asked says whether another page follows.
-        args.append(limit + 1)
-        clause = " WHERE " + " AND ".join(where) if where else ""
-        sql = (
-            f"SELECT id, status, {us.format('submitted_at')}, {us.format('finished_at')}"  # noqa: S608 - fixed fragments, values bound
-            f" FROM runner_tasks{clause} ORDER BY submitted_at DESC, id DESC LIMIT ${len(args)}"
-        )
+        sql, args = list_query(limit=limit + 1, cursor=cursor, status=status, since=since, tag=tag)
         rows = await self.db.fetch(sql, *args)
         tasks = [
             Listed(
