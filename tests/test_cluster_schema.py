@@ -43,7 +43,7 @@ SELECT 't' || lpad(g::text, 6, '0'),
        now() - make_interval(secs => {TASKS} - g),
        CASE WHEN g % 100 = 1 THEN NULL ELSE now() - make_interval(secs => {TASKS} - g) END
 FROM generate_series(1, {TASKS}) AS g
-"""
+"""  # noqa: S608 - constants only
 
 
 def _nodes(plan: dict[str, Any]) -> list[tuple[str, str | None]]:

@@ -189,6 +189,7 @@ class Service:
                     worker_id=worker_id,
                     lease=cc.lease,
                     cooldown=config.cooldown.seconds,
+                    failures=config.cooldown.failures,
                 )
                 await outer.start(limits.run)
             async with AsyncExitStack() as stack:
