@@ -142,7 +142,12 @@ async def test_terminal_write_needs_the_lease(pg_url: str) -> None:
         assert await slow.finish([late]) == set()
         won = Finish(id="t", claims=theirs.claims, status="completed", result=b'{"by":"other"}')
         assert await other.finish([won]) == {"t"}
-        assert await other.finish([won]) == set()  # a second write changes nothing
+        # The same write again (a retry whose first answer was lost) is known
+        # as written; any other result for the id is not, and changes nothing.
+        assert await other.finish([won]) == {"t"}
+        again = Finish(id="t", claims=theirs.claims, status="failed", result=b'{"by":"other2"}')
+        assert await other.finish([again]) == set()
+        assert await slow.finish([late]) == set()
         stored = await other.get("t")
         assert stored is not None
         assert stored.result == b'{"by":"other"}'

@@ -171,7 +171,7 @@ class Service:
         # heartbeat, the sweep and the HTTP handlers share one pool.
         size = min(max(4, config.concurrency // 2), 32)
         async with (
-            open_database(url, min_size=2, max_size=size) as db,
+            open_database(url, min_size=2, max_size=size, notice=self.say) as db,
             anyio.create_task_group() as outer,
         ):
             await migrate(db)

@@ -127,8 +127,15 @@ WITH input AS (
     FROM input
     WHERE t.id = input.id AND t.owner = $5 AND t.claims = input.claims AND t.result IS NULL
     RETURNING t.id
+), earlier AS (
+    -- Written by this very statement before: its connection was lost after
+    -- the commit, so it runs again (Database.run).  The row holds exactly
+    -- this result from this claim: ours, which another run would not match.
+    SELECT t.id FROM runner_tasks t JOIN input ON t.id = input.id
+    WHERE t.claims = input.claims AND t.result = input.result
 )
 SELECT id, pg_notify('runner_done', id) FROM done
+UNION ALL SELECT id, NULL FROM earlier
 """
 _RELEASE: Final = """
 UPDATE runner_tasks SET owner = NULL, lease_until = NULL, status = 'pending', updated_at = now()
@@ -322,7 +329,9 @@ class Queue:
         """Write terminal results of tasks this worker holds; return the ids written.
 
         An id missing from the answer was not written: the lease was lost
-        (another worker has the task, or it is already finished).
+        (another worker has the task, or it is already finished).  A result
+        this call wrote before its connection was lost (the commit made, the
+        answer not received) counts as written when the retry finds it.
         """
 
         async def run(conn: Connection) -> set[str]:
