@@ -51,7 +51,7 @@ async def _finished_here(session: aiohttp.ClientSession, url: str) -> int:
 async def test_a_real_database_restart_mid_run_loses_nothing(tmp_path: Path) -> None:
     """pg_ctl restart -m fast while two workers run 300 tasks: the run completes, once per id."""
     n = 300
-    async with private_server() as server, CountingProvider(delay=0.1) as provider:
+    async with private_server() as server, CountingProvider(delay=0.2) as provider:
         workers = [
             WorkerProcess(
                 cluster_config(tmp_path, f"w{i}", provider), server.url, tmp_path / f"w{i}.log"
@@ -92,13 +92,18 @@ async def test_a_real_database_restart_mid_run_loses_nothing(tmp_path: Path) -> 
                     reclaimed = await conn.fetchval(
                         "SELECT count(*) FROM runner_tasks WHERE claims > 1"
                     )
+                    after_restart = await conn.fetchval(
+                        "SELECT count(*) FROM runner_tasks"
+                        " WHERE finished_at > pg_postmaster_start_time()"
+                    )
                 finally:
                     await conn.close()
         finally:
             codes = [await w.stop() for w in workers]
         logs = "".join(w.log.read_text() for w in workers)
-    # The restart came mid-run, with work left on both sides of it.
+    # The restart came mid-run, with results written on both sides of it.
     assert n // 5 <= before < n, before
+    assert after_restart > 0
     assert sorted(found) == sorted(f"t{i}" for i in range(n))
     assert {status for status, _ in found.values()} == {"completed"}
     # Exactly one terminal write per id across the workers (each write is
