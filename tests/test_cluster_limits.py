@@ -14,6 +14,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import anyio
 import pytest
 
+from benchmarks._admissions import SELECT as ADMISSIONS
+from benchmarks._admissions import check_bucket
+from benchmarks._admissions import install as install_admission_log
 from runner.cluster._limits import SharedLimits
 from runner.cluster._pool import Database, open_database
 from runner.cluster._schema import migrate
@@ -59,37 +62,65 @@ async def _workers(
         tg.cancel_scope.cancel()
 
 
-async def test_shared_rate_limit_holds_across_workers(pg_url: str) -> None:
-    """600 rpm over three workers: after the one-bucket burst, admissions follow the rate.
+async def _server_offset(db: Database) -> tuple[float, float]:
+    """The server's clock minus this process's ``time.time()``, and the uncertainty."""
+    before = time.time()
+    server = float(await db.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8"))
+    after = time.time()
+    return server - (before + after) / 2, (after - before) / 2
 
-    In any window of length T from the start, at most 600 + 10 * T
-    attempts are admitted (rate plus one bucket), and the ones past the
-    burst are spread at the rate.
+
+async def test_shared_rate_limit_holds_across_workers(pg_url: str) -> None:
+    """600 rpm over three workers: the bucket admits 600 + 10/s, and no attempt starts early.
+
+    The admissions are the ones the database decided (logged inside each
+    reservation, on its clock): the k-th comes no earlier than the full
+    bucket plus the refill since the first allows, exactly (float rounding
+    only).  Each attempt starts (after its worker slept the debt) no earlier
+    than its admission, so the k-th start is no earlier than the k-th
+    admission.
     """
     provider = _provider(rate_limit=RateLimit(requests_per_minute=600), max_concurrency=1000)
-    admitted: list[float] = []
+    started: list[float] = []
     async with _workers(pg_url, 3, provider) as limits:
-        start = time.monotonic()
+        await install_admission_log(limits[0].db)
 
         async def caller(lim: SharedLimits, n: int) -> None:
             admission = lim.admission(provider)
             assert admission is not None
             for _ in range(n):
                 await admission.enter()
-                admitted.append(time.monotonic() - start)
+                started.append(time.time())
                 admission.leave(0)
 
         async with anyio.create_task_group() as tg:
             for lim in limits:
                 for _ in range(10):
                     tg.start_soon(caller, lim, 21)  # 630 in all: 30 past the burst
-    admitted.sort()
-    assert len(admitted) == 630
-    for k, t in enumerate(admitted, start=1):
-        # At most the bucket plus what refilled by then (one unit of slack for rounding).
-        assert k <= 600 + 10 * t + 1, (k, t)
-    # The 30 past the burst needed the refill: about 3 s at 10 per second.
-    assert admitted[-1] >= 2.5
+        rows = await limits[0].db.fetch(ADMISSIONS)
+        offset, uncertainty = await _server_offset(limits[0].db)
+    admitted = [r["admitted"] for r in rows]
+    assert [r["taken"] for r in rows] == pytest.approx([1.0] * 630)  # one unit each
+    _, excess = check_bucket(admitted, 600)
+    assert excess <= 1e-3, excess
+    # The 30 past the burst needed exactly 3 s of refill.
+    assert admitted[-1] - admitted[0] >= 3.0 - 1e-4
+    assert len(started) == 630
+    started.sort()
+    slack = uncertainty + 0.001
+    early = [(k, a - (s + offset)) for k, (s, a) in enumerate(zip(started, admitted, strict=True))]
+    assert max(e for _, e in early) <= slack, max(early, key=lambda ke: ke[1])
+
+
+def test_the_bucket_check_counts_an_admission_past_the_bucket() -> None:
+    """One admission more than 600 + 10/s allows is reported, in the excess and the window."""
+    exact = [0.0] * 600 + [k / 10 for k in range(1, 601)]  # the burst, then 10/s for 60 s
+    assert check_bucket(exact, 600) == (1200, 0.0)
+    one_early = sorted([*exact[:-1], exact[-1] - 0.05])
+    _, excess = check_bucket(sorted([*exact, 30.0]), 600)
+    assert excess == pytest.approx(1.0)
+    assert check_bucket(one_early, 600)[1] == pytest.approx(0.5)
+    assert check_bucket([*exact, 60.0], 600)[0] == 1201  # 0 to 60 s, closed
 
 
 async def test_shared_token_budget_is_charged_across_workers(pg_url: str) -> None:
