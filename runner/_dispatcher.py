@@ -9,7 +9,8 @@ stream, so the global limit costs nothing per task; each provider has a
 :class:`~runner._ratelimit.SharedLimits` (cluster mode), each provider's
 shared :class:`~runner._ratelimit.Admission` replaces that rate limiter, is
 entered inside the attempt's scope just before the call and left however the
-call ends, and a cooldown this process starts is announced to the others.
+call ends, and each call's success or counted failure goes to the shared
+consecutive-failure count, which decides on cooldowns for every process.
 
 Per task a worker: selects the first provider of the chain that is not
 cooling down (waiting for the earliest recovery when all are), makes an
@@ -227,18 +228,22 @@ class Dispatcher:
             pid = ctx.provider
             if isinstance(outcome, CompletionResponse):
                 ctx.response = outcome
-                registry.record_success(pid or "")
+                if self._limits is not None:
+                    self._limits.record_success(pid or "")
+                else:
+                    registry.record_success(pid or "")
                 record(
                     ctx, "completed", provider=pid, attempt=ctx.attempts, latency_ms=ctx.latency_ms
                 )
                 return
             error = outcome
-            if (
-                counts_toward_cooldown(error.code)
-                and registry.record_failure(pid or "")
-                and self._limits is not None
-            ):
-                self._limits.cooling_started(pid or "")
+            if counts_toward_cooldown(error.code):
+                # Shared limits count failures across the cluster, which then
+                # decides on the cooldown and announces it to every worker.
+                if self._limits is not None:
+                    self._limits.record_failure(pid or "")
+                else:
+                    registry.record_failure(pid or "")
             ctx.error = ErrorInfo(
                 code=error.code, message=error.message, provider=pid, retryable=error.retryable
             )

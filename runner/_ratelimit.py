@@ -16,8 +16,9 @@ check the waits without waiting.
 
 :class:`SharedLimits` is the seam for limits held elsewhere (cluster mode
 keeps them in PostgreSQL, shared by every worker): when a Runner is given
-one, each provider's :class:`Admission` replaces its in-memory rate limiter
-and the cooldowns it starts are announced to the other workers.
+one, each provider's :class:`Admission` replaces its in-memory rate limiter,
+and the consecutive failures behind a cooldown are counted there, across
+every worker, instead of in the process's registry.
 """
 
 from __future__ import annotations
@@ -50,12 +51,23 @@ class SharedLimits(Protocol):
         """The provider's shared admission, or ``None`` if it has no shared limit."""
         ...
 
-    def cooling_started(self, provider_id: str) -> None:
-        """This process started the provider's cooldown: tell the others."""
+    def record_success(self, provider_id: str) -> None:
+        """A call to the provider succeeded: the shared consecutive-failure count starts again.
+
+        Synchronous and cheap: called after every successful call.
+        """
+        ...
+
+    def record_failure(self, provider_id: str) -> None:
+        """A call failed in a way that counts toward cooldown (``counts_toward_cooldown``).
+
+        The shared count, not this process's, decides whether a cooldown
+        starts; one that does reaches every process through :meth:`bind`.
+        """
         ...
 
     def bind(self, cool: Callable[[str, float], None]) -> None:
-        """Where cooldowns started elsewhere go: ``cool(provider_id, seconds_left)``."""
+        """Where the shared cooldowns go: ``cool(provider_id, seconds_left)``."""
         ...
 
 

@@ -344,14 +344,25 @@ class Registry:
         return True
 
     def cool(self, provider_id: str, seconds: float) -> None:
-        """Cool the provider down for ``seconds`` from now (a cooldown started elsewhere).
+        """Cool the provider down for ``seconds`` from now (a cooldown decided elsewhere).
 
-        An unknown provider is ignored; a longer cooldown already running is kept.
+        An unknown provider is ignored; a longer cooldown already running is
+        kept.  A provider that was not cooling is told about once, as a
+        cooldown this registry starts is.
         """
         h = self._health.get(provider_id)
         if h is None or seconds <= 0:
             return
-        h.cooled_until = max(h.cooled_until, self._clock() + seconds)
+        now = self._clock()
+        if h.cooled_until <= now:
+            self._tell(
+                "cooldown_started",
+                f"provider {provider_id} is cooling down for {seconds:.0f} s"
+                " (its consecutive failures across the cluster)",
+                provider=provider_id,
+                seconds=seconds,
+            )
+        h.cooled_until = max(h.cooled_until, now + seconds)
 
     def statistics(self) -> dict[str, HealthSnapshot]:
         """Every provider's health now, as immutable snapshots."""

@@ -6,7 +6,8 @@ import anyio
 import asyncpg
 import pytest
 
-from runner._errors import UsageError
+from runner._errors import QueueFull, UsageError
+from runner._journal import Stored
 from runner.cluster._pool import open_database, redact
 from runner.cluster._queue import Finish, Queue
 from runner.cluster._schema import SCHEMA_VERSION, check_readable, migrate
@@ -42,9 +43,8 @@ async def test_newer_schema_is_refused(pg_url: str) -> None:
     async with open_database(pg_url) as db:
         await migrate(db)
         await db.execute("INSERT INTO runner_schema (version) VALUES ($1)", SCHEMA_VERSION + 1)
-        with pytest.raises(
-            UsageError, match=f"schema version {SCHEMA_VERSION + 1}, newer than this runner"
-        ):
+        newer = rf"schema version {SCHEMA_VERSION + 1}, newer than this runner"
+        with pytest.raises(UsageError, match=newer):
             await migrate(db)
         with pytest.raises(UsageError, match="upgrade runner"):
             await check_readable(db)
@@ -76,13 +76,13 @@ async def test_not_a_postgres_url_is_refused() -> None:
             pass
 
 
-async def test_enqueue_keeps_first_row_of_a_known_id(pg_url: str) -> None:
+async def test_accept_keeps_first_row_of_a_known_id(pg_url: str) -> None:
     """A repeated id is a duplicate that shows the first submission's row."""
     async with open_database(pg_url) as db:
         await migrate(db)
         q = _queue(db, "w1")
-        assert await q.enqueue(_tasks("a", "b")) == [None, None]
-        again = await q.enqueue(_tasks("b", "c"))
+        assert await q.accept(_tasks("a", "b")) == [None, None]
+        again = await q.accept(_tasks("b", "c"))
         assert again is not None
         assert again[1] is None
         assert again[0] is not None
@@ -91,23 +91,25 @@ async def test_enqueue_keeps_first_row_of_a_known_id(pg_url: str) -> None:
         assert [c.id for c in await q.claim(10)] == ["a", "b", "c"]
 
 
-async def test_enqueue_refuses_past_room(pg_url: str) -> None:
-    """With no room for the whole batch nothing of it is inserted."""
+async def test_accept_refuses_past_room(pg_url: str) -> None:
+    """With no room for the whole batch, QueueFull says how much is left; nothing goes in."""
     async with open_database(pg_url) as db:
         await migrate(db)
         q = _queue(db, "w1")
-        assert await q.enqueue(_tasks("a", "b"), room=3) == [None, None]
-        assert await q.enqueue(_tasks("c", "d"), room=3) is None
+        assert await q.accept(_tasks("a", "b"), room=3) == [None, None]
+        with pytest.raises(QueueFull) as info:
+            await q.accept(_tasks("c", "d"), room=3)
+        assert info.value.room == 1
         assert await q.unfinished() == 2
         # A known id takes no new place.
-        assert await q.enqueue(_tasks("b", "c"), room=3) is not None
+        assert await q.accept(_tasks("b", "c"), room=3) == [Stored(id="b", status="pending"), None]
 
 
 async def test_concurrent_claims_never_share_a_task(pg_url: str) -> None:
     """SKIP LOCKED: workers claiming at once get disjoint tasks, and all of them."""
     async with open_database(pg_url, max_size=8) as db:
         await migrate(db)
-        await _queue(db, "x").enqueue(_tasks(*(f"t{i}" for i in range(200))))
+        await _queue(db, "x").accept(_tasks(*(f"t{i}" for i in range(200))))
         got: dict[str, list[str]] = {f"w{n}": [] for n in range(4)}
 
         async def drain(worker: str) -> None:
@@ -128,7 +130,7 @@ async def test_terminal_write_needs_the_lease(pg_url: str) -> None:
     async with open_database(pg_url) as db:
         await migrate(db)
         slow, other = _queue(db, "slow", lease=0.2), _queue(db, "other")
-        await slow.enqueue(_tasks("t"))
+        await slow.accept(_tasks("t"))
         (mine,) = await slow.claim(1)
         await anyio.sleep(0.4)
         assert await other.reclaim() == (1, 0)
@@ -140,7 +142,12 @@ async def test_terminal_write_needs_the_lease(pg_url: str) -> None:
         assert await slow.finish([late]) == set()
         won = Finish(id="t", claims=theirs.claims, status="completed", result=b'{"by":"other"}')
         assert await other.finish([won]) == {"t"}
-        assert await other.finish([won]) == set()  # a second write changes nothing
+        # The same write again (a retry whose first answer was lost) is known
+        # as written; any other result for the id is not, and changes nothing.
+        assert await other.finish([won]) == {"t"}
+        again = Finish(id="t", claims=theirs.claims, status="failed", result=b'{"by":"other2"}')
+        assert await other.finish([again]) == set()
+        assert await slow.finish([late]) == set()
         stored = await other.get("t")
         assert stored is not None
         assert stored.result == b'{"by":"other"}'
@@ -151,7 +158,7 @@ async def test_renewed_lease_is_not_reclaimed(pg_url: str) -> None:
     async with open_database(pg_url) as db:
         await migrate(db)
         q = _queue(db, "w", lease=0.3)
-        await q.enqueue(_tasks("t"))
+        await q.accept(_tasks("t"))
         await q.claim(1)
         for _ in range(4):
             await anyio.sleep(0.1)
@@ -164,7 +171,7 @@ async def test_cancel_of_a_waiting_task_is_final_at_once(pg_url: str) -> None:
     async with open_database(pg_url) as db:
         await migrate(db)
         q = _queue(db, "w")
-        await q.enqueue(_tasks("t"))
+        await q.accept(_tasks("t"))
         view = await q.cancel("t")
         assert view is not None
         assert view.status == "cancelled"
@@ -179,7 +186,7 @@ async def test_cancel_of_a_held_task_reaches_its_owner(pg_url: str) -> None:
     async with open_database(pg_url) as db:
         await migrate(db)
         owner = _queue(db, "owner")
-        await owner.enqueue(_tasks("t"))
+        await owner.accept(_tasks("t"))
         await owner.claim(1)
         heard: list[str] = []
         got = anyio.Event()
@@ -205,7 +212,7 @@ async def test_cancelled_task_of_a_dead_worker_is_finished_by_the_sweep(pg_url: 
     async with open_database(pg_url) as db:
         await migrate(db)
         dead = _queue(db, "dead", lease=0.1)
-        await dead.enqueue(_tasks("t", "u"))
+        await dead.accept(_tasks("t", "u"))
         await dead.claim(2)
         await _queue(db, "x").cancel("t")
         await anyio.sleep(0.3)
@@ -223,7 +230,7 @@ async def test_release_hands_tasks_back(pg_url: str) -> None:
     async with open_database(pg_url) as db:
         await migrate(db)
         q = _queue(db, "w")
-        await q.enqueue(_tasks("a", "b"))
+        await q.accept(_tasks("a", "b"))
         await q.claim(2)
         assert await q.release(["a", "b"]) == 2
         assert [c.id for c in await _queue(db, "v").claim(5)] == ["a", "b"]
@@ -235,9 +242,9 @@ async def test_operations_ride_out_terminated_connections(pg_url: str) -> None:
     async with open_database(pg_url) as db:
         await migrate(db)
         q = _queue(db, "w")
-        await q.enqueue(_tasks("a"))
+        await q.accept(_tasks("a"))
         assert await terminate_backends(pg_url) >= 1
-        assert await q.enqueue(_tasks("b")) == [None]
+        assert await q.accept(_tasks("b")) == [None]
         assert [c.id for c in await q.claim(5)] == ["a", "b"]
         # Cut while a statement is in flight: that one is tried again.
         async with anyio.create_task_group() as tg:
@@ -258,7 +265,7 @@ async def test_listener_reconnects_and_says_so(pg_url: str) -> None:
             await terminate_backends(pg_url)
             with anyio.fail_after(10):
                 await reconnected.wait()
-            await _queue(db, "w").enqueue(_tasks("a"))
+            await _queue(db, "w").accept(_tasks("a"))
             with anyio.fail_after(5):
                 await heard.wait()
             tg.cancel_scope.cancel()
@@ -278,28 +285,12 @@ async def test_admin_url_is_not_a_runner_database() -> None:
         await conn.close()
 
 
-async def test_known_id_for_a_different_task_is_refused_whole(pg_url: str) -> None:
-    """An id queued for another task refuses the whole batch and names its position."""
-    from runner.cluster._queue import IdTaken
-
-    async with open_database(pg_url) as db:
-        await migrate(db)
-        q = _queue(db, "w")
-        await q.enqueue(_tasks("a"))
-        with pytest.raises(IdTaken) as info:
-            await q.enqueue([("new", b'{"id":"new"}'), ("a", b'{"id":"a","prompt":"other"}')])
-        assert info.value.positions == [1]
-        assert await q.get("new") is None
-        # The same task again is a duplicate, not a conflict.
-        assert (await q.enqueue(_tasks("a")))[0] is not None  # type: ignore[index]
-
-
 async def test_purge_removes_only_results_past_retention(pg_url: str) -> None:
     """Finished tasks older than the retention go; unfinished and recent ones stay."""
     async with open_database(pg_url) as db:
         await migrate(db)
         q = _queue(db, "w")
-        await q.enqueue(_tasks("old", "new", "open"))
+        await q.accept(_tasks("old", "new", "open"))
         claims = {c.id: c for c in await q.claim(3)}
         done = [
             Finish(id=i, claims=claims[i].claims, status="completed", result=b"{}")
@@ -323,10 +314,10 @@ async def test_task_list_pages_newest_first_from_the_database(pg_url: str) -> No
     async with open_database(pg_url) as db:
         await migrate(db)
         queue = _queue(db, "w1")
-        await queue.enqueue(_tasks("a", "b", "c"), room=100, same=lambda x, y: x == y)
-        await queue.enqueue(_tasks("d", "e"), room=100, same=lambda x, y: x == y)
+        await queue.accept(_tasks("a", "b", "c"), room=100, same=lambda x, y: x == y)
+        await queue.accept(_tasks("d", "e"), room=100, same=lambda x, y: x == y)
         tagged = [("t", b'{"id":"t","prompt":"x","tags":["nightly"]}')]
-        await queue.enqueue(tagged, room=100, same=lambda x, y: x == y)
+        await queue.accept(tagged, room=100, same=lambda x, y: x == y)
         worker = ClusterWorker(queue, queue_size=100, concurrency=1, prefetch=1)
         seen: list[str] = []
         cursor = None

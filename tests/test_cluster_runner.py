@@ -41,7 +41,9 @@ async def _runner(url: str, name: str, scripts: Scripts) -> AsyncIterator[Runner
     async with AsyncExitStack() as stack:
         db = await stack.enter_async_context(open_database(url))
         await migrate(db)
-        limits = SharedLimits(db, CONFIG.providers, worker_id=name, lease=30, cooldown=60)
+        limits = SharedLimits(
+            db, CONFIG.providers, worker_id=name, lease=30, cooldown=60, failures=1
+        )
         tg = await stack.enter_async_context(anyio.create_task_group())
         await tg.start(limits.run)
         await tg.start(db.listen, limits.channels(), limits.on_reconnect)
@@ -99,7 +101,9 @@ async def test_max_concurrency_holds_across_runners(pg_url: str) -> None:
         for name in ("a", "b", "c"):
             db = await stack.enter_async_context(open_database(pg_url))
             await migrate(db)
-            limits = SharedLimits(db, CONFIG.providers, worker_id=name, lease=30, cooldown=60)
+            limits = SharedLimits(
+                db, CONFIG.providers, worker_id=name, lease=30, cooldown=60, failures=1
+            )
             tg = await stack.enter_async_context(anyio.create_task_group())
             await tg.start(limits.run)
             await tg.start(db.listen, limits.channels(), limits.on_reconnect)

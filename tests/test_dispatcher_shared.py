@@ -3,8 +3,9 @@
 A fake :class:`~runner._ratelimit.SharedLimits` records every admission, so
 these run without a database, on asyncio and trio: each attempt enters once
 and leaves once whatever its outcome (also when cancelled mid-call), a
-success charges its tokens, a cooldown this runner starts is announced, and
-one announced from elsewhere steers selection.
+success charges its tokens, every counted outcome goes to the shared
+consecutive-failure count (not the runner's own), and a cooldown decided
+there steers selection.
 """
 
 from __future__ import annotations
@@ -45,14 +46,17 @@ class FakeAdmission:
 class FakeLimits:
     def __init__(self) -> None:
         self.log: list[tuple[str, str, int]] = []
-        self.cooling: list[str] = []
+        self.outcomes: list[tuple[str, str]] = []
         self.cool: Callable[[str, float], None] | None = None
 
     def admission(self, provider: ProviderConfig) -> FakeAdmission:
         return FakeAdmission(self.log, provider.id)
 
-    def cooling_started(self, provider_id: str) -> None:
-        self.cooling.append(provider_id)
+    def record_success(self, provider_id: str) -> None:
+        self.outcomes.append(("success", provider_id))
+
+    def record_failure(self, provider_id: str) -> None:
+        self.outcomes.append(("failure", provider_id))
 
     def bind(self, cool: Callable[[str, float], None]) -> None:
         self.cool = cool
@@ -83,8 +87,11 @@ async def test_every_attempt_enters_and_leaves_once() -> None:
         ("enter", "q", 0),
         ("leave", "q", result.usage.total_tokens),
     ]
-    # p's failure started its cooldown here, so the other workers are told.
-    assert limits.cooling == ["p"]
+    # Each outcome goes to the shared count, which decides on cooldowns: the
+    # runner's own registry starts none (cooldown.failures is 1 here).
+    assert limits.outcomes == [("failure", "p"), ("success", "q")]
+    assert runner._registry is not None
+    assert runner._registry.statistics()["p"].cooling_until is None
 
 
 async def test_a_cancelled_call_still_leaves() -> None:

@@ -171,3 +171,23 @@ def test_merged_parameters_follow_precedence(config: Config) -> None:
                     (getattr(p, name) for p in layers if getattr(p, name) is not None), None
                 )
                 assert getattr(route.parameters, name) == expected
+
+
+def test_a_cooldown_decided_elsewhere_is_told_once_and_steers_selection() -> None:
+    """cool(): the provider is skipped until then; one notice, none for a repeat while cooling."""
+    clock = FakeClock()
+    reg = Registry.from_config(make_config(), clock=clock)
+    told: list[tuple[str, str | None, float | None]] = []
+    reg.notify = lambda n: told.append((n.kind, n.provider, n.seconds))
+    reg.cool("a", 30.0)
+    reg.cool("a", 29.5)  # the same cooldown, from the notification
+    assert reg.select(reg.chain("coder")).route.provider.id == "b"  # type: ignore[union-attr]
+    assert told == [("cooldown_started", "a", 30.0)]
+    clock.now += 30
+    assert reg.select(reg.chain("coder")).route.provider.id == "a"  # type: ignore[union-attr]
+    reg.cool("a", 10.0)
+    assert [kind for kind, _, _ in told] == [
+        "cooldown_started",
+        "cooldown_ended",
+        "cooldown_started",
+    ]

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from runner import Task
 from runner.metrics import MemorySink
 from runner.service._http import Reports
-from runner.service._journal import Journal, JournalError, Stored, open_journal
+from runner.service._journal import JournalError, LocalJournal, Stored, open_journal
 from runner.service._prometheus import PrometheusTee
 from runner.service._server import make_app
 from runner.service._worker import Worker
@@ -36,7 +36,7 @@ FULL = "the journal could not be written: database or disk is full"
 class Breakable:
     """A real journal whose writes fail, as on a full disk, while ``broken`` is set."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: LocalJournal) -> None:
         self._journal = journal
         self.broken = False
 
@@ -143,7 +143,7 @@ async def test_a_journal_that_refuses_writes_gets_json_503s_and_one_report(
     path = tmp_path / "journal.db"
     breakable: list[Breakable] = []
 
-    def wrap(journal: Journal) -> Breakable:
+    def wrap(journal: LocalJournal) -> Breakable:
         breakable.append(Breakable(journal))
         return breakable[0]
 

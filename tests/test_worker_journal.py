@@ -1,4 +1,7 @@
-"""The worker's journal: durable accepts, one row per id, resume list, claims, retention.
+"""The SQLite journal's own promises: one owner per file, foreign files refused, batches.
+
+What every backend promises (accepts, one result, retention, listing) is in
+tests/test_journal_contract.py.
 
 The journal itself is backend-neutral (its owner runs each batch in a worker
 thread through anyio), so these run on asyncio and trio; only the worker's
@@ -15,7 +18,7 @@ import anyio
 import pytest
 
 from runner import StorageError, UsageError
-from runner.service._journal import IdConflict, Stored, open_journal
+from runner.service._journal import open_journal
 
 pytestmark = pytest.mark.anyio
 
@@ -25,57 +28,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def test_accept_inserts_new_ids_and_returns_existing_rows(tmp_path: Path) -> None:
-    """A new id is inserted (None); a journaled id returns its first row, unchanged."""
-    path = str(tmp_path / "j.db")
-    async with open_journal(path) as journal:
-        first = await journal.accept([("a", b'{"id":"a","prompt":"1"}'), ("b", b'{"id":"b"}')])
-        again = await journal.accept([("a", b'{"id":"a","prompt":"1"}'), ("c", b"{}")])
-    assert first == [None, None]
-    assert again == [Stored(id="a", status="pending"), None]
-    async with open_journal(path) as journal:
-        assert await journal.unfinished() == [
-            ("a", b'{"id":"a","prompt":"1"}'),
-            ("b", b'{"id":"b"}'),
-            ("c", b"{}"),
-        ]
-
-
-async def test_an_id_journaled_for_another_task_is_a_conflict_and_nothing_goes_in(
-    tmp_path: Path,
-) -> None:
-    """A journaled id with a different task raises IdConflict; no row of the batch is added."""
-    path = str(tmp_path / "j.db")
-    async with open_journal(path) as journal:
-        await journal.accept([("a", b'{"id":"a","prompt":"1"}')])
-        with pytest.raises(IdConflict) as caught:
-            await journal.accept([("new", b"{}"), ("a", b'{"id":"a","prompt":"2"}'), ("a2", b"{}")])
-        assert caught.value.positions == [1]
-        # A comparison that finds them equal makes it a duplicate instead.
-        same = await journal.accept([("a", b'{"prompt":"1","id":"a"}')], same=lambda x, y: True)
-        assert same == [Stored(id="a", status="pending")]
-        assert await journal.unfinished() == [("a", b'{"id":"a","prompt":"1"}')]
-
-
-async def test_finished_tasks_leave_the_resume_list_and_keep_one_result(tmp_path: Path) -> None:
-    """finish() stores the one terminal result; a second finish changes nothing."""
-    path = str(tmp_path / "j.db")
-    async with open_journal(path) as journal:
-        await journal.accept([("a", b"{}"), ("b", b"{}")])
-        journal.record_status("a", "running")
-        await journal.finish("a", "completed", b'{"id":"a","status":"completed"}')
-        await journal.finish("a", "failed", b'{"id":"a","status":"failed"}')
-        journal.record_status("a", "running")  # late move after the result: ignored
-        journal.record_status("b", "retrying")
-    async with open_journal(path) as journal:
-        assert await journal.get("a") == Stored(
-            id="a", status="completed", result=b'{"id":"a","status":"completed"}'
-        )
-        assert await journal.get("b") == Stored(id="b", status="retrying")
-        assert await journal.get("zzz") is None
-        assert await journal.unfinished() == [("b", b"{}")]
-
-
 async def test_terminal_status_must_come_with_a_result(tmp_path: Path) -> None:
     """record_status refuses a terminal status; finish refuses a non-terminal one."""
     async with open_journal(str(tmp_path / "j.db")) as journal:
@@ -83,21 +35,6 @@ async def test_terminal_status_must_come_with_a_result(tmp_path: Path) -> None:
             journal.record_status("a", "completed")
         with pytest.raises(ValueError, match="not terminal"):
             await journal.finish("a", "running", b"{}")
-
-
-async def test_purge_removes_only_results_older_than_retention(tmp_path: Path) -> None:
-    """Results past the retention go; newer results and unfinished tasks stay."""
-    now = [1000.0]
-    async with open_journal(str(tmp_path / "j.db"), clock=lambda: now[0]) as journal:
-        await journal.accept([("old", b"{}"), ("new", b"{}"), ("open", b"{}")])
-        await journal.finish("old", "completed", b"{}")
-        now[0] = 2000.0
-        await journal.finish("new", "completed", b"{}")
-        now[0] = 2500.0
-        assert await journal.purge(1000.0) == 1
-        assert await journal.get("old") is None
-        assert await journal.get("new") is not None
-        assert await journal.unfinished() == [("open", b"{}")]
 
 
 async def test_a_second_owner_is_refused_with_a_clear_message(tmp_path: Path) -> None:
@@ -130,20 +67,6 @@ async def test_a_failed_write_is_a_storage_error_with_its_cause(tmp_path: Path) 
         with pytest.raises(StorageError, match="the journal could not be written") as caught:
             await journal.get("a")
     assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
-
-
-async def test_concurrent_accepts_share_commits_and_all_land(tmp_path: Path) -> None:
-    """Many concurrent callers each get their answer and every row is stored."""
-    path = str(tmp_path / "j.db")
-    async with open_journal(path) as journal:
-
-        async def one(i: int) -> None:
-            assert await journal.accept([(f"t{i}", b"{}")]) == [None]
-
-        async with anyio.create_task_group() as tg:
-            for i in range(200):
-                tg.start_soon(one, i)
-        assert len(await journal.unfinished()) == 200
 
 
 def _tables(path: Path) -> list[str]:
@@ -186,24 +109,6 @@ async def test_an_empty_file_becomes_a_journal(tmp_path: Path) -> None:
     async with open_journal(str(path)) as journal:
         assert await journal.accept([("a", b"{}")]) == [None]
     assert _tables(path) == ["tasks"]
-
-
-async def test_claims_hand_out_each_unfinished_task_once(tmp_path: Path) -> None:
-    """Resumed tasks are claimed once; tasks accepted or claimed here are not handed out again."""
-    path = str(tmp_path / "j.db")
-    async with open_journal(path) as journal:
-        await journal.accept([(f"t{i}", b"{}") for i in range(5)])
-        await journal.finish("t1", "completed", b"{}")
-    async with open_journal(path) as journal:
-        assert await journal.claim("w1", limit=2, lease=30.0) == [("t0", b"{}"), ("t2", b"{}")]
-        await journal.accept([("new", b"{}")])
-        await journal.renew("w1", lease=30.0)
-        assert await journal.claim("w1", lease=30.0) == [("t3", b"{}"), ("t4", b"{}")]
-        assert await journal.claim("w2", lease=30.0) == []
-        await journal.finish("t0", "completed", b"{}")
-    async with open_journal(path) as journal:  # a restart: what is unfinished is claimable again
-        claimed = await journal.claim("w1", lease=30.0)
-        assert [task_id for task_id, _ in claimed] == ["t2", "t3", "t4", "new"]
 
 
 async def test_closing_writes_every_queued_status_move(tmp_path: Path) -> None:

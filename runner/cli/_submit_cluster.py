@@ -29,16 +29,18 @@ import anyio
 import anyio.abc
 import msgspec
 
+from runner._errors import QueueFull
 from runner._task import Result, Task
 from runner._tasks_file import TasksFile, rejection
 from runner.cli._results_file import ResultsFile
 from runner.cli._submit import cancelled
 from runner.cli._submit_remote import RemoteSubmission, _first, _quiet_retries
 from runner.cluster._pool import Database, open_database
-from runner.cluster._queue import DONE_CHANNEL, IdTaken, Queue
+from runner.cluster._queue import DONE_CHANNEL, Queue
 from runner.cluster._schema import migrate
 from runner.config._model import Config
 from runner.service._cluster import cancelled_result
+from runner.service._journal import IdConflict
 from runner.service._worker import same_task
 
 #: Tasks per enqueue transaction.
@@ -195,8 +197,14 @@ class DatabaseClient:
             # Counted as outstanding first: a fast worker may finish before we return.
             self._outstanding.update(i for i, _ in rows)
             try:
-                found = await self._queue.enqueue(rows, room=self._room, same=same_task)
-            except IdTaken as exc:
+                found = await self._queue.accept(rows, same=same_task, room=self._room)
+            except QueueFull:
+                self._outstanding.difference_update(i for i, _ in rows)
+                # The cluster's queue is full: wait for results to make room.
+                with anyio.move_on_after(1.0):
+                    await self._wake.wait()
+                continue
+            except IdConflict as exc:
                 self._outstanding.difference_update(i for i, _ in rows)
                 taken = set(exc.positions)
                 for n, (line, task) in enumerate(batch):
@@ -212,12 +220,7 @@ class DatabaseClient:
                 if not batch:
                     return
                 continue
-            if found is not None:
-                break
-            self._outstanding.difference_update(i for i, _ in rows)
-            # The cluster's queue is full: wait for results to make room.
-            with anyio.move_on_after(1.0):
-                await self._wake.wait()
+            break
         for (task_id, _), stored in zip(rows, found, strict=True):
             if stored is not None and stored.result is not None:
                 # A duplicate that has finished: its earlier result is the answer

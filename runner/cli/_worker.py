@@ -42,7 +42,6 @@ from runner.service._worker import Worker
 
 if TYPE_CHECKING:
     from runner._api import Runner
-    from runner.cluster._queue import Queue
 
 #: Longest pause between two retention purges, in seconds.
 MAX_PURGE_INTERVAL: Final = 3600.0
@@ -172,7 +171,7 @@ class Service:
         # heartbeat, the sweep and the HTTP handlers share one pool.
         size = min(max(4, config.concurrency // 2), 32)
         async with (
-            open_database(url, min_size=2, max_size=size) as db,
+            open_database(url, min_size=2, max_size=size, notice=self.say) as db,
             anyio.create_task_group() as outer,
         ):
             await migrate(db)
@@ -181,7 +180,7 @@ class Service:
             if purged:
                 self.say(f"removed {purged} results older than worker.retention")
             outer.start_soon(self._watch_signals, outer.cancel_scope)
-            outer.start_soon(self._purge_cluster, queue, config.worker.retention)
+            outer.start_soon(self._purge, queue, config.worker.retention)
             limits = None
             if cc.shared_limits:
                 limits = SharedLimits(
@@ -190,6 +189,7 @@ class Service:
                     worker_id=worker_id,
                     lease=cc.lease,
                     cooldown=config.cooldown.seconds,
+                    failures=config.cooldown.failures,
                 )
                 await outer.start(limits.run)
             async with AsyncExitStack() as stack:
@@ -238,12 +238,6 @@ class Service:
                         tee,
                     )
             outer.cancel_scope.cancel()
-
-    async def _purge_cluster(self, queue: Queue, retention: float) -> None:
-        interval = min(max(retention / 10, 1.0), MAX_PURGE_INTERVAL)
-        while True:
-            await anyio.sleep(interval)
-            await queue.purge(retention)
 
     async def _serve(
         self,
@@ -315,6 +309,7 @@ class Service:
                 return
 
     async def _purge(self, journal: Journal, retention: float) -> None:
+        """Purge expired results now and then: the same for both backends."""
         interval = min(max(retention / 10, 1.0), MAX_PURGE_INTERVAL)
         while True:
             await anyio.sleep(interval)

@@ -19,13 +19,23 @@ same budget:
   runs, and gives it back after the call.  A worker that dies stops renewing
   and its slots come free when their lease runs out.  Waiters wake on
   ``NOTIFY runner_slots`` when a slot is given back.
-* **cooldown**: when a worker's consecutive failures start a provider's
-  cooldown, the end time is written to ``runner_cooldowns`` and announced
-  with ``NOTIFY runner_cooldown``; every worker then treats the provider as
-  cooling down until that time.  The failure count itself stays per worker.
+* **cooldown**: the consecutive failures of a provider are counted for the
+  whole cluster, in its ``runner_cooldowns`` row: ``cooldown.failures``
+  failures in a row, on any workers, start the cooldown for every worker;
+  a success on any worker starts the count again.  Each worker sends its
+  outcomes since its last flush in one atomic ``UPDATE`` per flush (the row
+  lock orders the workers; "in a row" is the order in which the flushes
+  reach the database, within :data:`FLUSH_INTERVAL` of the calls).  The
+  update that reaches the threshold writes the cooldown's end time, resets
+  the count and announces it (``NOTIFY runner_cooldown``); every worker then
+  skips the provider until that time.  Outcomes while the provider cools
+  down are not counted (calls started before it), so the count starts
+  afresh after it, as on one machine.  Successes cost nothing while the
+  count is zero: a worker sends one only after it learnt of a failure
+  (its own, or ``NOTIFY runner_failures`` from another worker).
 
 One owner task (:meth:`SharedLimits.run`) sends what the hot path queues
-synchronously (slot releases, cooldown starts, pending token charges) and
+synchronously (slot releases, call outcomes, pending token charges) and
 renews the slot leases.
 """
 
@@ -44,6 +54,7 @@ from runner.config._model import ProviderConfig
 SLOTS_CHANNEL: Final = "runner_slots"
 WANTED_CHANNEL: Final = "runner_slot_wanted"
 COOLDOWN_CHANNEL: Final = "runner_cooldown"
+FAILURES_CHANNEL: Final = "runner_failures"
 
 #: Seconds between flushes of queued token charges and slot releases.
 FLUSH_INTERVAL: Final = 0.05
@@ -98,14 +109,35 @@ UPDATE runner_slots s SET lease_until = now() + make_interval(secs => $4)
 FROM unnest($1::text[], $2::int[]) AS g(provider, slot)
 WHERE s.provider = g.provider AND s.slot = g.slot AND s.holder = $3
 """
-_COOL: Final = """
-WITH c AS (
-    INSERT INTO runner_cooldowns (provider, until)
-    VALUES ($1, now() + make_interval(secs => $2))
-    ON CONFLICT (provider) DO UPDATE SET until = greatest(runner_cooldowns.until, excluded.until)
-    RETURNING provider
+_SETUP_COUNT: Final = """
+INSERT INTO runner_cooldowns (provider, until) VALUES ($1, '-infinity') ON CONFLICT DO NOTHING
+"""
+# Each provider's outcomes since the last flush: whether a success came among
+# them and the failures after the last success.  The rows are locked first
+# (a concurrent flush is waited for and its result read), so the count moves
+# atomically; the one that reaches $4 starts the cooldown of $5 seconds.
+_OUTCOMES: Final = """
+WITH o AS (
+    SELECT * FROM unnest($1::text[], $2::bool[], $3::int[]) AS o(provider, reset, failures)
+), counted AS (
+    SELECT c.provider, c.until > now() AS cooling,
+           CASE WHEN c.until > now() THEN 0
+                WHEN o.reset THEN o.failures
+                ELSE c.failures + o.failures END AS failures
+    FROM runner_cooldowns c JOIN o ON o.provider = c.provider
+    FOR UPDATE OF c
+), moved AS (
+    UPDATE runner_cooldowns c
+    SET failures = CASE WHEN n.failures >= $4 AND NOT n.cooling THEN 0 ELSE n.failures END,
+        until = CASE WHEN n.failures >= $4 AND NOT n.cooling
+                     THEN now() + make_interval(secs => $5) ELSE c.until END
+    FROM counted n WHERE c.provider = n.provider
+    RETURNING c.provider, c.failures, n.failures >= $4 AND NOT n.cooling AS started
 )
-SELECT pg_notify('runner_cooldown', provider) FROM c
+SELECT provider, failures, started,
+       CASE WHEN started THEN pg_notify('runner_cooldown', provider) END,
+       CASE WHEN failures > 0 THEN pg_notify('runner_failures', provider) END
+FROM moved
 """
 _COOLING: Final = """
 SELECT provider, extract(epoch FROM until - now())::float8 AS remaining
@@ -203,11 +235,13 @@ class SharedLimits:
         worker_id: str,
         lease: float,
         cooldown: float,
+        failures: int,
     ) -> None:
         self.db = db
         self.worker_id = worker_id
         self.lease = lease
         self._cooldown = cooldown
+        self._threshold = failures
         self._providers = {p.id: p for p in providers}
         self._admissions: dict[str, ProviderAdmission] = {}
         for p in providers:
@@ -218,7 +252,13 @@ class SharedLimits:
             self._admissions[p.id] = ProviderAdmission(self, p, rate=rate)
         self._charges: dict[str, int] = {}
         self._releases: list[tuple[str, int]] = []
-        self._cooling: list[str] = []
+        #: Outcomes not sent yet, per provider: (a success came, failures after it).
+        self._outcomes: dict[str, tuple[bool, int]] = {}
+        #: Providers whose cluster count may be above zero: a success must be sent.
+        self._failing: set[str] = set()
+        #: Failure notices seen per provider, so a flush's "count is zero" is
+        #: not trusted over a failure announced while it was on its way.
+        self._failure_notices: dict[str, int] = {}
         self._cool: Callable[[str, float], None] | None = None
         self._kick = anyio.Event()
         self._reload = False
@@ -232,9 +272,19 @@ class SharedLimits:
         """The shared admission of ``provider``."""
         return self._admissions.get(provider.id)
 
-    def cooling_started(self, provider_id: str) -> None:
-        """This worker started ``provider_id``'s cooldown: tell the cluster."""
-        self._cooling.append(provider_id)
+    def record_success(self, provider_id: str) -> None:
+        """A call succeeded: the cluster's count starts again (sent only if it may be above 0)."""
+        if provider_id in self._failing:
+            self._outcomes[provider_id] = (True, 0)
+            self._kick.set()
+
+    def record_failure(self, provider_id: str) -> None:
+        """A call failed in a way that counts: added to the cluster's count with the next flush."""
+        if self._cooldown <= 0 or provider_id not in self._providers:
+            return  # no cooldown to start
+        reset, failures = self._outcomes.get(provider_id, (False, 0))
+        self._outcomes[provider_id] = (reset, failures + 1)
+        self._failing.add(provider_id)
         self._kick.set()
 
     def bind(self, cool: Callable[[str, float], None]) -> None:
@@ -249,12 +299,18 @@ class SharedLimits:
             SLOTS_CHANNEL: self._on_slot,
             WANTED_CHANNEL: self._on_wanted,
             COOLDOWN_CHANNEL: self._on_cooldown,
+            FAILURES_CHANNEL: self._on_failure,
         }
 
     def on_reconnect(self) -> None:
-        """Notifications may have been missed: wake every slot waiter, reload cooldowns."""
+        """Notifications may have been missed: wake slot waiters, reload cooldowns.
+
+        A failure announced meanwhile may have been missed too, so the next
+        success of each provider is sent.
+        """
         for admission in self._admissions.values():
             admission.wake()
+        self._failing.update(self._providers)
         self._reload = True
         self._kick.set()
 
@@ -273,6 +329,11 @@ class SharedLimits:
             (provider_id, slot) for slot in admission.idle_spares(0.0, everything=True)
         ]
         self._kick.set()
+
+    def _on_failure(self, provider_id: str) -> None:
+        if provider_id in self._providers:
+            self._failing.add(provider_id)
+            self._failure_notices[provider_id] = self._failure_notices.get(provider_id, 0) + 1
 
     def _on_cooldown(self, provider_id: str) -> None:
         self._pending_cooldowns.add(provider_id)
@@ -303,6 +364,7 @@ class SharedLimits:
                             "DELETE FROM runner_buckets WHERE provider = $1 AND kind = 'tokens'",
                             p.id,
                         )
+                    await conn.execute(_SETUP_COUNT, p.id)
                     await conn.execute(_SETUP_SLOTS, p.id, p.max_concurrency)
                     await conn.execute(
                         "DELETE FROM runner_slots WHERE provider = $1 AND slot >= $2",
@@ -410,9 +472,8 @@ class SharedLimits:
             await self.db.fetch(
                 _GIVE_SLOTS, [r[0] for r in releases], [r[1] for r in releases], self.worker_id
             )
-        cooling, self._cooling = self._cooling, []
-        for provider_id in dict.fromkeys(cooling):
-            await self.db.fetch(_COOL, provider_id, self._cooldown)
+        if self._outcomes:
+            await self._send_outcomes()
         charges, self._charges = self._charges, {}
         for provider_id, tokens in charges.items():
             await self.db.fetch(_RESERVE, provider_id, 0.0, float(tokens))
@@ -422,6 +483,29 @@ class SharedLimits:
         pending, self._pending_cooldowns = self._pending_cooldowns, set()
         for provider_id in pending:
             await self._apply_cooldowns(provider_id)
+
+    async def _send_outcomes(self) -> None:
+        """Move the cluster's counts by this worker's outcomes; apply a cooldown they start."""
+        outcomes, self._outcomes = self._outcomes, {}
+        notices = dict(self._failure_notices)
+        rows = await self.db.fetch(
+            _OUTCOMES,
+            list(outcomes),
+            [reset for reset, _ in outcomes.values()],
+            [failures for _, failures in outcomes.values()],
+            self._threshold,
+            self._cooldown,
+        )
+        for row in rows:
+            provider_id = row["provider"]
+            if row["started"] and self._cool is not None:
+                # Ours to apply now; the others learn it from the notification.
+                self._cool(provider_id, self._cooldown)
+            # Zero now, and nothing since says otherwise (a failure announced
+            # meanwhile, or one of ours not sent yet): successes need not be sent.
+            quiet = self._failure_notices.get(provider_id, 0) == notices.get(provider_id, 0)
+            if row["failures"] == 0 and quiet and provider_id not in self._outcomes:
+                self._failing.discard(provider_id)
 
     async def _apply_cooldowns(self, provider_id: str | None) -> None:
         cool = self._cool

@@ -14,9 +14,10 @@ every subscriber to look again, since notifications sent meanwhile are gone.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -215,6 +216,43 @@ def _deliver(callback: Callable[[str], None]) -> Callable[..., None]:
     return on_notify
 
 
+class _DriverNotices(logging.Handler):
+    """asyncpg's own warnings as one line each, never a traceback.
+
+    The pool logs, with the exception's traceback, when it cannot refill
+    itself (a database restarting says "the database system is shutting
+    down"); the operations that need a connection are retried by
+    :meth:`Database.run` anyway, so one line saying so is enough.
+    """
+
+    def __init__(self, notice: Callable[[str], None] | None) -> None:
+        super().__init__(logging.WARNING)
+        self._notice = notice
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._notice is None:
+            return
+        text = record.getMessage()
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            text = f"{text} ({type(exc).__name__}: {exc})"
+        self._notice(f"database driver: {text}")
+
+
+@contextmanager
+def _driver_notices(notice: Callable[[str], None] | None) -> Iterator[None]:
+    logger = logging.getLogger("asyncpg")
+    handler = _DriverNotices(notice)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        if not logger.handlers:
+            logger.propagate = True
+
+
 @asynccontextmanager
 async def open_database(
     url: str,
@@ -223,12 +261,28 @@ async def open_database(
     max_size: int = 10,
     retry_timeout: float | None = None,
     setup: Callable[[Connection], Awaitable[None]] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Database]:
     """Connect a pool to ``url`` and yield the :class:`Database`; close it on exit.
 
     A database that cannot be reached at start is a :class:`UsageError`
     (one message, no traceback), so a worker with a wrong URL stops at once.
+    While it is open, the driver's own warnings go to ``notice`` as one
+    line each (dropped without one), never as a traceback on stderr.
     """
+    with _driver_notices(notice):
+        async with _open_database(url, min_size, max_size, retry_timeout, setup) as db:
+            yield db
+
+
+@asynccontextmanager
+async def _open_database(
+    url: str,
+    min_size: int,
+    max_size: int,
+    retry_timeout: float | None,
+    setup: Callable[[Connection], Awaitable[None]] | None,
+) -> AsyncIterator[Database]:
     problem = check_url(url)
     if problem is not None:
         raise UsageError(f"cluster.database: {problem}")

@@ -24,19 +24,30 @@ Each task id has one row in ``runner_tasks``.  A task moves through it so:
 
 Execution is therefore *at least once*: a provider call in flight when its
 worker died is made again by the worker that reclaims the task.
+
+:class:`Queue` is a :class:`~runner._journal.Journal` (accept, get, list,
+purge: the same promises, types and errors as the single-machine journal,
+checked by the same tests); claims, leases, the conditional finish and
+cancellation are its own, as that module's docstring explains.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from msgspec import Struct
 
+from runner._errors import QueueFull
+from runner._journal import IdConflict, Listed, Page, Stored, decode_cursor, encode_cursor
 from runner.cluster._pool import Connection, Database
 
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled", "rejected"})
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Channels: new work, a terminal result (payload: the id), a cancellation (the id).
 TASKS_CHANNEL: Final = "runner_tasks"
@@ -45,27 +56,6 @@ CANCEL_CHANNEL: Final = "runner_cancel"
 
 #: Builds the ``cancelled`` result line of a task that never ran: (id, task JSON, why).
 CancelledResult = Callable[[str, bytes, str], bytes]
-
-
-class IdTaken(Exception):
-    """Ids already queued for a different task; ``positions`` index the batch."""
-
-    def __init__(self, positions: list[int]) -> None:
-        self.positions = positions
-        super().__init__(f"{len(positions)} ids are taken by a different task")
-
-
-class Stored(Struct, frozen=True, kw_only=True):
-    """One task as read back: its status and, once terminal, its result line."""
-
-    id: str
-    status: str
-    result: bytes | None = None
-
-    @property
-    def finished(self) -> bool:
-        """Whether the task has its one terminal result."""
-        return self.result is not None
 
 
 class Claim(Struct, frozen=True, kw_only=True):
@@ -137,8 +127,15 @@ WITH input AS (
     FROM input
     WHERE t.id = input.id AND t.owner = $5 AND t.claims = input.claims AND t.result IS NULL
     RETURNING t.id
+), earlier AS (
+    -- Written by this very statement before: its connection was lost after
+    -- the commit, so it runs again (Database.run).  The row holds exactly
+    -- this result from this claim: ours, which another run would not match.
+    SELECT t.id FROM runner_tasks t JOIN input ON t.id = input.id
+    WHERE t.claims = input.claims AND t.result = input.result
 )
 SELECT id, pg_notify('runner_done', id) FROM done
+UNION ALL SELECT id, NULL FROM earlier
 """
 _RELEASE: Final = """
 UPDATE runner_tasks SET owner = NULL, lease_until = NULL, status = 'pending', updated_at = now()
@@ -170,6 +167,52 @@ RETURNING t.id
 """
 
 
+def list_query(
+    *,
+    limit: int,
+    cursor: str | None = None,
+    status: str | None = None,
+    since: float | None = None,
+    tag: str | None = None,
+) -> tuple[str, list[object]]:
+    """The statement and arguments of one page of :meth:`Queue.list` (``limit`` rows).
+
+    Written for the indexes of schema 2: the keyset and ``since`` compare
+    ``submitted_at`` itself, the tag test is the indexed expression.
+    Raises :class:`~runner._journal.BadCursor` for a cursor no page handed out.
+    """
+    us = "(extract(epoch from {}) * 1000000)::bigint"
+    where: list[str] = []
+    args: list[object] = []
+    if cursor is not None:
+        at, task_id = decode_cursor(cursor)
+        # Compared as timestamptz, not as an expression of it, so the
+        # (submitted_at, id) index can start the page at the cursor.
+        args.extend((_timestamp(round(at * 1_000_000)), task_id))
+        where.append(f"(submitted_at, id) < (${len(args) - 1}, ${len(args)})")
+    if status is not None:
+        args.append(status)
+        where.append(f"status = ${len(args)}")
+    if since is not None:
+        args.append(_timestamp(math.ceil(since * 1_000_000)))
+        where.append(f"submitted_at >= ${len(args)}")
+    if tag is not None:
+        args.append(tag)
+        where.append(f"(task::jsonb -> 'tags') ? ${len(args)}")
+    args.append(limit)
+    clause = " WHERE " + " AND ".join(where) if where else ""
+    sql = (
+        f"SELECT id, status, {us.format('submitted_at')}, {us.format('finished_at')}"  # noqa: S608 - fixed fragments, values bound
+        f" FROM runner_tasks{clause} ORDER BY submitted_at DESC, id DESC LIMIT ${len(args)}"
+    )
+    return sql, args
+
+
+def _timestamp(us: int) -> datetime:
+    """The instant ``us`` microseconds after the epoch, exactly (no float on the way)."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
 def _stored(task_id: str, status: str, result: str | None) -> Stored:
     return Stored(id=task_id, status=status, result=None if result is None else result.encode())
 
@@ -192,26 +235,27 @@ class Queue:
 
     # -- intake ------------------------------------------------------------
 
-    async def enqueue(
+    async def accept(
         self,
         tasks: Sequence[tuple[str, bytes]],
         *,
-        room: int | None = None,
         same: Callable[[bytes, bytes], bool] = operator.eq,
-    ) -> list[Stored | None] | None:
+        room: int | None = None,
+    ) -> list[Stored | None]:
         """Insert each ``(id, task JSON)`` unless its id is known; all in one transaction.
 
         Returns, per task, ``None`` if it was inserted or the row that held
-        its id already (a duplicate).  With ``room``, refuses (returns
-        ``None``, nothing inserted) when the new tasks would leave more than
-        ``room`` unfinished tasks in the whole cluster.  A known id whose
-        task is not ``same(queued, given)`` raises :class:`IdTaken` and
-        nothing of the batch is inserted.
+        its id already (a duplicate).  A known id whose task is not
+        ``same(queued, given)`` raises :class:`~runner._journal.IdConflict`
+        and nothing of the batch is inserted.  With ``room`` (the cluster's
+        bound on unfinished tasks), raises :class:`~runner._errors.QueueFull`,
+        nothing inserted, when the new tasks would leave more than ``room``
+        unfinished in the whole cluster.
         """
         ids = [t[0] for t in tasks]
         bodies = [t[1].decode() for t in tasks]
 
-        async def run(conn: Connection) -> list[Stored | None] | None:
+        async def run(conn: Connection) -> list[Stored | None]:
             async with conn.transaction():
                 if room is not None:
                     # One intake at a time while counting, so two POSTs cannot
@@ -224,7 +268,7 @@ class Queue:
                         "SELECT count(*) FROM runner_tasks WHERE id = ANY($1::text[])", ids
                     )
                     if unfinished + len(ids) - known > room:
-                        return None
+                        raise QueueFull(max(room - unfinished, 0), retry_after=1)
                 added = {r["id"] for r in await conn.fetch(_ENQUEUE, ids, bodies)}
                 others = [i for i in ids if i not in added]
                 found: dict[str, Stored] = {}
@@ -242,7 +286,7 @@ class Queue:
                     }
                     if clashes:
                         # Raised inside the transaction: the inserts roll back with it.
-                        raise IdTaken([n for n, i in enumerate(ids) if i in clashes])
+                        raise IdConflict([n for n, i in enumerate(ids) if i in clashes])
                     found = {r["id"]: _stored(r["id"], r["status"], r["result"]) for r in rows}
                 if added:
                     await conn.execute("SELECT pg_notify($1, '')", TASKS_CHANNEL)
@@ -285,7 +329,9 @@ class Queue:
         """Write terminal results of tasks this worker holds; return the ids written.
 
         An id missing from the answer was not written: the lease was lost
-        (another worker has the task, or it is already finished).
+        (another worker has the task, or it is already finished).  A result
+        this call wrote before its connection was lost (the commit made, the
+        answer not received) counts as written when the retry finds it.
         """
 
         async def run(conn: Connection) -> set[str]:
@@ -356,45 +402,6 @@ class Queue:
         )
         return None if row is None else _stored(task_id, row["status"], row["result"])
 
-    async def page(
-        self,
-        *,
-        limit: int,
-        after: tuple[int, str] | None = None,
-        status: str | None = None,
-        since_us: int | None = None,
-        tag: str | None = None,
-    ) -> list[tuple[str, str, int, int | None]]:
-        """Up to ``limit`` tasks newest first: ``(id, status, submitted_us, finished_us)``.
-
-        ``after`` is the ``(submitted_us, id)`` of the previous page's last row.
-        Times are whole microseconds since the epoch (what timestamptz holds),
-        so a cursor made from one names its row exactly.
-        """
-        us = "(extract(epoch from {}) * 1000000)::bigint"
-        where: list[str] = []
-        args: list[object] = []
-        if after is not None:
-            args.extend(after)
-            where.append(f"({us.format('submitted_at')}, id) < (${len(args) - 1}, ${len(args)})")
-        if status is not None:
-            args.append(status)
-            where.append(f"status = ${len(args)}")
-        if since_us is not None:
-            args.append(since_us)
-            where.append(f"{us.format('submitted_at')} >= ${len(args)}")
-        if tag is not None:
-            args.append(tag)
-            where.append(f"(task::jsonb -> 'tags') ? ${len(args)}")
-        args.append(limit)
-        clause = " WHERE " + " AND ".join(where) if where else ""
-        sql = (
-            f"SELECT id, status, {us.format('submitted_at')}, {us.format('finished_at')}"  # noqa: S608 - fixed fragments, values bound
-            f" FROM runner_tasks{clause} ORDER BY submitted_at DESC, id DESC LIMIT ${len(args)}"
-        )
-        rows = await self.db.fetch(sql, *args)
-        return [(r[0], r[1], int(r[2]), None if r[3] is None else int(r[3])) for r in rows]
-
     async def results(self, ids: Sequence[str]) -> list[Stored]:
         """The finished tasks among ``ids``."""
         rows = await self.db.fetch(
@@ -453,3 +460,40 @@ class Queue:
             retention,
         )
         return int(status.rsplit(" ", 1)[-1])
+
+    # Last of the methods: ``list`` would shadow the builtin in later annotations.
+    async def list(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        tag: str | None = None,
+    ) -> Page:
+        """Up to ``limit`` tasks of the whole cluster after ``cursor``, newest first.
+
+        :meth:`~runner._journal.Journal.list`: ordered by accept time, then id
+        (descending), keyset pages with the same opaque cursors.  Times are
+        whole microseconds (what timestamptz holds), so a cursor names its
+        row exactly.  Indexes serve the order and each filter
+        (``runner_tasks_listed``, ``runner_tasks_listed_status``,
+        ``runner_tasks_tags``; tests/test_cluster_schema.py shows the plans).
+        """
+        # One row more than asked says whether another page follows.
+        sql, args = list_query(limit=limit + 1, cursor=cursor, status=status, since=since, tag=tag)
+        rows = await self.db.fetch(sql, *args)
+        tasks = [
+            Listed(
+                id=r[0],
+                status=r[1],
+                accepted_at=int(r[2]) / 1_000_000,
+                finished_at=None if r[3] is None else int(r[3]) / 1_000_000,
+            )
+            for r in rows[:limit]
+        ]
+        last = tasks[-1] if len(rows) > limit and tasks else None
+        return Page(
+            tasks=tasks,
+            next_cursor=None if last is None else encode_cursor(last.accepted_at, last.id),
+        )

@@ -22,7 +22,6 @@ nobody announces (a dead worker's leases running out).
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import time
@@ -35,7 +34,7 @@ import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from runner._context import TaskExecutionContext
-from runner._errors import QueueFull, ShuttingDown
+from runner._errors import ShuttingDown
 from runner._results import not_run
 from runner._states import TERMINAL
 from runner._task import HistoryEntry, Status, Task
@@ -45,11 +44,9 @@ from runner.cluster._queue import (
     TASKS_CHANNEL,
     Claim,
     Finish,
-    IdTaken,
     Queue,
-    Stored,
 )
-from runner.service._journal import IdConflict, Listed, Page, decode_cursor, encode_cursor
+from runner.service._journal import Page, Stored
 from runner.service._worker import (
     Accepted,
     Handle,
@@ -267,21 +264,14 @@ class ClusterWorker:
     async def accept(self, tasks: Sequence[Task]) -> list[Accepted]:
         """Commit ``tasks`` to the shared queue, all or none (see ``Worker.accept``).
 
-        Raises :class:`ShuttingDown`, :class:`QueueFull` (the cluster's
-        unfinished tasks would pass ``queue_size``) or :class:`IdConflict`.
+        Raises :class:`ShuttingDown`, :class:`~runner.QueueFull` (the cluster's
+        unfinished tasks would pass ``queue_size``) or
+        :class:`~runner.service._journal.IdConflict`.
         """
         if self._draining:
             raise ShuttingDown("the worker is shutting down and takes no new tasks")
         rows = [(_id(t), _ENCODER.encode(t)) for t in tasks]
-        try:
-            found = await self._answer(
-                self._queue.enqueue(rows, room=self._queue_size, same=same_task)
-            )
-        except IdTaken as exc:
-            raise IdConflict(exc.positions) from None
-        if found is None:
-            room = self._queue_size - await self._answer(self._queue.unfinished())
-            raise QueueFull(max(room, 0), retry_after=1)
+        found = await self._answer(self._queue.accept(rows, same=same_task, room=self._queue_size))
         return [
             Accepted(id=i, duplicate=f is not None) for (i, _), f in zip(rows, found, strict=True)
         ]
@@ -317,35 +307,14 @@ class ClusterWorker:
         since: float | None = None,
         tag: str | None = None,
     ) -> Page:
-        """A page of the cluster's tasks, newest first, as ``Worker.list_tasks`` gives.
+        """A page of the cluster's tasks, newest first: ``Journal.list``, as ``Worker.list_tasks``.
 
         Statuses are the database's (moves reach it with the next heartbeat).
         Raises :class:`~runner.service._journal.BadCursor` for a cursor no page
         handed out, :class:`JournalUnavailable` if the database does not answer.
         """
-        after = None
-        if cursor is not None:
-            at, task_id = decode_cursor(cursor)
-            after = (round(at * 1_000_000), task_id)
-        since_us = None if since is None else math.ceil(since * 1_000_000)
-        rows = await self._answer(
-            self._queue.page(
-                limit=limit + 1, after=after, status=status, since_us=since_us, tag=tag
-            )
-        )
-        tasks = [
-            Listed(
-                id=i,
-                status=st,
-                accepted_at=sub / 1_000_000,
-                finished_at=None if fin is None else fin / 1_000_000,
-            )
-            for i, st, sub, fin in rows[:limit]
-        ]
-        last = tasks[-1] if len(rows) > limit and tasks else None
-        return Page(
-            tasks=tasks,
-            next_cursor=None if last is None else encode_cursor(last.accepted_at, last.id),
+        return await self._answer(
+            self._queue.list(limit=limit, cursor=cursor, status=status, since=since, tag=tag)
         )
 
     async def lookup(self, task_id: str, *, wait: float = 0.0) -> TaskView | None:

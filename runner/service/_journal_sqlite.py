@@ -11,7 +11,7 @@ One table, ``tasks``, one row per task id::
     updated_at REAL         Unix seconds of the last status move
     finished_at REAL        Unix seconds the result was written, else NULL
 
-How it keeps :class:`~runner.service._journal.Journal`'s promises:
+How it keeps :class:`~runner._journal.LocalJournal`'s promises:
 
 * A path naming any other SQLite database (one with tables that are not a
   journal's) is refused before anything is written to it; an empty or new
@@ -19,7 +19,8 @@ How it keeps :class:`~runner.service._journal.Journal`'s promises:
 * Commits use WAL with ``synchronous=FULL``, so an answered accept is on disk.
 * The database is opened with an exclusive lock, so a second worker on the
   same file is refused at start instead of running every task twice; that
-  lock is also why claims need no lease columns.
+  lock is also why it needs no claims or lease columns (every unfinished
+  task is this process's; see :mod:`runner._journal`).
 * Callers queue operations on an unbounded memory stream (``record_status``
   must not wait); the owner task takes everything waiting
   (:func:`~runner._owner.receive_batch`), runs it in one transaction in a
@@ -44,8 +45,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runner._errors import StorageError, UsageError
-from runner._owner import OwnedConnection, receive_batch
-from runner.service._journal import (
+from runner._journal import (
     IdConflict,
     JournalError,
     Listed,
@@ -55,6 +55,7 @@ from runner.service._journal import (
     decode_cursor,
     encode_cursor,
 )
+from runner._owner import OwnedConnection, receive_batch
 
 T = TypeVar("T")
 
@@ -100,7 +101,7 @@ class _Op(Generic[T]):
 
 
 class SqliteJournal:
-    """The SQLite :class:`~runner.service._journal.Journal`; see :func:`open_sqlite_journal`."""
+    """The SQLite :class:`~runner._journal.LocalJournal`; see :func:`open_sqlite_journal`."""
 
     def __init__(self, conn: OwnedConnection, clock: Callable[[], float]) -> None:
         self._conn = conn
@@ -108,9 +109,6 @@ class SqliteJournal:
         self._send: MemoryObjectSendStream[_Op[Any]]
         self._receive: MemoryObjectReceiveStream[_Op[Any]]
         self._send, self._receive = anyio.create_memory_object_stream[_Op[Any]](math.inf)
-        # Tasks this process runs: accepted or claimed here and not finished.
-        # The file's exclusive lock means no other process holds any.
-        self._held: set[str] = set()
 
     # -- the operations ---------------------------------------------------
 
@@ -150,22 +148,7 @@ class SqliteJournal:
         stored, clashes = await self._call(run)
         if clashes:
             raise IdConflict(clashes)
-        self._held.update(
-            task_id for (task_id, _), row in zip(tasks, stored, strict=True) if row is None
-        )
         return stored
-
-    async def claim(
-        self, owner: str, *, limit: int | None = None, lease: float
-    ) -> list[tuple[str, bytes]]:
-        # One process holds the file, so the lease cannot lapse: ``owner``
-        # and ``lease`` only matter to a journal that several workers share.
-        claimed = [t for t in await self.unfinished() if t[0] not in self._held][:limit]
-        self._held.update(task_id for task_id, _ in claimed)
-        return claimed
-
-    async def renew(self, owner: str, *, lease: float) -> None:
-        return None  # held until finished or closed (see claim)
 
     def record_status(self, task_id: str, status: str) -> None:
         check_status(status, terminal=False)
@@ -192,7 +175,6 @@ class SqliteJournal:
             )
 
         await self._call(run)
-        self._held.discard(task_id)
 
     async def get(self, task_id: str) -> Stored | None:
         return await self._call(lambda conn: _get(conn, task_id))

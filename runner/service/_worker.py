@@ -52,7 +52,7 @@ from runner._errors import QueueFull, ShuttingDown, StorageError
 from runner._results import not_run
 from runner._states import TERMINAL
 from runner._task import HistoryEntry, Result, Status, Task
-from runner.service._journal import Journal, JournalError, Page, Stored
+from runner.service._journal import JournalError, LocalJournal, Page, Stored
 
 #: Seconds DELETE lets the Runner end a running task before it journals the cancellation itself.
 CANCEL_WAIT: Final = 5.0
@@ -129,7 +129,7 @@ class Worker:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: LocalJournal,
         *,
         queue_size: int,
         wall: Callable[[], float] = time.time,
