@@ -233,7 +233,7 @@ class Runner:
         logger, log_writer = configure_logging(log_config, stream=self._log_stream)
         # Registered first, so it runs last: every line logged until the end is written.
         stack.callback(log_writer.flush)
-        log = ExecutionLog(logger, log_config.level)
+        log = ExecutionLog(logger, log_config.level, writer=log_writer)
         sink = self._metrics
         if sink is None:
             # The writer's spill and loss notices go to the execution log.
