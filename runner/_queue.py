@@ -7,7 +7,10 @@ task passes through it once, and with many workers parked on it (one per
 receiver for a pending cancellation, a new Event through the backend lookup
 each time).  Here a parked worker waits on one Event made from the running
 backend's class, and an item taken from a full queue lets one waiting sender
-in, in order.
+in, in order.  On asyncio that class is :class:`FutureEvent`, a bare future:
+an ``anyio.Event`` there wraps an ``asyncio.Event``, which makes a future of
+its own and a waiter list on every wait; a worker parks twice per task in a
+wave of them (before the task and after it).
 
 Cancellation: a worker cancelled while parked puts back an item handed to it
 at the same moment, so nothing is dropped; a sender cancelled while waiting
@@ -17,12 +20,50 @@ the queue is empty, waiting senders get :class:`anyio.ClosedResourceError`.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from typing import Generic, TypeVar
+from collections.abc import Awaitable
+from typing import Generic, Protocol, TypeVar
 
 import anyio
+import sniffio
 
 T = TypeVar("T")
+
+
+class Wakeable(Protocol):
+    """What a parked worker or sender waits on: ``anyio.Event``'s ``set`` and ``wait``."""
+
+    def set(self) -> None: ...
+
+    def wait(self) -> Awaitable[object]: ...
+
+
+class FutureEvent:
+    """A one-shot event on asyncio: one future, set at most once, awaited by one task.
+
+    ``wait()`` returns the future itself, so awaiting it adds no coroutine;
+    a cancelled waiter cancels the future, and a later ``set`` is a no-op.
+    """
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def set(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+
+    def wait(self) -> asyncio.Future[None]:
+        return self._future
+
+
+def event_class() -> type[Wakeable]:
+    """The parking primitive for the running backend (call it inside the event loop)."""
+    if sniffio.current_async_library() == "asyncio":
+        return FutureEvent
+    return type(anyio.Event())
 
 
 class TaskQueue(Generic[T]):
@@ -34,13 +75,13 @@ class TaskQueue(Generic[T]):
         self._maxsize = maxsize
         self._items: deque[T] = deque()
         #: Parked workers: the Event that wakes one, and the list its item goes in.
-        self._getters: deque[tuple[anyio.Event, list[T]]] = deque()
+        self._getters: deque[tuple[Wakeable, list[T]]] = deque()
         #: Waiting senders: their Event, and a list holding their item until taken.
-        self._putters: deque[tuple[anyio.Event, list[T]]] = deque()
+        self._putters: deque[tuple[Wakeable, list[T]]] = deque()
         self._closed = False
         # The running backend's Event class, looked up once: anyio.Event()
         # otherwise asks sniffio which backend runs on every call.
-        self._event: type[anyio.Event] | None = None
+        self._event: type[Wakeable] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -50,9 +91,9 @@ class TaskQueue(Generic[T]):
         """Whether :meth:`close` was called."""
         return self._closed
 
-    def _new_event(self) -> anyio.Event:
+    def _new_event(self) -> Wakeable:
         if self._event is None:
-            self._event = type(anyio.Event())
+            self._event = event_class()
         return self._event()
 
     def put_nowait(self, item: T) -> bool:

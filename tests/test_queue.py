@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from runner._queue import TaskQueue
+from runner._queue import FutureEvent, TaskQueue, event_class
 
 pytestmark = pytest.mark.anyio
 
@@ -132,3 +132,38 @@ async def test_an_item_handed_to_a_worker_being_cancelled_is_not_lost() -> None:
     else:
         assert got == [7]
         assert len(q) == 0
+
+
+async def test_each_backend_parks_on_its_own_primitive(anyio_backend: str) -> None:
+    """asyncio parks on a bare future (FutureEvent); trio keeps anyio's Event."""
+    cls = event_class()
+    if anyio_backend == "asyncio":
+        assert cls is FutureEvent
+    else:
+        assert issubclass(cls, anyio.Event)
+    early = cls()
+    early.set()
+    early.set()  # a second set is harmless
+    with anyio.fail_after(1):
+        await early.wait()  # set before the wait: returns at once
+
+
+async def test_a_wait_cancelled_before_the_set_leaves_the_set_harmless() -> None:
+    """A parked waiter cancelled, then set: no error, and the cancellation is what it saw."""
+    event = event_class()()
+    outcome: list[str] = []
+
+    async def park() -> None:
+        try:
+            await event.wait()
+            outcome.append("woken")
+        except anyio.get_cancelled_exc_class():
+            outcome.append("cancelled")
+            raise
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(park)
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    event.set()
+    assert outcome == ["cancelled"]
