@@ -207,7 +207,7 @@ class Dispatcher:
         chain = ctx.chain
         if chain is None:
             raise RuntimeError(f"task {ctx.id!r} has no chain")
-        record = self.supervisor.record
+        supervisor = self.supervisor
         registry = self._registry
         policy = self._policy
         last = len(chain.routes) - 1
@@ -230,7 +230,7 @@ class Dispatcher:
             if isinstance(outcome, CompletionResponse):
                 ctx.response = outcome
                 registry.record_success(pid or "")
-                record(
+                supervisor.record(
                     ctx, "completed", provider=pid, attempt=ctx.attempts, latency_ms=ctx.latency_ms
                 )
                 return
@@ -248,14 +248,18 @@ class Dispatcher:
             if wait is None:
                 index, tries = index + 1, 0
                 if index > last:
-                    record(ctx, "failed", provider=pid, attempt=ctx.attempts, error_code=error.code)
+                    supervisor.record(
+                        ctx, "failed", provider=pid, attempt=ctx.attempts, error_code=error.code
+                    )
                     return
                 self.supervisor.counters.fallbacks += 1
                 delay = 0.0
             else:
                 self.supervisor.counters.retries += 1
                 delay = wait
-            record(ctx, "retrying", provider=pid, attempt=ctx.attempts, error_code=error.code)
+            supervisor.record(
+                ctx, "retrying", provider=pid, attempt=ctx.attempts, error_code=error.code
+            )
 
     async def _attempt(
         self, ctx: TaskExecutionContext, chain: Chain, index: int, delay: float
