@@ -171,3 +171,56 @@ class TaskQueue(Generic[T]):
             self._getters.popleft()[0].set()
         while self._putters:
             self._putters.popleft()[0].set()
+
+
+class Inbox(Generic[T]):
+    """An unbounded FIFO with one reader: what ``run_many`` waits on (Results and pulled tasks).
+
+    Its writers bound it (``run_many`` keeps at most a window of each kind
+    in flight), so ``put`` never waits.  It replaces an anyio memory object
+    stream, whose every hand-over looks up the backend and, with the reader
+    parked, makes an Event: the reader parks here on one :func:`event_class`
+    primitive and drains everything that arrived meanwhile without waiting.
+    After :meth:`close`, ``put`` raises :class:`anyio.ClosedResourceError`.
+    """
+
+    __slots__ = ("_closed", "_event", "_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[T] = deque()
+        self._waiter: Wakeable | None = None
+        self._closed = False
+        self._event: type[Wakeable] | None = None
+
+    def put(self, item: T) -> None:
+        """Add ``item``, waking the reader if it waits."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
+    def get_nowait(self) -> T:
+        """The oldest item; :class:`anyio.WouldBlock` when there is none."""
+        if self._items:
+            return self._items.popleft()
+        raise anyio.WouldBlock
+
+    async def get(self) -> T:
+        """The oldest item, waiting for one (a cancelled wait loses nothing)."""
+        items = self._items
+        while not items:
+            if self._event is None:
+                self._event = event_class()
+            waiter = self._waiter = self._event()
+            try:
+                await waiter.wait()
+            finally:
+                self._waiter = None
+        return items.popleft()
+
+    def close(self) -> None:
+        """Refuse further items."""
+        self._closed = True
