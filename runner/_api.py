@@ -39,7 +39,6 @@ from typing import Any, Final, TextIO
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
 from msgspec import Struct
 
 from runner._context import TaskExecutionContext, new_context, resolve
@@ -47,6 +46,7 @@ from runner._dispatcher import Dispatcher
 from runner._errors import ErrorCode, InvalidValueError, ShuttingDown, UsageError
 from runner._log import FLUSH_DELAY, ExecutionLog, LineWriter, configure_logging
 from runner._policy import RetryPolicy
+from runner._queue import Inbox
 from runner._ratelimit import SharedLimits
 from runner._registry import Notice, Registry, disabled_message
 from runner._results import not_run, rejected
@@ -233,7 +233,7 @@ class Runner:
         logger, log_writer = configure_logging(log_config, stream=self._log_stream)
         # Registered first, so it runs last: every line logged until the end is written.
         stack.callback(log_writer.flush)
-        log = ExecutionLog(logger, log_config.level)
+        log = ExecutionLog(logger, log_config.level, writer=log_writer)
         sink = self._metrics
         if sink is None:
             # The writer's spill and loss notices go to the execution log.
@@ -418,9 +418,9 @@ class Runner:
         if tg is None:
             raise UsageError("the runner is not open")
         window = 2 * self._concurrency
-        # Pulled tasks and finished Results arrive on one stream, so waiting
-        # for either is one receive.  At most `window` of each are ever in it.
-        send, receive = anyio.create_memory_object_stream[_Arrival](2 * window + 2)
+        # Pulled tasks and finished Results arrive in one inbox, so waiting
+        # for either is one wait.  At most `window` of each are ever in it.
+        inbox: Inbox[_Arrival] = Inbox()
         handles: dict[TaskExecutionContext, None] = {}
         # A plain iterable is pulled here, between Results (it cannot wait
         # for input without blocking everything anyway); an async one in a
@@ -428,12 +428,12 @@ class Runner:
         inline = iter(tasks) if not isinstance(tasks, AsyncIterable) else None
         puller = None
         if isinstance(tasks, AsyncIterable):
-            puller = _Puller(tasks, send, window)
+            puller = _Puller(tasks, inbox, window)
             self._pullers.add(puller)
             tg.start_soon(puller.run)
 
         def finished(result: Result) -> None:
-            send.send_nowait(result)
+            inbox.put(result)
 
         in_flight = 0
         exhausted = False
@@ -445,14 +445,14 @@ class Runner:
                         exhausted = True
                         break
                     in_flight += 1
-                    if not await self._run_one(task, finished, send, handles):
+                    if not await self._run_one(task, finished, inbox, handles):
                         exhausted = True  # shutting down: refused, and nothing more is pulled
                 if exhausted and not in_flight:
                     return
                 try:
-                    arrival = receive.receive_nowait()
+                    arrival = inbox.get_nowait()
                 except anyio.WouldBlock:
-                    arrival = await receive.receive()
+                    arrival = await inbox.get()
                 if isinstance(arrival, Result):
                     in_flight -= 1
                     if puller is not None:
@@ -462,7 +462,7 @@ class Runner:
                     yield arrival
                 elif isinstance(arrival, _Pulled):
                     in_flight += 1
-                    refused = not await self._run_one(arrival.task, finished, send, handles)
+                    refused = not await self._run_one(arrival.task, finished, inbox, handles)
                     if refused and puller is not None:
                         puller.stop()
                 elif isinstance(arrival, BaseException):
@@ -480,21 +480,20 @@ class Runner:
                     # to the handle, not to the closed stream.
                     ctx.notify = None
                     dispatcher.request_cancel(ctx)
-            send.close()
-            receive.close()
+            inbox.close()
 
     async def _run_one(
         self,
         task: TaskInput,
         finished: Callable[[Result], None],
-        send: MemoryObjectSendStream[_Arrival],
+        inbox: Inbox[_Arrival],
         handles: dict[TaskExecutionContext, None],
     ) -> bool:
         """Submit one task of a run_many; False when the runner refused it (shutting down)."""
         try:
             ctx = await self._submit(task, finished)
         except UsageError as exc:
-            send.send_nowait(self._refused(task, str(exc)))
+            inbox.put(self._refused(task, str(exc)))
             return False
         if ctx.result is None:
             handles[ctx] = None
@@ -589,11 +588,11 @@ class _Puller:
     def __init__(
         self,
         tasks: Iterable[TaskInput] | AsyncIterable[TaskInput],
-        send: MemoryObjectSendStream[_Arrival],
+        inbox: Inbox[_Arrival],
         window: int,
     ) -> None:
         self._tasks = tasks
-        self._send = send
+        self._inbox = inbox
         self.room = anyio.Semaphore(window)
         self._scope = anyio.CancelScope()
         self._done = anyio.Event()
@@ -611,7 +610,7 @@ class _Puller:
                     task = await anext(source, _END)
                     if isinstance(task, _End):
                         break
-                    self._send.send_nowait(_Pulled(task))
+                    self._inbox.put(_Pulled(task))
         except Exception as exc:  # the source raised: the consumer re-raises it
             self._tell(exc)
         finally:
@@ -622,8 +621,8 @@ class _Puller:
 
     def _tell(self, arrival: _Arrival) -> None:
         # The consumer may have gone already: then there is nobody to tell.
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._send.send_nowait(arrival)
+        with contextlib.suppress(anyio.ClosedResourceError):
+            self._inbox.put(arrival)
 
     def stop(self) -> None:
         """Pull nothing more (the runner is shutting down)."""

@@ -16,6 +16,7 @@ import anyio
 from msgspec import Struct, field
 
 from runner._registry import Chain
+from runner._scope import Cancellable
 from runner._states import Move
 from runner._task import ErrorInfo, Message, Result, Status, Task, Usage
 from runner.config._model import ProviderConfig
@@ -61,7 +62,7 @@ class TaskExecutionContext(Struct, kw_only=True, eq=False):
     # a workflow), whether a cancel was asked for (a plain task is between
     # scopes while it records an attempt), who waits for its result, and the
     # result once terminal.
-    scope: anyio.CancelScope | None = None
+    scope: Cancellable | None = None
     cancel_requested: bool = False
     waiter: anyio.Event | None = None
     notify: Callable[[Result], None] | None = None

@@ -24,6 +24,8 @@ from typing import Any
 import anyio
 import sniffio
 
+from runner._scope import AttemptScope
+
 #: Longest pause between two passes of the watcher, in seconds.
 MAX_TICK = 1.0
 
@@ -46,7 +48,7 @@ class Deadlines:
         self._wake: anyio.Event | None = None
         self._now: Callable[[], float] = anyio.current_time
 
-    def start(self, scope: anyio.CancelScope, timeout: float) -> Entry:
+    def start(self, scope: AttemptScope, timeout: float) -> Entry:
         """Register a call starting now under ``scope``; set ``entry[0] = None`` when it ends."""
         entry: Entry = [scope, self._now() + timeout]
         self._young.append(entry)

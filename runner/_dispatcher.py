@@ -20,7 +20,8 @@ provider (after a wait) or fall back to the next.  Status moves, Results and
 the crash and cancellation paths belong to :class:`~runner._supervise.Supervisor`;
 each task runs under its ``supervise``.
 
-An attempt owns exactly one cancel scope.  It covers the wait before the
+An attempt owns exactly one cancel scope (:mod:`runner._scope`: anyio's on
+trio, a lighter one with the same behaviour on asyncio).  It covers the wait before the
 attempt (the retry delay, a chain cooling down, the provider's rate and
 concurrency limits) and the call; its deadline is the call's start plus the
 provider's ``timeout`` (set on the scope by :class:`~runner._deadline.Deadlines`
@@ -54,6 +55,7 @@ from runner._policy import RetryPolicy, counts_toward_cooldown
 from runner._queue import TaskQueue
 from runner._ratelimit import Admission, RateLimiter, SharedLimits, rate_limiter_for
 from runner._registry import Chain, Registry
+from runner._scope import AttemptScope, scope_factory
 from runner._supervise import Observer, Supervisor
 from runner._task import ErrorInfo, Result
 from runner.config._model import ProviderConfig
@@ -144,9 +146,9 @@ class Dispatcher:
             for pid, cfg in provider_configs.items()
         }
         self._queue: TaskQueue[TaskExecutionContext] = TaskQueue(queue_size)
-        # The running backend's CancelScope class, looked up once in serve():
+        # The running backend's attempt scope class, looked up once in serve():
         # anyio.CancelScope() asks sniffio for the backend on every call.
-        self._scope_class: type[anyio.CancelScope] = anyio.CancelScope
+        self._scope_class: Callable[[], AttemptScope] = anyio.CancelScope
         self._deadlines = Deadlines(cfg.timeout for cfg in provider_configs.values())
         self._closing = False
         # Event ids: a random prefix per dispatcher plus a counter is unique
@@ -174,7 +176,7 @@ class Dispatcher:
 
         Ready (``task_status.started()``) once every worker is waiting for work.
         """
-        self._scope_class = type(anyio.CancelScope())
+        self._scope_class = scope_factory()
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._deadlines.watch)
@@ -206,7 +208,7 @@ class Dispatcher:
         chain = ctx.chain
         if chain is None:
             raise RuntimeError(f"task {ctx.id!r} has no chain")
-        record = self.supervisor.record
+        supervisor = self.supervisor
         registry = self._registry
         policy = self._policy
         last = len(chain.routes) - 1
@@ -232,7 +234,7 @@ class Dispatcher:
                     self._limits.record_success(pid or "")
                 else:
                     registry.record_success(pid or "")
-                record(
+                supervisor.record(
                     ctx, "completed", provider=pid, attempt=ctx.attempts, latency_ms=ctx.latency_ms
                 )
                 return
@@ -251,14 +253,18 @@ class Dispatcher:
             if wait is None:
                 index, tries = index + 1, 0
                 if index > last:
-                    record(ctx, "failed", provider=pid, attempt=ctx.attempts, error_code=error.code)
+                    supervisor.record(
+                        ctx, "failed", provider=pid, attempt=ctx.attempts, error_code=error.code
+                    )
                     return
                 self.supervisor.counters.fallbacks += 1
                 delay = 0.0
             else:
                 self.supervisor.counters.retries += 1
                 delay = wait
-            record(ctx, "retrying", provider=pid, attempt=ctx.attempts, error_code=error.code)
+            supervisor.record(
+                ctx, "retrying", provider=pid, attempt=ctx.attempts, error_code=error.code
+            )
 
     async def _attempt(
         self, ctx: TaskExecutionContext, chain: Chain, index: int, delay: float

@@ -7,7 +7,10 @@ task passes through it once, and with many workers parked on it (one per
 receiver for a pending cancellation, a new Event through the backend lookup
 each time).  Here a parked worker waits on one Event made from the running
 backend's class, and an item taken from a full queue lets one waiting sender
-in, in order.
+in, in order.  On asyncio that class is :class:`FutureEvent`, a bare future:
+an ``anyio.Event`` there wraps an ``asyncio.Event``, which makes a future of
+its own and a waiter list on every wait; a worker parks twice per task in a
+wave of them (before the task and after it).
 
 Cancellation: a worker cancelled while parked puts back an item handed to it
 at the same moment, so nothing is dropped; a sender cancelled while waiting
@@ -17,12 +20,50 @@ the queue is empty, waiting senders get :class:`anyio.ClosedResourceError`.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from typing import Generic, TypeVar
+from collections.abc import Awaitable
+from typing import Generic, Protocol, TypeVar
 
 import anyio
+import sniffio
 
 T = TypeVar("T")
+
+
+class Wakeable(Protocol):
+    """What a parked worker or sender waits on: ``anyio.Event``'s ``set`` and ``wait``."""
+
+    def set(self) -> None: ...
+
+    def wait(self) -> Awaitable[object]: ...
+
+
+class FutureEvent:
+    """A one-shot event on asyncio: one future, set at most once, awaited by one task.
+
+    ``wait()`` returns the future itself, so awaiting it adds no coroutine;
+    a cancelled waiter cancels the future, and a later ``set`` is a no-op.
+    """
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def set(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+
+    def wait(self) -> asyncio.Future[None]:
+        return self._future
+
+
+def event_class() -> type[Wakeable]:
+    """The parking primitive for the running backend (call it inside the event loop)."""
+    if sniffio.current_async_library() == "asyncio":
+        return FutureEvent
+    return type(anyio.Event())
 
 
 class TaskQueue(Generic[T]):
@@ -34,13 +75,13 @@ class TaskQueue(Generic[T]):
         self._maxsize = maxsize
         self._items: deque[T] = deque()
         #: Parked workers: the Event that wakes one, and the list its item goes in.
-        self._getters: deque[tuple[anyio.Event, list[T]]] = deque()
+        self._getters: deque[tuple[Wakeable, list[T]]] = deque()
         #: Waiting senders: their Event, and a list holding their item until taken.
-        self._putters: deque[tuple[anyio.Event, list[T]]] = deque()
+        self._putters: deque[tuple[Wakeable, list[T]]] = deque()
         self._closed = False
         # The running backend's Event class, looked up once: anyio.Event()
         # otherwise asks sniffio which backend runs on every call.
-        self._event: type[anyio.Event] | None = None
+        self._event: type[Wakeable] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -50,9 +91,9 @@ class TaskQueue(Generic[T]):
         """Whether :meth:`close` was called."""
         return self._closed
 
-    def _new_event(self) -> anyio.Event:
+    def _new_event(self) -> Wakeable:
         if self._event is None:
-            self._event = type(anyio.Event())
+            self._event = event_class()
         return self._event()
 
     def put_nowait(self, item: T) -> bool:
@@ -130,3 +171,56 @@ class TaskQueue(Generic[T]):
             self._getters.popleft()[0].set()
         while self._putters:
             self._putters.popleft()[0].set()
+
+
+class Inbox(Generic[T]):
+    """An unbounded FIFO with one reader: what ``run_many`` waits on (Results and pulled tasks).
+
+    Its writers bound it (``run_many`` keeps at most a window of each kind
+    in flight), so ``put`` never waits.  It replaces an anyio memory object
+    stream, whose every hand-over looks up the backend and, with the reader
+    parked, makes an Event: the reader parks here on one :func:`event_class`
+    primitive and drains everything that arrived meanwhile without waiting.
+    After :meth:`close`, ``put`` raises :class:`anyio.ClosedResourceError`.
+    """
+
+    __slots__ = ("_closed", "_event", "_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[T] = deque()
+        self._waiter: Wakeable | None = None
+        self._closed = False
+        self._event: type[Wakeable] | None = None
+
+    def put(self, item: T) -> None:
+        """Add ``item``, waking the reader if it waits."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
+    def get_nowait(self) -> T:
+        """The oldest item; :class:`anyio.WouldBlock` when there is none."""
+        if self._items:
+            return self._items.popleft()
+        raise anyio.WouldBlock
+
+    async def get(self) -> T:
+        """The oldest item, waiting for one (a cancelled wait loses nothing)."""
+        items = self._items
+        while not items:
+            if self._event is None:
+                self._event = event_class()
+            waiter = self._waiter = self._event()
+            try:
+                await waiter.wait()
+            finally:
+                self._waiter = None
+        return items.popleft()
+
+    def close(self) -> None:
+        """Refuse further items."""
+        self._closed = True

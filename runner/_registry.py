@@ -128,12 +128,13 @@ class Chain(Struct, frozen=True, kw_only=True):
         return tuple(r.provider.id for r in self.routes)
 
 
-class Selection(Struct, frozen=True):
+class Selection(Struct, frozen=True, gc=False):
     """The outcome of :meth:`Registry.select`.
 
     Either ``route`` (at ``index`` of the chain) is usable now, or ``route`` is
     ``None`` and ``wait_until`` is the clock time the earliest of the remaining
-    providers leaves its cooldown.
+    providers leaves its cooldown.  ``gc=False``: one per attempt, alive for
+    the whole call, and it only points at config data, never back.
     """
 
     index: int

@@ -129,11 +129,10 @@ class Supervisor:
             counters.cancelled += 1
 
     def _tell(self, ctx: TaskExecutionContext, move: Move, latency_ms: float | None) -> None:
-        entry = entry_of(move)
         if self._log.enabled:
-            self._log.move(ctx.id, ctx.role, entry, latency_ms=latency_ms, workflow=ctx.workflow)
+            self._log.move(ctx.id, ctx.role, move, latency_ms=latency_ms, workflow=ctx.workflow)
         if self._observer is not None:
-            self._observer(ctx, entry)
+            self._observer(ctx, entry_of(move))
 
     def _record_last(self, ctx: TaskExecutionContext, status: Status, error: ErrorInfo) -> None:
         """The terminal move of a task that is being cancelled or has crashed.

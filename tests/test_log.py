@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import pytest
 
 from runner import Runner, Task
-from runner._log import FLUSH_DELAY, LineWriter, configure_logging
+from runner._log import FLUSH_DELAY, ExecutionLog, LineWriter, configure_logging
+from runner._states import Move
 from runner.config import BUNDLED_NOTICE, LoggingConfig
 from runner.metrics import MemorySink
 from tests.dispatch_support import make_config, open_runner
@@ -149,3 +151,57 @@ async def test_the_bundled_config_is_named_on_the_log_not_printed(
     assert "[warning  ] config" in line
     assert line.endswith(f"notice={BUNDLED_NOTICE}")
     assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_move_line_reads_the_same_with_or_without_the_direct_path(
+    fmt: Literal["json", "console"],
+) -> None:
+    """The direct path (no structlog) writes the line structlog's chain writes, keys in order."""
+    lines = []
+    for direct in (True, False):
+        stream = io.StringIO()
+        logger, writer = configure_logging(LoggingConfig(format=fmt), stream=stream)
+        assert writer.render is not None  # a StringIO is no terminal: the plain chain
+        log = ExecutionLog(logger, "info", writer=writer if direct else None)
+        move = Move("retrying", 1.0, provider="p", attempt=2, error_code="timeout")
+        log.move("t1", "coder", move, latency_ms=12.345, workflow="w")
+        writer.flush()
+        (line,) = stream.getvalue().splitlines()
+        lines.append(line)
+    if fmt == "json":
+        records = [json.loads(line) for line in lines]
+        assert list(records[0]) == list(records[1])
+        for r in records:
+            del r["timestamp"]
+        assert (
+            records[0]
+            == records[1]
+            == {
+                "task_id": "t1",
+                "workflow": "w",
+                "role": "coder",
+                "provider": "p",
+                "attempt": 2,
+                "status": "retrying",
+                "latency_ms": 12.3,
+                "error": "timeout",
+                "event": "task",
+                "level": "info",
+            }
+        )
+    else:
+        direct_line, chain_line = (line.split(" ", 1)[1] for line in lines)
+        assert direct_line == chain_line
+        assert direct_line.startswith("[info     ] task")
+
+
+def test_a_terminal_keeps_structlogs_coloured_renderer() -> None:
+    """On a terminal the console chain is structlog's own, so the direct path is off."""
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    _, writer = configure_logging(LoggingConfig(format="console"), stream=Tty())
+    assert writer.render is None

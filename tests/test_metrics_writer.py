@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 import stamina
 
@@ -357,3 +358,49 @@ async def test_events_neither_store_nor_spill_can_take_are_counted_as_lost(tmp_p
         f"metrics: 7 events could not be written to fake.db nor {spill_dir} ("
     )
     assert told.messages[-1][1].endswith("); they are lost")
+
+
+async def test_events_sent_within_the_linger_are_written_together() -> None:
+    """A burst sent one by one, with the loop turning in between, is one write after the linger."""
+    store = FakeStore()
+    async with open_event_writer(
+        store, spill=JsonlStore("unused.jsonl"), notify=Told(), linger=0.2
+    ) as sink:
+        for n in range(50):
+            await sink.send(event(n))
+            await anyio.lowlevel.checkpoint()  # the writer could take each event alone
+        await anyio.wait_all_tasks_blocked()
+        assert store.writes == 0  # still gathering
+        await anyio.sleep(0.3)  # past the linger: the writer is woken, then written
+        await anyio.wait_all_tasks_blocked()
+        assert store.writes == 1
+        assert store.events == [event(n) for n in range(50)]
+
+
+async def test_without_a_linger_each_event_can_be_its_own_write() -> None:
+    """linger=0: the writer takes what is waiting at once, so a trickle is written as it comes."""
+    store = FakeStore()
+    async with open_event_writer(
+        store, spill=JsonlStore("unused.jsonl"), notify=Told(), linger=0
+    ) as sink:
+        for n in range(5):
+            await sink.send(event(n))
+            await anyio.wait_all_tasks_blocked()
+            assert len(store.events) == n + 1
+    assert store.writes == 5
+
+
+async def test_a_flush_and_the_close_do_not_wait_for_the_linger() -> None:
+    """With an hour's linger, flush() and leaving the context still return at once."""
+    store = FakeStore()
+    with anyio.fail_after(5):
+        async with open_event_writer(
+            store, spill=JsonlStore("unused.jsonl"), notify=Told(), linger=3600
+        ) as sink:
+            await sink.send(event(0))
+            await anyio.wait_all_tasks_blocked()  # the writer is lingering over event 0
+            await sink.flush()
+            assert store.events == [event(0)]
+            await sink.send(event(1))
+            await anyio.wait_all_tasks_blocked()
+        assert store.events == [event(0), event(1)]

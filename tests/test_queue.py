@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from runner._queue import TaskQueue
+from runner._queue import FutureEvent, Inbox, TaskQueue, event_class
 
 pytestmark = pytest.mark.anyio
 
@@ -132,3 +132,70 @@ async def test_an_item_handed_to_a_worker_being_cancelled_is_not_lost() -> None:
     else:
         assert got == [7]
         assert len(q) == 0
+
+
+async def test_each_backend_parks_on_its_own_primitive(anyio_backend: str) -> None:
+    """asyncio parks on a bare future (FutureEvent); trio keeps anyio's Event."""
+    cls = event_class()
+    if anyio_backend == "asyncio":
+        assert cls is FutureEvent
+    else:
+        assert issubclass(cls, anyio.Event)
+    early = cls()
+    early.set()
+    early.set()  # a second set is harmless
+    with anyio.fail_after(1):
+        await early.wait()  # set before the wait: returns at once
+
+
+async def test_a_wait_cancelled_before_the_set_leaves_the_set_harmless() -> None:
+    """A parked waiter cancelled, then set: no error, and the cancellation is what it saw."""
+    event = event_class()()
+    outcome: list[str] = []
+
+    async def park() -> None:
+        try:
+            await event.wait()
+            outcome.append("woken")
+        except anyio.get_cancelled_exc_class():
+            outcome.append("cancelled")
+            raise
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(park)
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    event.set()
+    assert outcome == ["cancelled"]
+
+
+async def test_the_inbox_wakes_its_reader_and_keeps_order() -> None:
+    """A parked reader is woken by a put; what arrived meanwhile comes out in order."""
+    inbox: Inbox[int] = Inbox()
+    with pytest.raises(anyio.WouldBlock):
+        inbox.get_nowait()
+    got: list[int] = []
+
+    async def read(n: int) -> None:
+        while len(got) < n:
+            item = await inbox.get()
+            got.append(item)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read, 3)
+        await anyio.wait_all_tasks_blocked()
+        for i in range(3):
+            inbox.put(i)
+    assert got == [0, 1, 2]
+
+
+async def test_a_cancelled_inbox_read_loses_nothing_and_a_closed_inbox_refuses() -> None:
+    """A reader cancelled while parked leaves later items in place; put after close raises."""
+    inbox: Inbox[str] = Inbox()
+    with anyio.move_on_after(0.01):
+        await inbox.get()
+    inbox.put("kept")
+    assert inbox.get_nowait() == "kept"
+    inbox.close()
+    with pytest.raises(anyio.ClosedResourceError):
+        inbox.put("late")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import anyio
 import pytest
 
 from runner import Message
 from runner.config import LatencySpec, ProviderConfig
 from workers._base import CompletionRequest
 from workers._parameters import Parameters
-from workers.simulated import SimulatedProvider, Success
+from workers.simulated import SharedWakeups, SimulatedProvider, Success
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -83,3 +87,95 @@ async def test_script_overrides_fixed_latency() -> None:
     sim = SimulatedProvider(config, sleep=sleeps.sleep, script=lambda _: Success(latency_ms=250))
     await sim.complete(request("t"))
     assert sleeps.seconds == [0.25]
+
+
+@pytest.mark.anyio
+async def test_the_default_sleep_waits_the_latency_on_both_backends(anyio_backend: str) -> None:
+    """Without an injected sleep each call takes its latency; on asyncio the calls share timers."""
+    config = ProviderConfig(id="s", type="simulated", model="m", latency_ms=LatencySpec(mean=30.0))
+    sim = SimulatedProvider(config)
+    took: dict[str, float] = {}
+
+    async def one(task_id: str) -> None:
+        start = anyio.current_time()
+        answer = await sim.complete(request(task_id))
+        took[task_id] = anyio.current_time() - start
+        assert answer.response_id == f"sim-{task_id}-1"
+
+    timers = 0
+    if anyio_backend == "asyncio":
+        loop = asyncio.get_running_loop()
+        call_at = loop.call_at
+
+        def counting(when: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+            nonlocal timers
+            timers += 1
+            return call_at(when, callback, *args)
+
+        loop.call_at = counting  # type: ignore[method-assign, assignment]
+    async with anyio.create_task_group() as tg:
+        for i in range(50):
+            tg.start_soon(one, f"t{i}")
+    assert len(took) == 50
+    if anyio_backend == "asyncio":
+        assert 1 <= timers <= 5  # one per millisecond the 50 calls end in
+    # At least the latency; at most a millisecond more, plus scheduling slack.
+    assert min(took.values()) >= 0.030 - 1e-6
+    assert max(took.values()) < 0.030 + 0.5
+
+
+def test_calls_ending_in_one_millisecond_share_one_timer() -> None:
+    """200 sleeps begun together set one or two loop timers, and all wake, in order."""
+
+    async def main() -> tuple[int, list[int]]:
+        loop = asyncio.get_running_loop()
+        timers = 0
+        call_at = loop.call_at
+
+        def counting(when: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+            nonlocal timers
+            timers += 1
+            return call_at(when, callback, *args)
+
+        loop.call_at = counting  # type: ignore[method-assign, assignment]
+        wakeups = SharedWakeups()
+        woke: list[int] = []
+
+        async def sleeper(i: int) -> None:
+            await wakeups.sleep(loop, 0.02)
+            woke.append(i)
+
+        tasks = [asyncio.ensure_future(sleeper(i)) for i in range(200)]
+        await asyncio.gather(*tasks)
+        return timers, woke
+
+    timers, woke = asyncio.run(main())
+    assert 1 <= timers <= 2
+    assert woke == list(range(200))
+
+
+def test_a_cancelled_sleeper_leaves_the_others_sleeping_to_the_end() -> None:
+    """Cancelling one shared sleep cancels only it; a later event loop gets the timers next."""
+    wakeups = SharedWakeups()
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        ends: list[str] = []
+
+        async def sleeper(name: str) -> None:
+            await wakeups.sleep(loop, 0.05)
+            ends.append(name)
+            assert loop.time() - start >= 0.05
+
+        a = asyncio.ensure_future(sleeper("a"))
+        b = asyncio.ensure_future(sleeper("b"))
+        await asyncio.sleep(0.01)
+        a.cancel()
+        await asyncio.gather(b)
+        with pytest.raises(asyncio.CancelledError):
+            await a
+        return ends
+
+    assert asyncio.run(main()) == ["b"]
+    assert asyncio.run(main()) == ["b"]  # a new loop, once the first is closed

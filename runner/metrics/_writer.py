@@ -2,8 +2,10 @@
 
 Producers (the dispatcher, one call per provider attempt) hold a
 :class:`MetricsSink` and ``await sink.send(event)``.  Events travel through a
-bounded memory stream to one writer task, which takes what is waiting (up to
-a batch) and hands it to the store (:class:`~runner.metrics._store.EventStore`)
+bounded memory stream to one writer task, which waits for an event, lets
+more gather for up to ``linger`` seconds (:data:`DEFAULT_LINGER`; a
+``flush()`` or the close cuts it short), takes what is waiting (up to a
+batch) and hands it to the store (:class:`~runner.metrics._store.EventStore`)
 in one ``write``: for SQLite one transaction, run in a worker thread.  When
 the writer falls behind, the stream fills and ``send`` waits: no event is
 ever dropped.  Everything here runs on asyncio and trio.
@@ -52,6 +54,8 @@ from runner.metrics._store import EventStore, Notify, StoreSettings, open_store,
 DEFAULT_BUFFER: Final = 20_000
 #: Most events written in one transaction.
 DEFAULT_BATCH: Final = 5_000
+#: Seconds the writer lets events gather after the first one of a batch.
+DEFAULT_LINGER: Final = 0.05
 #: Seconds the final flush may take after the producers are done.
 DEFAULT_FLUSH_DEADLINE: Final = 10.0
 #: Tries per batch before the writer turns to the spill file.
@@ -135,11 +139,18 @@ class _Writer:
         batch_size: int,
         attempts: int,
         retry_delay: float,
+        linger: float = 0.0,
     ) -> None:
         self.store = store
         self.spill = spill
         self.notify = notify
         self.batch_size = batch_size
+        self.linger = linger
+        self._hurry: anyio.Event | None = None
+        #: Callers of wait_handled() waiting, and whether the stream is closed:
+        #: either means no lingering.
+        self._flushing = 0
+        self.closing = False
         self.attempts = attempts
         self.retry_delay = retry_delay
         self.spilling = False
@@ -165,6 +176,8 @@ class _Writer:
             task_status.started()
             try:
                 while batch := await receive_batch(receive, self.batch_size):
+                    if self.linger and len(batch) < self.batch_size:
+                        await self._gather(receive, batch)
                     self.inflight = batch
                     await self.write(batch)
                     self.inflight = ()
@@ -175,10 +188,50 @@ class _Writer:
                 self.done.set()
                 self._progress.set()
 
+    async def _gather(
+        self, receive: MemoryObjectReceiveStream[MetricEvent], batch: list[MetricEvent]
+    ) -> None:
+        """Let events gather for up to ``linger`` seconds, then top ``batch`` up.
+
+        A burst of answers (a wave of tasks ending together) becomes one
+        transaction written after the burst, instead of small ones whose
+        worker-thread work (binding every value holds the GIL) competes with
+        the event loop settling those very tasks.  :meth:`hurry` (a flush, the
+        close) cuts the wait short.
+        """
+        if not self._flushing and not self.closing:
+            hurry = self._hurry = anyio.Event()
+            with anyio.move_on_after(self.linger):
+                await hurry.wait()
+            self._hurry = None
+        while len(batch) < self.batch_size:
+            try:
+                batch.append(receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+
+    def hurry(self) -> None:
+        """Stop a linger in progress: what is waiting is written now."""
+        if self._hurry is not None:
+            self._hurry.set()
+
+    def close(self) -> None:
+        """The stream is closed: write the rest without lingering."""
+        self.closing = True
+        self.hurry()
+
     async def wait_handled(self, count: int) -> None:
-        """Return once ``count`` events are handled, or the writer has stopped."""
-        while self.handled < count and not self.done.is_set():
-            await self._progress.wait()
+        """Return once ``count`` events are handled, or the writer has stopped.
+
+        No batch lingers while someone waits here.
+        """
+        self._flushing += 1
+        try:
+            while self.handled < count and not self.done.is_set():
+                self.hurry()
+                await self._progress.wait()
+        finally:
+            self._flushing -= 1
 
     async def _store_with_retries(self, batch: Sequence[MetricEvent]) -> None:
         async for attempt in stamina.retry_context(
@@ -268,6 +321,7 @@ async def open_event_writer(
     attempts: int = DEFAULT_ATTEMPTS,
     retry_delay: float = 0.1,
     import_hint: str | None = None,
+    linger: float = DEFAULT_LINGER,
 ) -> AsyncIterator[FlushableSink]:
     """Run a writer in front of an already open ``store``; close the store on exit.
 
@@ -281,6 +335,7 @@ async def open_event_writer(
         batch_size=batch_size,
         attempts=attempts,
         retry_delay=retry_delay,
+        linger=linger,
     )
     send, receive = anyio.create_memory_object_stream[MetricEvent](buffer_size)
     try:
@@ -290,6 +345,7 @@ async def open_event_writer(
                 yield _StreamSink(send, writer)
             finally:
                 send.close()
+                writer.close()
                 with anyio.move_on_after(flush_deadline, shield=True):
                     await writer.done.wait()
                 if not writer.done.is_set():
