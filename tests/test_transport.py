@@ -270,6 +270,24 @@ async def test_an_invalid_url_never_shows_its_password() -> None:
     assert str(caught.value) == "http://***@host:99999/v1: Port out of range 0-65535"
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # urlsplit takes the authority's last '@': the password keeps its own.
+        ("http://me:p@ss-secret@host:99999/v1", "http://***@host:99999/v1"),
+        # Without the scheme (or its //) the user:password part is still masked.
+        ("//me:hunter2-secret@host/v1", "//***@host/v1"),
+        ("me:hunter2-secret@host/v1", "***@host/v1"),
+    ],
+)
+async def test_an_invalid_url_masks_every_form_of_password(url: str, shown: str) -> None:
+    """A password holding '@', or a URL without a scheme, never shows its password."""
+    with pytest.raises(InvalidURL) as caught:
+        await transport().request("GET", url)
+    assert caught.value.url == shown
+    assert "secret" not in str(caught.value)
+
+
 async def test_a_line_break_in_a_header_value_is_refused_without_the_value() -> None:
     """A header value with a line break is refused; the message names the header only."""
     t = Transport({"Authorization": "Bearer sk-secret\r\nX-Evil: 1"}, limit=1)
