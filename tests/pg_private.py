@@ -4,7 +4,8 @@ The shared server at 127.0.0.1:5432 serves every other test (and other
 people's work), so a test that restarts PostgreSQL gets a server of its own:
 ``initdb`` into a temporary directory, ``pg_ctl start`` on a free port of
 127.0.0.1 only (its socket in that directory too), ``pg_ctl restart`` when
-the test says, and ``pg_ctl stop`` and the directory removed at the end.
+the test says, and ``pg_ctl stop`` and the directory removed at the end,
+also when the test fails or the server did not start.
 
 PostgreSQL refuses to run as root, so when the tests run as root the server
 runs as the ``postgres`` OS user (``runuser -u postgres --``), which owns
@@ -95,6 +96,9 @@ class PrivateServer:
         await self._run(*self._pg_ctl("-m", "fast", "restart"))
 
     async def stop(self) -> None:
+        """``pg_ctl stop -m immediate``; nothing to do when no server runs (no PID file)."""
+        if not (self.data / "postmaster.pid").exists():
+            return
         await self._run(*self._pg_ctl("-m", "immediate", "stop"))
 
 
@@ -121,8 +125,10 @@ async def private_server() -> AsyncIterator[PrivateServer]:
             as_user = [runuser, "-u", "postgres", "--"]
         server = PrivateServer(root, as_user)
         await server.init()
-        await server.start()
         try:
+            # Inside the try: a start that failed or timed out may still have
+            # left a postmaster running, which the stop below ends.
+            await server.start()
             yield server
         finally:
             with anyio.CancelScope(shield=True):
