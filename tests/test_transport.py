@@ -227,6 +227,27 @@ async def test_invalid_responses_are_bad_responses(data: bytes) -> None:
             await t.aclose()
 
 
+async def test_a_101_upgrade_is_a_bad_response_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 101 Switching Protocols is a BadResponse naming it; asyncio logs no fatal error."""
+    upgrade = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    async with RawServer() as server:
+        server.script(upgrade)
+        t = transport()
+        try:
+            with pytest.raises(BadResponse) as caught:
+                await t.request("POST", server.url(), body=b"{}")
+            assert t.statistics().idle == 0
+        finally:
+            await t.aclose()
+    assert str(caught.value) == "a 101 Switching Protocols answer: runner does not switch protocols"
+    assert caught.value.status == 101
+    assert "Fatal error" not in caplog.text
+
+
 async def test_refused_connection_names_host_and_port() -> None:
     """Nothing listening: ConnectFailed, 'connection refused', with the host and port."""
     with socket.socket() as s:

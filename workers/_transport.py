@@ -245,6 +245,16 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(BadResponse(f"not a valid HTTP/1.1 response ({exc})", self._status()))
             self.close()
+        except httptools.HttpParserUpgrade:
+            # A 101 (not an HttpParserError): uncaught, asyncio would log it
+            # as a fatal error with a traceback and the call would read as a
+            # connection closed without an answer.
+            self._fail(
+                BadResponse(
+                    "a 101 Switching Protocols answer: runner does not switch protocols", 101
+                )
+            )
+            self.close()
 
     def eof_received(self) -> bool:
         self._end(None)
