@@ -1,15 +1,20 @@
-"""tests/pg_private.py cleans up after a failing test: the server stopped, its directory gone.
+"""The cluster tests' helpers clean up after a failure: no server or worker outlives a test.
 
-A private server left running (or a clean-up error hiding the test's own
-failure) would outlive the run on a shared machine, so the clean-up path is
-tested on its own: a body that fails, and one that stopped the server itself.
+A private PostgreSQL (tests/pg_private.py) or a worker process
+(tests/cluster_support.py) left running, or a clean-up error hiding the
+test's own failure, would outlive the run on a shared machine, so the
+clean-up paths are tested on their own.
 """
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import asyncpg
 import pytest
 
+from tests.cluster_support import CountingProvider, WorkerProcess, cluster_config
 from tests.pg_private import PrivateServer, private_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -57,3 +62,18 @@ async def test_a_server_the_test_stopped_does_not_hide_the_tests_failure() -> No
         await _fail_inside(seen, stop_first=True)
     [server] = seen
     assert not server.root.exists()
+
+
+async def test_a_worker_that_does_not_start_in_time_is_killed(tmp_path: Path) -> None:
+    """A worker whose database never answers fails start() and leaves no process behind."""
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql://nobody@127.0.0.1:{silent.getsockname()[1]}/none"
+        async with CountingProvider() as provider:
+            worker = WorkerProcess(cluster_config(tmp_path, "w", provider), url, tmp_path / "w.log")
+            with pytest.raises(AssertionError, match="worker did not start"):
+                await worker.start(listen_within=1)
+    assert worker.proc is not None
+    assert worker.proc.returncode is not None
+    assert await worker.stop() == worker.proc.returncode
