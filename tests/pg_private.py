@@ -49,8 +49,11 @@ class PrivateServer:
     def __init__(self, root: Path, as_user: list[str]) -> None:
         self.root = root
         self.data = root / "data"
-        self.port = _free_port()
         self._as_user = as_user
+        self._new_port()
+
+    def _new_port(self) -> None:
+        self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     async def _run(self, *args: str) -> None:
@@ -89,7 +92,19 @@ class PrivateServer:
         )
 
     async def start(self) -> None:
-        await self._run(*self._pg_ctl("start"))
+        """``pg_ctl start``; on another free port when the one picked was taken meanwhile.
+
+        The port is free when picked but bound only by the postmaster, so
+        another process (another test, another engineer's) may take it first.
+        """
+        for attempt in range(3):
+            try:
+                await self._run(*self._pg_ctl("start"))
+                return
+            except RuntimeError as exc:
+                if attempt == 2 or "Address already in use" not in str(exc):
+                    raise
+                self._new_port()
 
     async def restart(self) -> None:
         """``pg_ctl restart -m fast``: every session ended, the server down, then up again."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests import pg_private
 from tests.cluster_support import CountingProvider, WorkerProcess, cluster_config
 from tests.pg_private import PrivateServer, private_server
 
@@ -77,3 +78,24 @@ async def test_a_worker_that_does_not_start_in_time_is_killed(tmp_path: Path) ->
     assert worker.proc is not None
     assert worker.proc.returncode is not None
     assert await worker.stop() == worker.proc.returncode
+
+
+async def test_a_port_taken_before_the_server_binds_it_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The free port picked is taken by someone else before start: another port is used."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = [taken.getsockname()[1]]
+        free = pg_private._free_port
+
+        def picked() -> int:
+            return ports.pop() if ports else free()
+
+        monkeypatch.setattr(pg_private, "_free_port", picked)
+        async with private_server() as server:
+            assert server.port != taken.getsockname()[1]
+            conn = await asyncpg.connect(server.url)
+            assert await conn.fetchval("SELECT 1") == 1
+            await conn.close()
