@@ -121,7 +121,12 @@ class WorkerProcess:
         self.proc: anyio.abc.Process | None = None
         self.url = ""
 
-    async def start(self) -> WorkerProcess:
+    async def start(self, listen_within: float = 30) -> WorkerProcess:
+        """Start the worker and wait for its ``listening on`` line.
+
+        A worker that does not listen within ``listen_within`` seconds is killed
+        before the failure is raised, so no process outlives the test.
+        """
         offset = self.log.stat().st_size if self.log.exists() else 0
         out = self.log.open("ab")
         try:
@@ -134,7 +139,7 @@ class WorkerProcess:
             )
         finally:
             out.close()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + listen_within
         while time.monotonic() < deadline:
             text = self.log.read_bytes()[offset:]
             found = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", text)
@@ -144,6 +149,8 @@ class WorkerProcess:
             if self.proc.returncode is not None:
                 break
             await anyio.sleep(0.05)
+        if self.proc.returncode is None:
+            await self.kill()
         raise AssertionError(f"worker did not start:\n{self.log.read_text()}")
 
     async def kill(self) -> None:
@@ -153,12 +160,20 @@ class WorkerProcess:
         await self.proc.wait()
 
     async def stop(self) -> int:
-        """SIGTERM and wait for the graceful exit."""
-        assert self.proc is not None
+        """SIGTERM and wait for the graceful exit; 0 if it never started.
+
+        A worker still running 30 s after SIGTERM is killed, then the
+        failure raised, so no process outlives the test.
+        """
+        if self.proc is None:
+            return 0
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
-            with anyio.fail_after(30):
+            with anyio.move_on_after(30):
                 await self.proc.wait()
+            if self.proc.returncode is None:
+                await self.kill()
+                raise AssertionError(f"worker ignored SIGTERM for 30 s:\n{self.log.read_text()}")
         return self.proc.returncode or 0
 
 

@@ -4,7 +4,8 @@ The shared server at 127.0.0.1:5432 serves every other test (and other
 people's work), so a test that restarts PostgreSQL gets a server of its own:
 ``initdb`` into a temporary directory, ``pg_ctl start`` on a free port of
 127.0.0.1 only (its socket in that directory too), ``pg_ctl restart`` when
-the test says, and ``pg_ctl stop`` and the directory removed at the end.
+the test says, and ``pg_ctl stop`` and the directory removed at the end,
+also when the test fails or the server did not start.
 
 PostgreSQL refuses to run as root, so when the tests run as root the server
 runs as the ``postgres`` OS user (``runuser -u postgres --``), which owns
@@ -48,8 +49,11 @@ class PrivateServer:
     def __init__(self, root: Path, as_user: list[str]) -> None:
         self.root = root
         self.data = root / "data"
-        self.port = _free_port()
         self._as_user = as_user
+        self._new_port()
+
+    def _new_port(self) -> None:
+        self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     async def _run(self, *args: str) -> None:
@@ -88,13 +92,28 @@ class PrivateServer:
         )
 
     async def start(self) -> None:
-        await self._run(*self._pg_ctl("start"))
+        """``pg_ctl start``; on another free port when the one picked was taken meanwhile.
+
+        The port is free when picked but bound only by the postmaster, so
+        another process (another test, another engineer's) may take it first.
+        """
+        for attempt in range(3):
+            try:
+                await self._run(*self._pg_ctl("start"))
+                return
+            except RuntimeError as exc:
+                if attempt == 2 or "Address already in use" not in str(exc):
+                    raise
+                self._new_port()
 
     async def restart(self) -> None:
         """``pg_ctl restart -m fast``: every session ended, the server down, then up again."""
         await self._run(*self._pg_ctl("-m", "fast", "restart"))
 
     async def stop(self) -> None:
+        """``pg_ctl stop -m immediate``; nothing to do when no server runs (no PID file)."""
+        if not (self.data / "postmaster.pid").exists():
+            return
         await self._run(*self._pg_ctl("-m", "immediate", "stop"))
 
 
@@ -121,8 +140,10 @@ async def private_server() -> AsyncIterator[PrivateServer]:
             as_user = [runuser, "-u", "postgres", "--"]
         server = PrivateServer(root, as_user)
         await server.init()
-        await server.start()
         try:
+            # Inside the try: a start that failed or timed out may still have
+            # left a postmaster running, which the stop below ends.
+            await server.start()
             yield server
         finally:
             with anyio.CancelScope(shield=True):

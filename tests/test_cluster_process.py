@@ -49,9 +49,15 @@ async def _start(
         WorkerProcess(cluster_config(tmp, f"w{i}", provider, **kw), url, tmp / f"w{i}.log")  # type: ignore[arg-type]
         for i in range(n)
     ]
-    async with anyio.create_task_group() as tg:
-        for w in workers:
-            tg.start_soon(w.start)
+    try:
+        async with anyio.create_task_group() as tg:
+            for w in workers:
+                tg.start_soon(w.start)
+    except BaseException:
+        # One did not start: the others must not outlive the test.
+        with anyio.CancelScope(shield=True):
+            await _stop_all(workers)
+        raise
     return workers
 
 

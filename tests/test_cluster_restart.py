@@ -58,11 +58,13 @@ async def test_a_real_database_restart_mid_run_loses_nothing(tmp_path: Path) -> 
             )
             for i in range(2)
         ]
-        async with anyio.create_task_group() as tg:
-            for w in workers:
-                tg.start_soon(w.start)
         codes: list[int] = []
         try:
+            # Inside the try: a worker that started is stopped even when the
+            # other did not, so none outlives the private server.
+            async with anyio.create_task_group() as tg:
+                for w in workers:
+                    tg.start_soon(w.start)
             async with aiohttp.ClientSession() as s:
                 for k in range(0, n, 10):
                     await post_jsonl(

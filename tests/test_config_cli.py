@@ -228,6 +228,21 @@ def test_a_key_pasted_into_another_field_is_scrubbed_from_the_table(
     assert SECRET not in out
 
 
+def test_a_password_in_a_base_url_is_masked_in_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """user:password@ in base_url (basic auth) is shown as ***@ by config check."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers:\n  - {id: local, type: openai, model: m,"
+        " base_url: 'http://me:hunter2-pw@localhost:8000/v1'}\ndefault_provider: local\n"
+    )
+    assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "http://***@localhost:8000/v1" in out
+    assert "hunter2" not in out
+
+
 def test_rich_output_shows_status_not_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     """The terminal (rich) form shows the same key status and never the key."""
     for name in KEYS:

@@ -18,6 +18,7 @@ import pytest
 
 import runner
 from runner import Runner, UsageError
+from runner.config import MetricsConfig
 from runner.integrations.langchain import RunnerChatModel, TaskFailedError
 from runner.integrations.langgraph import default_workflow_graph, workflow_graph
 from tests.dispatch_support import FakeTime, Scripts, make_config, open_runner, sim, simulated
@@ -135,9 +136,14 @@ async def test_the_configs_own_workflows_become_graphs(tmp_path: Path) -> None:
     assert [m.name for m in solo["stages"]] == ["only"]
 
 
-def test_the_graph_runs_from_synchronous_code_on_an_owned_runner() -> None:
-    """graph.invoke with a from_config model: no event loop needed."""
-    config = make_config()
+def test_the_graph_runs_from_synchronous_code_on_an_owned_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """graph.invoke with a from_config model: no event loop needed, nothing left in the cwd."""
+    # Run where a default metrics store would land, so a test writing into
+    # the repository's .runner/metrics.db (a developer's own figures) fails.
+    monkeypatch.chdir(tmp_path)
+    config = make_config(metrics=MetricsConfig(store="none"))
     t = FakeTime()
     options = {
         "providers": simulated(config, sleep=t.sleep),
@@ -148,6 +154,7 @@ def test_the_graph_runs_from_synchronous_code_on_an_owned_runner() -> None:
     with RunnerChatModel.from_config(config, runner_options=options) as model:
         state = default_workflow_graph(model).invoke({"input": "x"})
     assert [m.response_metadata["provider"] for m in state["stages"]] == ["c", "d", "a", "b"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_workflows_and_stage_prompt_are_public() -> None:

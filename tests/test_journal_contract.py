@@ -176,6 +176,16 @@ async def test_status_since_and_tag_filter_and_page_together(h: Harness) -> None
     assert await _walk(h, 10, tag="z") == [[]]
 
 
+async def test_a_cursor_or_since_at_any_distance_lists_without_error(h: Harness) -> None:
+    """Times far outside any accept time (a forged cursor, since=100000000d) list, not crash."""
+    await h.accept_at(h.now, [("a", b"{}")])
+    far_future, far_past = encode_cursor(1e300, "z"), encode_cursor(-1e300, "z")
+    assert [t.id for t in (await h.journal.list(limit=10, cursor=far_future)).tasks] == ["a"]
+    assert (await h.journal.list(limit=10, cursor=far_past)).tasks == []
+    assert await _walk(h, 10, since=-1e300) == [["a"]]
+    assert await _walk(h, 10, since=1e300) == [[]]
+
+
 @pytest.mark.parametrize(
     "cursor",
     ["", "not base64!", "bm90IGpzb24", encode_cursor(1.0, "a")[:-3] + "xyz", "WzEsMiwzXQ", "é"],

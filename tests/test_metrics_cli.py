@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -225,3 +227,22 @@ def test_migrate_of_a_missing_file_is_exit_2(
     code, _, err = run(capsys, "migrate", str(tmp_path / "x.jsonl"), "--db", str(tmp_path / "m.db"))
     assert code == 2
     assert f"no such file: {tmp_path / 'x.jsonl'}" in err
+
+
+def test_export_into_a_pipe_closed_early_stops_without_a_traceback(db: Path) -> None:
+    """metrics export | head: the reader leaves early; no traceback, exit 141 (SIGPIPE's)."""
+    source = db.parent / "many.jsonl"
+    append_jsonl(source, [event(n) for n in range(60, 5000)])
+    import_jsonl(db, source)
+    export = [sys.executable, "-m", "runner", "metrics", "export", "--db", str(db)]
+    with subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+        [*export, "--format", "csv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # as head does after its lines
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=60)
+    assert first.startswith(b"event_id,task_id,")
+    assert (code, err) == (141, "")

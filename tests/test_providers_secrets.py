@@ -266,3 +266,17 @@ async def test_a_result_metric_and_log_hold_no_run_of_a_key_cut_at_the_trim() ->
     assert len(sink.events) == len(range(MESSAGE_LIMIT - len(key), MESSAGE_LIMIT + 1))
     _assert_no_run(key, msgspec.json.encode(sink.events).decode())
     _assert_no_run(key, log.getvalue())
+
+
+def test_a_providers_repr_masks_the_password_of_its_base_url() -> None:
+    """user:password@ in base_url (sent as basic auth) shows as ***@ in the provider's repr."""
+    config = ProviderConfig(
+        id="local",
+        type="openai",
+        model="m",
+        api_key=Secret("sk-unused-key-123"),
+        base_url="http://me:p@ss-hunter2@localhost:8000/v1",
+    )
+    assert repr(open_provider(config)) == (
+        "OpenAIProvider(id='local', model='m', base_url='http://***@localhost:8000/v1')"
+    )

@@ -227,6 +227,27 @@ async def test_invalid_responses_are_bad_responses(data: bytes) -> None:
             await t.aclose()
 
 
+async def test_a_101_upgrade_is_a_bad_response_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 101 Switching Protocols is a BadResponse naming it; asyncio logs no fatal error."""
+    upgrade = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    async with RawServer() as server:
+        server.script(upgrade)
+        t = transport()
+        try:
+            with pytest.raises(BadResponse) as caught:
+                await t.request("POST", server.url(), body=b"{}")
+            assert t.statistics().idle == 0
+        finally:
+            await t.aclose()
+    assert str(caught.value) == "a 101 Switching Protocols answer: runner does not switch protocols"
+    assert caught.value.status == 101
+    assert "Fatal error" not in caplog.text
+
+
 async def test_refused_connection_names_host_and_port() -> None:
     """Nothing listening: ConnectFailed, 'connection refused', with the host and port."""
     with socket.socket() as s:
@@ -268,6 +289,24 @@ async def test_an_invalid_url_never_shows_its_password() -> None:
     with pytest.raises(InvalidURL) as caught:
         await transport().request("GET", "http://me:hunter2-secret@host:99999/v1")
     assert str(caught.value) == "http://***@host:99999/v1: Port out of range 0-65535"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # urlsplit takes the authority's last '@': the password keeps its own.
+        ("http://me:p@ss-secret@host:99999/v1", "http://***@host:99999/v1"),
+        # Without the scheme (or its //) the user:password part is still masked.
+        ("//me:hunter2-secret@host/v1", "//***@host/v1"),
+        ("me:hunter2-secret@host/v1", "***@host/v1"),
+    ],
+)
+async def test_an_invalid_url_masks_every_form_of_password(url: str, shown: str) -> None:
+    """A password holding '@', or a URL without a scheme, never shows its password."""
+    with pytest.raises(InvalidURL) as caught:
+        await transport().request("GET", url)
+    assert caught.value.url == shown
+    assert "secret" not in str(caught.value)
 
 
 async def test_a_line_break_in_a_header_value_is_refused_without_the_value() -> None:

@@ -39,7 +39,7 @@ from msgspec import Struct
 
 from workers._base import CompletionRequest, CompletionResponse
 from workers._errors import RETRYABLE_CODES, ErrorCode, ProviderError
-from workers._secrets import Secret, scrub
+from workers._secrets import Secret, mask_url, scrub
 from workers._settings import ProviderConfig
 from workers._transport import (
     BadResponse,
@@ -210,10 +210,11 @@ class HttpProvider(Generic[E]):
         return self._config.model
 
     def __repr__(self) -> str:
-        # Deliberately no headers and no key: only what identifies the provider.
+        # Deliberately no headers, no key and no password of the base URL:
+        # only what identifies the provider.
         return (
             f"{type(self).__name__}(id={self.id!r}, model={self.model!r}, "
-            f"base_url={self._base_url!r})"
+            f"base_url={mask_url(self._base_url)!r})"
         )
 
     # Adapter hooks.

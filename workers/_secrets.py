@@ -8,10 +8,16 @@ text that came back from a provider before it is logged or stored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Final
 
 REDACTED: Final = "***"
+
+# The userinfo of a URL: everything before the authority's last '@' (a
+# password may hold an unencoded '@'; the authority ends at / ? or #), with
+# or without a scheme and '//', as a user may write a URL without them.
+_USERINFO: Final = re.compile(r"^((?:[a-zA-Z][a-zA-Z0-9+.-]*:)?//)?[^/?#]*@")
 
 
 class Secret:
@@ -53,6 +59,11 @@ class Secret:
 
     def __reduce__(self) -> str | tuple[object, ...]:
         raise TypeError("a Secret cannot be pickled")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its ``user:password@`` part shown as ``***@``, for messages and reprs."""
+    return _USERINFO.sub(rf"\1{REDACTED}@", url, count=1)
 
 
 #: The shortest run of a key's characters that :func:`scrub` removes wherever it appears.

@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-import re
 import socket
 import ssl
 import sys
@@ -54,11 +53,12 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 import httptools
 from msgspec import Struct
 
+from workers._secrets import mask_url
+
 #: Seconds an idle connection is kept (aiohttp's default keep-alive time).
 KEEPALIVE: Final = 15.0
 
 _PORTS: Final = {"http": 80, "https": 443}
-_USERINFO: Final = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#@]*@")
 # RFC 3986 characters a path or query may hold as they are; anything else is
 # percent-encoded once when a URL is first seen ('%' kept: already encoded).
 _PATH_SAFE: Final = "/%:@!$&'()*+,;=-._~"
@@ -90,7 +90,7 @@ class InvalidURL(TransportError):
     """
 
     def __init__(self, url: str, reason: str) -> None:
-        shown = _USERINFO.sub(r"\1***@", url)
+        shown = mask_url(url)
         super().__init__(f"{shown}: {reason}")
         self.url = shown
         self.reason = reason
@@ -244,6 +244,16 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(BadResponse(f"not a valid HTTP/1.1 response ({exc})", self._status()))
+            self.close()
+        except httptools.HttpParserUpgrade:
+            # A 101 (not an HttpParserError): uncaught, asyncio would log it
+            # as a fatal error with a traceback and the call would read as a
+            # connection closed without an answer.
+            self._fail(
+                BadResponse(
+                    "a 101 Switching Protocols answer: runner does not switch protocols", 101
+                )
+            )
             self.close()
 
     def eof_received(self) -> bool:

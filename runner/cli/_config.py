@@ -22,7 +22,7 @@ from runner.cli._tables import Column, print_table
 from runner.config._load import MIGRATION_DOC, Loaded, discover
 from runner.config._model import Config, ProviderConfig
 from workers._parameters import Parameters
-from workers._secrets import Secret, scrub
+from workers._secrets import Secret, mask_url, scrub
 from workers._settings import missing_key
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def provider_table(loaded: Loaded) -> Table:
             p.id,
             p.type,
             p.model,
-            p.base_url or "(default)",
+            mask_url(p.base_url) if p.base_url else "(default)",
             _seconds(p.timeout),
             str(p.max_concurrency),
             key_status(p, loaded.key_variables.get(p.id)),

@@ -48,6 +48,8 @@ from runner.cluster._pool import Connection, Database
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled", "rejected"})
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_FIRST_US: Final = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+_LAST_US: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 
 #: Channels: new work, a terminal result (payload: the id), a cancellation (the id).
 TASKS_CHANNEL: Final = "runner_tasks"
@@ -209,8 +211,13 @@ def list_query(
 
 
 def _timestamp(us: int) -> datetime:
-    """The instant ``us`` microseconds after the epoch, exactly (no float on the way)."""
-    return _EPOCH + timedelta(microseconds=us)
+    """The instant ``us`` microseconds after the epoch, exactly (no float on the way).
+
+    Held within the years 1 to 9999 (``datetime``'s range, inside
+    timestamptz's): a forged cursor or a ``since`` of a million days then
+    lists as any instant beyond every task would, instead of an OverflowError.
+    """
+    return _EPOCH + timedelta(microseconds=min(max(us, _FIRST_US), _LAST_US))
 
 
 def _stored(task_id: str, status: str, result: str | None) -> Stored:
