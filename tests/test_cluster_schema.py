@@ -102,3 +102,27 @@ async def test_the_previous_version_is_upgraded_and_the_task_list_uses_the_index
         tagged = await queue.list(limit=2, tag="nightly")
         assert [t.id for t in tagged.tasks] == ["t020000", "t019900"]
         assert len((await queue.list(limit=TASKS, since=newest.accepted_at - 599)).tasks) == 600
+
+
+async def test_migration_2_can_run_twice(pg_url: str) -> None:
+    """Migration 2's statements run again on an upgraded database change nothing, fail nothing."""
+    async with open_database(pg_url) as db:
+        assert await migrate(db, target=LISTING) == 0
+        for statement in MIGRATIONS[LISTING - 1]:
+            await db.execute(statement)
+        indexes = await db.fetch(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'runner_tasks'"
+            " AND indexname IN ('runner_tasks_listed', 'runner_tasks_listed_status',"
+            " 'runner_tasks_tags') ORDER BY indexname"
+        )
+        columns = await db.fetch(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = 'runner_cooldowns' AND column_name = 'failures'"
+        )
+        assert await migrate(db) == LISTING
+    assert [r["indexname"] for r in indexes] == [
+        "runner_tasks_listed",
+        "runner_tasks_listed_status",
+        "runner_tasks_tags",
+    ]
+    assert len(columns) == 1

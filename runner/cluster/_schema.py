@@ -124,19 +124,23 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     (
         # -- 2: the task list's indexes, the cluster-wide failure count -------
+        # Each statement may run again (a database upgraded by hand, a copy
+        # of the tables without runner_schema), so each says IF NOT EXISTS.
         # GET /v1/tasks pages newest first by (submitted_at, id); read
         # backwards, this index gives a page without sorting the table, and
         # a cursor or ``since`` starts the walk where the page begins.
-        "CREATE INDEX runner_tasks_listed ON runner_tasks (submitted_at, id)",
+        "CREATE INDEX IF NOT EXISTS runner_tasks_listed ON runner_tasks (submitted_at, id)",
         # ``?status=``: a rare status (running, failed) is found without
         # walking every other row.
-        "CREATE INDEX runner_tasks_listed_status ON runner_tasks (status, submitted_at, id)",
+        "CREATE INDEX IF NOT EXISTS runner_tasks_listed_status"
+        " ON runner_tasks (status, submitted_at, id)",
         # ``?tag=``: the tags array of the task line (the expression must be
         # written exactly so in the query for the index to serve it).
-        "CREATE INDEX runner_tasks_tags ON runner_tasks USING gin ((task::jsonb -> 'tags'))",
+        "CREATE INDEX IF NOT EXISTS runner_tasks_tags"
+        " ON runner_tasks USING gin ((task::jsonb -> 'tags'))",
         # The consecutive failures of a provider, counted across the cluster
         # (runner.cluster._limits); 'until' is '-infinity' when it never cooled.
-        "ALTER TABLE runner_cooldowns ADD COLUMN failures integer NOT NULL DEFAULT 0",
+        "ALTER TABLE runner_cooldowns ADD COLUMN IF NOT EXISTS failures integer NOT NULL DEFAULT 0",
     ),
     # -- 3: metric events carry their task's tags, as on SQLite (schema version 3
     # there): |a|b| or '', read by summaries with a tag filter or by tag.  A
