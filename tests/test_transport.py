@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import gc
 import gzip
+import os
 import socket
 import zlib
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -623,6 +626,66 @@ async def test_every_address_of_a_name_is_tried_in_turn(monkeypatch: pytest.Monk
             await t.aclose()
     assert reply.status == 200
     assert server.seen[0].headers["host"] == f"api.test:{server.port}"
+
+
+def unreachable(monkeypatch: pytest.MonkeyPatch, addresses: list[str], dead: set[str]) -> None:
+    """Resolve any name to ``addresses``; connecting to one in ``dead`` times out (ETIMEDOUT)."""
+    loop = asyncio.get_running_loop()
+    connect = loop.create_connection
+
+    async def resolve(host: str, port: int, **kwargs: object) -> list[object]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in addresses]
+
+    async def create_connection(factory: Any, host: str, port: int, **kwargs: Any) -> Any:
+        if host in dead:
+            raise TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+        return await connect(factory, host, port, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", resolve)
+    monkeypatch.setattr(loop, "create_connection", create_connection)
+
+
+async def test_an_address_that_times_out_is_passed_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name whose first address times out on connect is reached at its next one."""
+    async with RawServer() as server:
+        unreachable(monkeypatch, ["192.0.2.1", "127.0.0.1"], {"192.0.2.1"})
+        t = transport()
+        try:
+            reply = await t.request("GET", f"http://api.test:{server.port}/v1/models")
+        finally:
+            await t.aclose()
+    assert reply.status == 200
+    assert len(server.seen) == 1
+
+
+async def test_every_address_timing_out_is_connect_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When every address times out the error names the host, port and the timeout."""
+    unreachable(monkeypatch, ["192.0.2.1", "192.0.2.2"], {"192.0.2.1", "192.0.2.2"})
+    t = transport()
+    try:
+        with pytest.raises(ConnectFailed) as caught:
+            await t.request("GET", "http://api.test:8080/v1/models")
+    finally:
+        await t.aclose()
+    assert str(caught.value) == "cannot connect to api.test:8080: connection timed out"
+    assert isinstance(caught.value.os_error, TimeoutError)
+
+
+async def test_a_provider_whose_addresses_all_time_out_reports_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through a provider, every address timing out is a retryable 'timeout' naming the host."""
+    unreachable(monkeypatch, ["192.0.2.1", "192.0.2.2"], {"192.0.2.1", "192.0.2.2"})
+    provider = open_provider(
+        ProviderConfig(id="slow", type="openai", model="m", base_url="http://api.test:8080/v1")
+    )
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await provider.check_credentials()
+    finally:
+        await provider.aclose()
+    assert (caught.value.code, caught.value.retryable) == ("timeout", True)
+    assert caught.value.message == "cannot connect to api.test:8080: connection timed out"
 
 
 async def test_a_name_that_does_not_resolve_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -309,7 +309,12 @@ class HttpProvider(Generic[E]):
         if isinstance(exc, ConnectFailed):
             # A refused certificate is a setting to fix (docs/providers.md, TLS),
             # not a fault that goes away on its own.
-            return self._fail("connection_error", str(exc), retryable=not exc.certificate)
+            # The operating system's connect timeout on every address is a
+            # timeout, as it was when it came through as a bare TimeoutError.
+            code: ErrorCode = (
+                "timeout" if isinstance(exc.os_error, TimeoutError) else "connection_error"
+            )
+            return self._fail(code, str(exc), retryable=not exc.certificate)
         if isinstance(exc, Disconnected):
             if exc.stage == "body":
                 # A body cut short by the transport is a broken connection, not

@@ -528,13 +528,15 @@ class _Pool:
             except ssl.SSLError as exc:
                 reason = f"TLS handshake failed: {exc.reason or exc}"
                 raise ConnectFailed(origin.host, origin.port, reason, os_error=exc) from None
-            except TimeoutError:
-                raise
             except OSError as exc:
+                # Refused, unreachable or timed out (the OS's connect timeout,
+                # a TimeoutError): the next address may answer.
                 error = exc
         assert error is not None
         if isinstance(error, ConnectionRefusedError):
             reason = "connection refused"
+        elif isinstance(error, TimeoutError):
+            reason = "connection timed out"
         else:
             reason = error.strerror or str(error) or type(error).__name__
         raise ConnectFailed(origin.host, origin.port, reason, os_error=error)
