@@ -312,6 +312,35 @@ async def test_an_invalid_url_masks_every_form_of_password(url: str, shown: str)
     assert "secret" not in str(caught.value)
 
 
+ENCODE = "; a '/', '?', '#' or '@' in a user name or password must be percent-encoded"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "reason"),
+    [
+        # urlsplit reads "pa" as the port and quotes it in its own message.
+        ("http://user:pa/ss-secret@host/v1", "http://***@host/v1", "its port is not a number"),
+        ("http://user:pa?ss-secret@host/v1", "http://***@host/v1", "its port is not a number"),
+        ("http://user:pa#ss-secret@host/v1", "http://***@host/v1", "its port is not a number"),
+    ],
+)
+async def test_an_unparsable_url_quotes_no_part_of_its_password(
+    url: str, shown: str, reason: str
+) -> None:
+    """A URL urlsplit refuses (a '/' in the password) shows no part of user:password."""
+    with pytest.raises(InvalidURL) as caught:
+        await transport().request("GET", url)
+    assert caught.value.url == shown
+    assert str(caught.value) == f"{shown}: {reason}{ENCODE}"
+
+
+async def test_a_port_that_is_not_a_number_says_so() -> None:
+    """A port that is not a number is named as the reason, with no hint when there is no '@'."""
+    with pytest.raises(InvalidURL) as caught:
+        await transport().request("GET", "http://host:80x/v1")
+    assert str(caught.value) == "http://host:80x/v1: its port is not a number"
+
+
 async def test_a_line_break_in_a_header_value_is_refused_without_the_value() -> None:
     """A header value with a line break is refused; the message names the header only."""
     t = Transport({"Authorization": "Bearer sk-secret\r\nX-Evil: 1"}, limit=1)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import re
 import socket
 import ssl
 import sys
@@ -53,7 +54,7 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 import httptools
 from msgspec import Struct
 
-from workers._secrets import mask_url
+from workers._secrets import REDACTED
 
 #: Seconds an idle connection is kept (aiohttp's default keep-alive time).
 KEEPALIVE: Final = 15.0
@@ -90,10 +91,43 @@ class InvalidURL(TransportError):
     """
 
     def __init__(self, url: str, reason: str) -> None:
-        shown = mask_url(url)
+        shown = _mask_invalid(url)
         super().__init__(f"{shown}: {reason}")
         self.url = shown
         self.reason = reason
+
+
+# Everything before the URL's last '@', wherever it is: in a URL that failed
+# to parse, a '/', '?' or '#' in the password ends the authority early (so
+# mask_url, which stops there, would show the password's start); masking a
+# path's '@' too is the safe mistake in an error message.
+_ANY_USERINFO: Final = re.compile(r"^((?:[a-zA-Z][a-zA-Z0-9+.-]*:)?//)?.*@", re.DOTALL)
+
+
+def _mask_invalid(url: str) -> str:
+    """``url`` for an :class:`InvalidURL` message: no part of a ``user:password@`` shown."""
+    return _ANY_USERINFO.sub(rf"\1{REDACTED}@", url, count=1)
+
+
+# urlsplit's own messages that quote nothing of the URL, so can be shown as they are.
+_PLAIN_REASONS: Final = frozenset({"Port out of range 0-65535"})
+
+
+def _unparsable(url: str, exc: ValueError) -> str:
+    """Why urlsplit refused ``url``, never quoting it (its messages may quote a password)."""
+    message = str(exc)
+    if message in _PLAIN_REASONS:
+        return message
+    hint = ""
+    if "@" in url:
+        hint = "; a '/', '?', '#' or '@' in a user name or password must be percent-encoded"
+    if message.startswith("Port could not be cast"):
+        return f"its port is not a number{hint}"
+    if message.startswith("Invalid IPv6 URL"):
+        return "the [ ] around its IPv6 address do not match"
+    if "NFKC" in message:
+        return f"its host holds characters that read as '/', '?', '#', '@' or ':'{hint}"
+    return f"it cannot be read as a URL{hint}"
 
 
 class InvalidHeader(TransportError):
@@ -607,7 +641,7 @@ def _parse(url: str) -> tuple[_Origin, str, str]:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise InvalidURL(url, str(exc)) from None
+        raise InvalidURL(url, _unparsable(url, exc)) from None
     scheme = parts.scheme.lower()
     if scheme not in _PORTS:
         why = f"the scheme is {scheme!r}" if scheme else "it has no scheme"
