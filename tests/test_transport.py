@@ -621,6 +621,68 @@ async def test_aclose_during_a_request_ends_it() -> None:
     assert len(failure) == 1
 
 
+class SilentServer:
+    """Accepts connections and never says a word: a TLS handshake with it never ends."""
+
+    def __init__(self) -> None:
+        self.accepted = asyncio.Event()
+        self.ended = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> SilentServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"https://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self.accepted.set()
+        try:
+            await reader.read()  # until the client closes its end
+            self.ended.set()
+        finally:
+            writer.close()
+
+
+async def test_aclose_while_a_connection_opens_closes_it_and_fails_its_request() -> None:
+    """A connection still opening at aclose() is closed with it; its request is Disconnected."""
+    async with SilentServer() as server:
+        t = transport()
+        failure: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await t.request("GET", server.url)
+            except Disconnected as exc:
+                failure.append(exc)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await server.accepted.wait()  # connected, the TLS handshake under way
+                await t.aclose()
+                assert t.statistics().open == 0
+            await server.ended.wait()
+        gc.collect()  # an unclosed socket would be a ResourceWarning (an error here)
+    assert [str(e) for e in failure] == ["disconnected before the end of the answer"]
+    assert t.statistics().opened == 0
+
+
 @pytest.mark.parametrize(
     ("url", "host", "target"),
     [

@@ -470,6 +470,7 @@ class _Pool:
         self._all: set[_Connection] = set()
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False  # by aclose(): a request still in flight keeps nothing
+        self._opening: set[asyncio.Task[tuple[asyncio.BaseTransport, _Connection]]] = set()
         self.free = limit
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.opened = 0
@@ -576,14 +577,38 @@ class _Pool:
         raise ConnectFailed(origin.host, origin.port, reason, os_error=error)
 
     async def _open(self, address: str) -> _Connection:
+        if self._closed:
+            # A caller handed a slot of a pool aclose() ended: as if its
+            # connection had been closed under it.
+            raise Disconnected("answer", None, None)
         conn = _Connection(self._loop)
-        await self._loop.create_connection(
-            lambda: conn,
-            address,
-            self._origin.port,
-            ssl=self._ssl,
-            server_hostname=self._origin.host if self._ssl is not None else None,
+        # A task of its own, so aclose() can cancel a connect (or TLS
+        # handshake) still under way: its socket is then closed by asyncio
+        # before aclose() returns, never left to outlive it.
+        opening = self._loop.create_task(
+            self._loop.create_connection(
+                lambda: conn,
+                address,
+                self._origin.port,
+                ssl=self._ssl,
+                server_hostname=self._origin.host if self._ssl is not None else None,
+            )
         )
+        self._opening.add(opening)
+        try:
+            await opening
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and opening.cancelled() and not (task and task.cancelling()):
+                raise Disconnected("answer", None, None) from None
+            raise
+        finally:
+            self._opening.discard(opening)
+        if self._closed:
+            # Opened just as aclose() ran (it closed the socket already).
+            conn.close()
+            await conn.lost
+            raise Disconnected("answer", None, None)
         self.opened += 1
         # Kept until the socket is really closed, so aclose() can wait for it.
         self._all.add(conn)
@@ -608,6 +633,14 @@ class _Pool:
             self._sweep.cancel()
             self._sweep = None
         self._idle.clear()
+        opening = list(self._opening)
+        for task in opening:
+            task.cancel()
+        # A connect cancelled after it finished leaves its socket open: close it too.
+        await asyncio.gather(*opening, return_exceptions=True)
+        for task in opening:
+            if not task.cancelled() and task.exception() is None:
+                self._all.add(task.result()[1])
         conns = list(self._all)
         for conn in conns:
             conn.close()
@@ -789,6 +822,8 @@ class Transport:
     async def aclose(self) -> None:
         """Close every connection and wait for the sockets to close; safe to call again.
 
+        A connection still opening is given up too: its request fails with
+        :class:`Disconnected`, as a request whose connection was closed does.
         The transport stays usable: a later request opens new connections.
         """
         pools = list(self._pools.values())
