@@ -455,7 +455,7 @@ async def test_a_cancelled_waiter_gives_its_turn_away() -> None:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(t.request, "GET", server.url())
-                await asyncio.sleep(0.05)
+                await server.wait_seen(1)  # the first request holds the only connection
                 with anyio.move_on_after(0.05) as scope:
                     await t.request("GET", server.url())
                 assert scope.cancelled_caught
@@ -616,7 +616,7 @@ async def test_aclose_during_a_request_ends_it() -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(call)
-            await asyncio.sleep(0.05)
+            await server.wait_seen(1)  # the request is on its connection, awaiting the answer
             await t.aclose()
     assert len(failure) == 1
 

@@ -82,6 +82,7 @@ class RawServer:
         self.most_open = 0
         self.port = 0
         self._ended = asyncio.Event()
+        self._arrived = asyncio.Event()
 
     def script(self, *answers: Answer | bytes) -> None:
         self._script.extend(a if isinstance(a, Answer) else Answer(a) for a in answers)
@@ -117,6 +118,15 @@ class RawServer:
                     await self._ended.wait()
         assert self.closed >= count, f"{self.closed} of {count} connections ended"
 
+    async def wait_seen(self, count: int, limit: float = 5.0) -> None:
+        """Wait until ``count`` requests have arrived (bounded: fails after ``limit`` s)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                while len(self.seen) < count:
+                    self._arrived.clear()
+                    await self._arrived.wait()
+        assert len(self.seen) >= count, f"{len(self.seen)} of {count} requests arrived"
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -139,6 +149,7 @@ class RawServer:
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 self.seen.append(Seen(number, method, target, headers, lines[1:], body))
+                self._arrived.set()
                 answer = self._script.popleft() if self._script else Answer()
                 if answer.delay:
                     await asyncio.sleep(answer.delay)
