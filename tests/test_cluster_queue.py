@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 import asyncpg
 import pytest
@@ -340,3 +342,28 @@ async def test_task_list_pages_newest_first_from_the_database(pg_url: str) -> No
         assert (await worker.list_tasks(limit=10, since=later)).tasks == []
         with pytest.raises(BadCursor):
             await worker.list_tasks(limit=2, cursor="not-a-cursor")
+
+
+async def test_a_driver_warning_is_one_line_with_two_databases_open(pg_url: str) -> None:
+    """With two databases open, a warning of asyncpg's pool logger is one notice line."""
+    first: list[str] = []
+    second: list[str] = []
+    driver = logging.getLogger("asyncpg")
+    handlers = list(driver.handlers)
+
+    def warn(text: str) -> None:
+        # The pool's own logger, as when it cannot refill itself.
+        try:
+            raise ConnectionError("the database system is shutting down")
+        except ConnectionError:
+            asyncpg.pool.logger.warning(text, exc_info=True)
+
+    async with open_database(pg_url, notice=first.append):
+        async with open_database(pg_url, notice=second.append):
+            warn("error while reconnecting")
+        warn("still down")
+    # Each warning once: to the newest open database's notice.
+    down = " (ConnectionError: the database system is shutting down)"
+    assert second == [f"database driver: error while reconnecting{down}"]
+    assert first == [f"database driver: still down{down}"]
+    assert (driver.handlers, driver.propagate) == (handlers, True)

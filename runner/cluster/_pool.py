@@ -223,34 +223,47 @@ class _DriverNotices(logging.Handler):
     itself (a database restarting says "the database system is shutting
     down"); the operations that need a connection are retried by
     :meth:`Database.run` anyway, so one line saying so is enough.
+
+    The ``asyncpg`` logger is the process's, so one handler serves every open
+    database (two handlers would print each warning twice).  A warning does
+    not say which pool it came from: it goes to the newest open database's
+    ``notice`` (dropped when none has one).
     """
 
-    def __init__(self, notice: Callable[[str], None] | None) -> None:
+    def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self._notice = notice
+        self._notices: dict[object, Callable[[str], None] | None] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._notice is None:
+        notice = next((n for n in reversed(self._notices.values()) if n is not None), None)
+        if notice is None:
             return
         text = record.getMessage()
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None:
             text = f"{text} ({type(exc).__name__}: {exc})"
-        self._notice(f"database driver: {text}")
+        notice(f"database driver: {text}")
+
+    @contextmanager
+    def open(self, notice: Callable[[str], None] | None) -> Iterator[None]:
+        """Deliver driver warnings to ``notice`` while it is the newest one open."""
+        logger = logging.getLogger("asyncpg")
+        if not self._notices:
+            logger.addHandler(self)
+            logger.propagate = False
+        token = object()
+        self._notices[token] = notice
+        try:
+            yield
+        finally:
+            del self._notices[token]
+            if not self._notices:
+                logger.removeHandler(self)
+                if not logger.handlers:
+                    logger.propagate = True
 
 
-@contextmanager
-def _driver_notices(notice: Callable[[str], None] | None) -> Iterator[None]:
-    logger = logging.getLogger("asyncpg")
-    handler = _DriverNotices(notice)
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        if not logger.handlers:
-            logger.propagate = True
+_DRIVER_NOTICES: Final = _DriverNotices()
 
 
 @asynccontextmanager
@@ -270,7 +283,7 @@ async def open_database(
     While it is open, the driver's own warnings go to ``notice`` as one
     line each (dropped without one), never as a traceback on stderr.
     """
-    with _driver_notices(notice):
+    with _DRIVER_NOTICES.open(notice):
         async with _open_database(url, min_size, max_size, retry_timeout, setup) as db:
             yield db
 
