@@ -17,9 +17,9 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import anyio
@@ -175,6 +175,28 @@ class WorkerProcess:
                 await self.kill()
                 raise AssertionError(f"worker ignored SIGTERM for 30 s:\n{self.log.read_text()}")
         return self.proc.returncode or 0
+
+
+class Stoppable(Protocol):
+    async def stop(self) -> int: ...
+
+
+async def stop_all(workers: Iterable[Stoppable]) -> list[int]:
+    """Stop every worker, even after one's stop() raised: the exit codes, or the first error.
+
+    Each stop() sends its SIGTERM before it first waits, so even under
+    cancellation every worker is told to stop.
+    """
+    codes: list[int] = []
+    first: BaseException | None = None
+    for worker in workers:
+        try:
+            codes.append(await worker.stop())
+        except BaseException as exc:  # the first is raised once every worker is stopped
+            first = first or exc
+    if first is not None:
+        raise first
+    return codes
 
 
 async def post_jsonl(

@@ -28,6 +28,7 @@ from tests.cluster_support import (
     cluster_config,
     eventually,
     post_jsonl,
+    stop_all,
 )
 from tests.pg_support import pg_url, terminate_backends
 
@@ -93,6 +94,36 @@ async def _stop_all(workers: list[WorkerProcess]) -> None:
     async with anyio.create_task_group() as tg:
         for w in workers:
             tg.start_soon(w.stop)
+
+
+class _Stops:
+    """A worker whose stop() fails with ``error`` (None: exits with ``code``)."""
+
+    def __init__(self, stopped: list[str], name: str, error: Exception | None = None) -> None:
+        self._stopped, self._name, self._error = stopped, name, error
+
+    async def stop(self) -> int:
+        self._stopped.append(self._name)
+        if self._error is not None:
+            raise self._error
+        return 0
+
+
+async def test_stop_all_stops_every_worker_and_raises_the_first_failure() -> None:
+    """A worker whose stop() fails does not leave the ones after it running."""
+    stopped: list[str] = []
+    first, second = AssertionError("a ignored SIGTERM"), AssertionError("c ignored SIGTERM")
+    workers = [
+        _Stops(stopped, "a", first),
+        _Stops(stopped, "b"),
+        _Stops(stopped, "c", second),
+        _Stops(stopped, "d"),
+    ]
+    with pytest.raises(AssertionError) as caught:
+        await stop_all(workers)
+    assert caught.value is first
+    assert stopped == ["a", "b", "c", "d"]
+    assert await stop_all([_Stops(stopped, "e"), _Stops(stopped, "f")]) == [0, 0]
 
 
 async def test_any_worker_answers_for_any_task(
@@ -221,7 +252,7 @@ async def test_connections_cut_mid_run_lose_nothing(
         finally:
             await conn.close()
     finally:
-        codes = [await w.stop() for w in workers]
+        codes = await stop_all(workers)
     assert {status for status, _ in found.values()} == {"completed"}
     assert codes == [0, 0]
     # A call is made again only for a task whose lease ran out while the
@@ -372,7 +403,7 @@ async def test_database_outage_mid_run_loses_nothing(
                 await admin_execute(f'ALTER DATABASE "{name}" CONNECTION LIMIT -1')
                 found = await _wait_done(url, n)
         finally:
-            codes = [await w.stop() for w in workers]
+            codes = await stop_all(workers)
     finally:
         await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin_execute(f'DROP ROLE IF EXISTS "{role}"')

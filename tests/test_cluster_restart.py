@@ -24,6 +24,7 @@ from tests.cluster_support import (
     cluster_config,
     eventually,
     post_jsonl,
+    stop_all,
 )
 from tests.pg_private import private_server
 
@@ -101,7 +102,7 @@ async def test_a_real_database_restart_mid_run_loses_nothing(tmp_path: Path) -> 
                 finally:
                     await conn.close()
         finally:
-            codes = [await w.stop() for w in workers]
+            codes = await stop_all(workers)
         logs = "".join(w.log.read_text() for w in workers)
     # The restart came mid-run, with results written on both sides of it.
     assert n // 5 <= before < n, before
