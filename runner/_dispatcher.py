@@ -212,10 +212,11 @@ class Dispatcher:
                 return  # closed and drained
             if ctx.result is not None:
                 continue  # cancelled while queued: settled then
+            chain = ctx.chain
+            if chain is None:
+                supervisor.finish_crashed(ctx, RuntimeError(f"task {ctx.id!r} has no chain"))
+                continue
             try:
-                chain = ctx.chain
-                if chain is None:
-                    raise RuntimeError(f"task {ctx.id!r} has no chain")
                 index = tries = 0  # the chain position, attempts on its provider
                 delay = 0.0
                 while True:
@@ -484,7 +485,7 @@ class Dispatcher:
         latency_ms: float,
         error_code: str,
     ) -> None:
-        """Sends an attempt's event on the way out of a cancellation: a failing sink is logged, not raised.
+        """An attempt's event on the way out of a cancellation: a failing sink is logged.
 
         Raising here would replace the cancellation with the sink's error.
         """
