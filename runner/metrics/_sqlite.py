@@ -151,7 +151,7 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 INSERT_EVENTS: Final = (
     "INSERT OR IGNORE INTO events (event_id, task_id, provider, role, model, attempt, ts_us,"
     " latency_us, success, error_code, input_tokens, output_tokens, cost_nusd, tags)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, nullif(?, ''), ?, ?, ?, ?)"
 )
 LAST_ID: Final = "SELECT coalesce(max(id), 0) FROM events"
 _COLUMNS: Final = INSERT_EVENTS.count("?")
@@ -410,7 +410,10 @@ def store_rows(
 def _write_events(
     conn: sqlite3.Connection, events: Sequence[MetricEvent], compaction: Compaction | None
 ) -> int:
-    return store_rows(conn, [[to_row(e) for e in events]], compaction=compaction)
+    # '' for no error code, stored as NULL by INSERT_EVENTS: sqlite3 looks up
+    # an adapter for every None it binds (several thousand instructions, in
+    # the writer's thread, holding the GIL), not for a str.
+    return store_rows(conn, [[to_row(e, "") for e in events]], compaction=compaction)
 
 
 class SqliteStore:
