@@ -517,6 +517,25 @@ class Dispatcher:
             raise ShuttingDown("the runner is shutting down; no new tasks are accepted")
         self.supervisor.live.add(ctx)
 
+    def enqueue_nowait(self, ctx: TaskExecutionContext) -> bool:
+        """Accept a plain task and queue it if there is room now; False (not accepted) if not.
+
+        Raises :class:`ShuttingDown` once closing, as :meth:`accept` does.
+        """
+        if self._closing:
+            raise ShuttingDown("the runner is shutting down; no new tasks are accepted")
+        try:
+            if not self._queue.put_nowait(ctx):
+                return False
+        except anyio.ClosedResourceError:
+            # The pool is gone (it ended without a shutdown): cancelled, as enqueue does.
+            self.supervisor.live.add(ctx)
+            self.supervisor.finish_cancelled(ctx, "cancelled at shutdown")
+            return True
+        # Handed to a worker at most: none runs before this returns.
+        self.supervisor.live.add(ctx)
+        return True
+
     async def enqueue(self, ctx: TaskExecutionContext) -> None:
         """Accept a plain task and queue it, waiting while the queue is full."""
         self.accept(ctx)
