@@ -18,7 +18,9 @@ attempt under the provider's timeout, records exactly one metric event for
 it, and asks :class:`~runner._policy.RetryPolicy` whether to retry the same
 provider (after a wait) or fall back to the next.  Status moves, Results and
 the crash and cancellation paths belong to :class:`~runner._supervise.Supervisor`;
-each task runs under its ``supervise``.
+a worker runs each task as its ``supervise`` would, inlined in the worker's
+frame (a coroutine fewer per task in flight).  A metric event goes through the
+sink's ``send_nowait`` when it has one and room, else through ``await send()``.
 
 An attempt owns exactly one cancel scope (:mod:`runner._scope`: anyio's on
 trio, a lighter one with the same behaviour on asyncio).  It covers the wait before the
@@ -201,15 +203,18 @@ class Dispatcher:
         instead of three: fewer objects for the garbage collector to walk and
         fewer frames to pass through on every wake-up.
         """
-        get = self._queue.get
+        get, get_nowait = self._queue.get, self._queue.get_nowait
         supervisor = self.supervisor
         attempt = self._attempt
         after = self._after
         cancelled = anyio.get_cancelled_exc_class()
         while True:
-            ctx = await get()
+            # A queued task is taken without the get() coroutine; none waits.
+            ctx = get_nowait()
             if ctx is None:
-                return  # closed and drained
+                ctx = await get()
+                if ctx is None:
+                    return  # closed and drained
             if ctx.result is not None:
                 continue  # cancelled while queued: settled then
             chain = ctx.chain
