@@ -292,9 +292,10 @@ async def test_the_writer_stores_no_error_code_as_null_like_an_import(tmp_path: 
     events = [
         event(n, success=n % 3 != 0, error_code=None if n % 3 else "timeout") for n in range(30)
     ]
+    events.append(event(30, success=False, error_code=""))  # an empty code stays empty
     store = await SqliteStore.open(tmp_path / "written.db")
     try:
-        assert await store.write(events) == 30
+        assert await store.write(events) == 31
     finally:
         await store.aclose()
     source = tmp_path / "m.jsonl"
@@ -314,6 +315,7 @@ async def test_the_writer_stores_no_error_code_as_null_like_an_import(tmp_path: 
         conn.close()
     assert seen[0] == seen[1]
     assert seen[0][0][:2] == [("timeout", "text"), (None, "null")]
+    assert seen[0][0][-1] == ("", "text")
     assert [e.error_code for e in seen[0][2]] == [e.error_code for e in events]
 
 

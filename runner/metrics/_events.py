@@ -93,8 +93,8 @@ def us_to_ts(us: int) -> datetime:
 def to_row(e: MetricEvent, no_code: str | None = None) -> Row:
     """The integer form of an event (latency to the µs, cost to the nano-USD).
 
-    ``no_code`` stands for a missing error code (the SQLite writer binds '',
-    which its INSERT stores as NULL).
+    ``no_code`` stands for a missing error code (the SQLite writer binds a
+    value its INSERT stores as NULL).
     """
     code = e.error_code
     return (
