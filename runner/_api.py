@@ -445,7 +445,10 @@ class Runner:
                         exhausted = True
                         break
                     in_flight += 1
-                    if not await self._run_one(task, finished, inbox, handles):
+                    started = self._start(task, finished, inbox, handles)
+                    if not isinstance(started, bool):  # the queue is full: wait for room
+                        started = await self._queue_one(started, task, inbox, handles)
+                    if not started:
                         exhausted = True  # shutting down: refused, and nothing more is pulled
                 if exhausted and not in_flight:
                     return
@@ -490,8 +493,48 @@ class Runner:
         handles: dict[TaskExecutionContext, None],
     ) -> bool:
         """Submit one task of a run_many; False when the runner refused it (shutting down)."""
+        started = self._start(task, finished, inbox, handles)
+        if isinstance(started, bool):
+            return started
+        return await self._queue_one(started, task, inbox, handles)
+
+    async def _queue_one(
+        self,
+        ctx: TaskExecutionContext,
+        task: TaskInput,
+        inbox: Inbox[_Arrival],
+        handles: dict[TaskExecutionContext, None],
+    ) -> bool:
+        """Queue a context :meth:`_start` found no room for, waiting for room."""
         try:
-            ctx = await self._submit(task, finished)
+            await self._require_open().enqueue(ctx)
+        except UsageError as exc:
+            inbox.put(self._refused(task, str(exc)))
+            return False
+        if ctx.result is None:
+            handles[ctx] = None
+        return True
+
+    def _start(
+        self,
+        task: TaskInput,
+        finished: Callable[[Result], None],
+        inbox: Inbox[_Arrival],
+        handles: dict[TaskExecutionContext, None],
+    ) -> bool | TaskExecutionContext:
+        """:meth:`_run_one` without waiting: its answer, or the context when the queue is full.
+
+        Nearly every task of a run_many finds room in the queue (a window of
+        twice the concurrency is in flight); taking it in here spares the
+        coroutines of ``_run_one``, ``_submit`` and ``enqueue`` per task.
+        The returned context still has to be queued (``Dispatcher.enqueue``).
+        """
+        try:
+            ctx = self._intake(task, finished)
+            if ctx.result is None and ctx.workflow is None:
+                dispatcher = self._require_open()
+                if not dispatcher.enqueue_nowait(ctx):
+                    return ctx
         except UsageError as exc:
             inbox.put(self._refused(task, str(exc)))
             return False
@@ -503,6 +546,18 @@ class Runner:
         self, data: TaskInput, notify: Callable[[Result], None] | None
     ) -> TaskExecutionContext:
         """Accept ``data`` (or reject it, settled at once); its context."""
+        ctx = self._intake(data, notify)
+        if ctx.result is None and ctx.workflow is None:
+            await self._require_open().enqueue(ctx)
+        return ctx
+
+    def _intake(
+        self, data: TaskInput, notify: Callable[[Result], None] | None
+    ) -> TaskExecutionContext:
+        """``data`` as a context: rejected and settled, a workflow started, or a task to queue.
+
+        A plain task's context is returned not yet accepted: the caller queues it.
+        """
         dispatcher = self._require_open()
         if dispatcher.closing:
             raise ShuttingDown("the runner is shutting down; no new tasks are accepted")
@@ -533,7 +588,6 @@ class Runner:
             ctx = new_context(
                 task, task_id, registry.chain(task.role), now=now, wall=wall, notify=notify
             )
-            await dispatcher.enqueue(ctx)
         return ctx
 
     def _refused(self, data: TaskInput, why: str) -> Result:

@@ -15,17 +15,24 @@ import time
 def iso_ms(wall: float) -> str:
     """``wall`` (seconds since the epoch) as ISO 8601 UTC with milliseconds and ``Z``."""
     seconds = int(wall)
-    return _iso_milli(seconds, int((wall - seconds) * 1000))
+    millis = int((wall - seconds) * 1000)
+    key = seconds * 1000 + millis
+    text = _MILLIS.get(key)
+    if text is None:
+        if len(_MILLIS) >= _MILLIS_KEPT:
+            _MILLIS.clear()
+        text = _MILLIS[key] = f"{_iso_second(seconds)}.{millis:03d}Z"
+    return text
 
 
 # Moves come in bursts (a wave of tasks submitted, a wave of answers), many
-# within the same millisecond and nearly all within the same second as the
-# one before: one cached millisecond and one cached second turn most of the
-# formatting into lookups.  Each cache holds one immutable string, so both
-# behave as pure functions.
-@functools.lru_cache(maxsize=1)
-def _iso_milli(seconds: int, millis: int) -> str:
-    return f"{_iso_second(seconds)}.{millis:03d}Z"
+# within the same millisecond.  A Result formats its moves together (queued,
+# running, completed: three different milliseconds, so a cache of one missed
+# on nearly every call), hence a memo of the recent milliseconds, dropped
+# whole once it holds a few thousand, and one cached second.  Both hold only
+# immutable strings, so iso_ms behaves as a pure function.
+_MILLIS: dict[int, str] = {}
+_MILLIS_KEPT = 4096
 
 
 @functools.lru_cache(maxsize=1)

@@ -134,6 +134,16 @@ class TaskQueue(Generic[T]):
         if slot:
             raise anyio.ClosedResourceError  # woken by close(), not taken in
 
+    def get_nowait(self) -> T | None:
+        """The next item if one is queued; ``None`` if none is (closed or not)."""
+        items = self._items
+        if not items:
+            return None
+        item = items.popleft()
+        if self._putters:
+            self._admit()
+        return item
+
     async def get(self) -> T | None:
         """The next item, waiting for one; ``None`` once closed and empty."""
         items = self._items

@@ -84,6 +84,14 @@ class Supervisor:
         except Exception as exc:
             self.finish_crashed(ctx, exc)
             return
+        self.conclude(ctx)
+
+    def conclude(self, ctx: TaskExecutionContext) -> None:
+        """What :meth:`supervise` does once its body returned: settle ``ctx`` if not yet.
+
+        The dispatcher's workers run a task's body in their own frame (one
+        coroutine fewer per task in flight) and call this, as ``supervise`` does.
+        """
         if ctx.result is None:
             if ctx.status in TERMINAL:
                 self.settle(ctx)

@@ -254,6 +254,36 @@ async def test_shutdown_cancels_running_tasks_after_the_grace_period() -> None:
     assert [e.error_code for e in sink.events] == ["cancelled"] * gates["a"].started
 
 
+async def test_run_many_waits_for_room_when_the_queue_is_full() -> None:
+    """Queue full (held calls, queued submits): run_many waits for room, then yields every task."""
+    config = make_config(concurrency=2)
+    gates, hold = gated(config)
+    pulled: list[str] = []
+
+    def source() -> Iterator[Task]:
+        for i in range(6):
+            pulled.append(f"m{i}")
+            yield Task(id=f"m{i}", prompt="p")
+
+    results: list[Result] = []
+    async with open_runner(config, providers=gates) as r:
+        handles = [await r.submit(Task(id=f"s{i}", prompt="p")) for i in range(4)]
+        # Two calls held, two tasks queued: the queue (its size is the concurrency) is full.
+
+        async def consume() -> None:
+            results.extend([res async for res in r.run_many(source())])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            assert pulled == ["m0"]  # pulled, waiting for room: nothing more is pulled
+            assert results == []
+            hold.set()
+    assert sorted(res.id for res in results) == [f"m{i}" for i in range(6)]
+    assert {res.status for res in results} == {"completed"}
+    assert [(await h).status for h in handles] == ["completed"] * 4
+
+
 async def test_run_many_after_shutdown_yields_cancelled_results() -> None:
     """Tasks pulled by run_many after shutdown come back cancelled, one Result each."""
     async with open_runner(make_config()) as r:

@@ -18,6 +18,7 @@ from runner._ratelimit import RateLimiter
 from runner._states import TRANSITIONS
 from runner.config import CooldownConfig, RateLimit, RetryConfig, RoleConfig
 from runner.metrics import MemorySink
+from runner.metrics._events import MetricEvent
 from tests.dispatch_support import (
     FakeTime,
     Gate,
@@ -332,6 +333,44 @@ async def test_every_attempt_emits_one_event_matching_the_history() -> None:
     assert [e.provider for e in sink.events] == running_providers(result)
     assert len({e.event_id for e in sink.events}) == 4
     assert [e.success for e in sink.events] == [False, False, False, True]
+
+
+class _NowaitSink(MemorySink):
+    """Takes every other event through send_nowait, refusing the rest (as a full stream would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[str] = []
+
+    def send_nowait(self, event: MetricEvent) -> bool:
+        if self.paths.count("nowait") > self.paths.count("refused"):
+            self.paths.append("refused")
+            return False
+        self.paths.append("nowait")
+        self.events.append(event)
+        return True
+
+    async def send(self, event: MetricEvent) -> None:
+        self.paths.append("send")
+        await super().send(event)
+
+
+async def test_events_go_through_send_nowait_or_send_when_refused() -> None:
+    """A sink's send_nowait takes events when it can; refused ones are awaited through send."""
+    config = make_config()
+    scripts = Scripts()
+    scripts.plan("a", "t1", Fault(code="server_error"), Fault(code="bad_request"))
+    scripts.plan("b", "t1", Fault(code="overloaded", retry_after=1.0), Success())
+    sink = _NowaitSink()
+    t = FakeTime()
+    async with open_runner(
+        config, providers=simulated(config, scripts, t.sleep), time=t, sink=sink
+    ) as runner:
+        result = await runner.run(Task(id="t1", role="coder", prompt="x"))
+    assert result.status == "completed"
+    assert [e.attempt for e in sink.events] == [1, 2, 3, 4]
+    assert [e.success for e in sink.events] == [False, False, False, True]
+    assert sink.paths == ["nowait", "refused", "send", "nowait", "refused", "send"]
 
 
 async def test_task_parameters_override_role_and_provider_parameters() -> None:

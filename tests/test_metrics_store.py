@@ -287,6 +287,39 @@ async def test_the_sqlite_store_writes_on_both_backends(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_the_writer_stores_no_error_code_as_null_like_an_import(tmp_path: Path) -> None:
+    """Successes the writer stores have a NULL error code, as imported ones do: same export."""
+    events = [
+        event(n, success=n % 3 != 0, error_code=None if n % 3 else "timeout") for n in range(30)
+    ]
+    events.append(event(30, success=False, error_code=""))  # an empty code stays empty
+    store = await SqliteStore.open(tmp_path / "written.db")
+    try:
+        assert await store.write(events) == 31
+    finally:
+        await store.aclose()
+    source = tmp_path / "m.jsonl"
+    append_jsonl(source, events)
+    import_jsonl(tmp_path / "imported.db", source)
+    seen = []
+    for name in ("written.db", "imported.db"):
+        conn = open_for_reading(tmp_path / name)
+        codes = conn.execute("SELECT error_code, typeof(error_code) FROM events ORDER BY id")
+        seen.append(
+            (
+                codes.fetchall(),
+                summarize_db(conn, Filters(), Grouping()),
+                list(export_db(conn, Filters())),
+            )
+        )
+        conn.close()
+    assert seen[0] == seen[1]
+    assert seen[0][0][:2] == [("timeout", "text"), (None, "null")]
+    assert seen[0][0][-1] == ("", "text")
+    assert [e.error_code for e in seen[0][2]] == [e.error_code for e in events]
+
+
+@pytest.mark.anyio
 async def test_a_store_that_cannot_be_opened_raises_store_error(tmp_path: Path) -> None:
     """A directory where the database should be: StorageError with the driver's reason."""
     (tmp_path / "m.db").mkdir()

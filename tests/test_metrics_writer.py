@@ -28,6 +28,7 @@ from runner.metrics._store import spill_path
 from runner.metrics._writer import (
     MemorySink,
     NullSink,
+    _StreamSink,
     open_event_writer,
     open_metrics_writer,
 )
@@ -234,6 +235,27 @@ async def test_producers_wait_when_the_writer_is_behind() -> None:
             store.hold.set()
     assert sent == 10
     assert store.events == [event(n) for n in range(10)]
+
+
+async def test_send_nowait_refuses_when_the_writer_is_behind() -> None:
+    """Writer held, buffer of 2: send_nowait takes 3 events, refuses the 4th; all 3 are stored."""
+    store = FakeStore(hold=True)
+    async with open_event_writer(
+        store, spill=JsonlStore("unused.jsonl"), notify=Told(), buffer_size=2, batch_size=1
+    ) as sink:
+        assert isinstance(sink, _StreamSink)
+        taken = [sink.send_nowait(event(0))]
+        await anyio.wait_all_tasks_blocked()  # the writer holds event 0 in its write
+        taken += [sink.send_nowait(event(n)) for n in (1, 2, 3)]
+        assert taken == [True, True, True, False]
+        store.hold.set()
+        await sink.flush()
+        assert store.events == [event(n) for n in range(3)]
+
+
+async def test_the_none_store_takes_every_event_without_waiting() -> None:
+    """NullSink.send_nowait never refuses (it stores nothing, so it never falls behind)."""
+    assert NullSink().send_nowait(event(0)) is True
 
 
 async def test_flush_returns_once_every_event_sent_before_it_is_stored() -> None:

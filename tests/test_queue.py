@@ -41,6 +41,22 @@ async def test_a_full_queue_refuses_put_nowait_and_put_waits_its_turn() -> None:
     assert got == [0, 1, 2]
 
 
+async def test_get_nowait_takes_in_order_lets_a_waiting_sender_in_and_never_waits() -> None:
+    """get_nowait: the oldest item, a waiting sender admitted behind it; None when empty."""
+    q: TaskQueue[int] = TaskQueue(1)
+    assert q.get_nowait() is None
+    assert q.put_nowait(0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(q.put, 1)
+        await anyio.wait_all_tasks_blocked()  # the sender waits: the queue is full
+        assert q.get_nowait() == 0
+        assert len(q) == 1  # the sender's item is in
+    assert q.get_nowait() == 1
+    assert q.get_nowait() is None
+    q.close()
+    assert q.get_nowait() is None
+
+
 async def test_a_parked_worker_gets_the_next_item_directly() -> None:
     """A worker waiting on an empty queue receives the next item put."""
     q: TaskQueue[str] = TaskQueue(1)

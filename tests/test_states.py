@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import re
+from datetime import UTC, datetime
 
 import pytest
 
 from runner import Task, TransitionError
-from runner._clock import iso_ms
+from runner._clock import _MILLIS_KEPT, iso_ms
 from runner._context import new_context
 from runner._registry import Chain
 from runner._results import entry_of, history_of
@@ -103,6 +104,16 @@ def test_timestamps_stay_right_across_second_boundaries() -> None:
         "2026-11-26T21:00:01.250Z",
         "2026-11-26T21:00:00.500Z",
     ]
+
+
+def test_timestamps_stay_right_past_the_memo_of_recent_milliseconds() -> None:
+    """More distinct milliseconds than the memo keeps: each still formats like datetime does."""
+    base = 1_795_726_800
+    walls = [base + i / 1000 + 0.0004 for i in range(_MILLIS_KEPT + 10)]
+    walls += walls[:5]  # formatted again after the memo was dropped
+    for wall in walls:
+        expected = datetime.fromtimestamp(wall, tz=UTC).isoformat(timespec="milliseconds")
+        assert iso_ms(wall) == expected.replace("+00:00", "Z")
 
 
 def test_error_message_lists_legal_moves() -> None:

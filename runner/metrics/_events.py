@@ -90,8 +90,13 @@ def us_to_ts(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
 
 
-def to_row(e: MetricEvent) -> Row:
-    """The integer form of an event (latency to the µs, cost to the nano-USD)."""
+def to_row(e: MetricEvent, no_code: str | None = None) -> Row:
+    """The integer form of an event (latency to the µs, cost to the nano-USD).
+
+    ``no_code`` stands for a missing error code (the SQLite writer binds a
+    value its INSERT stores as NULL).
+    """
+    code = e.error_code
     return (
         e.event_id,
         e.task_id,
@@ -102,7 +107,7 @@ def to_row(e: MetricEvent) -> Row:
         e.ts_us,
         round(e.latency_ms * 1000),
         1 if e.success else 0,
-        e.error_code,
+        no_code if code is None else code,
         e.input_tokens,
         e.output_tokens,
         round(e.cost_usd * 1e9),

@@ -38,7 +38,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 import anyio
 import anyio.to_thread
@@ -151,8 +151,13 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 INSERT_EVENTS: Final = (
     "INSERT OR IGNORE INTO events (event_id, task_id, provider, role, model, attempt, ts_us,"
     " latency_us, success, error_code, input_tokens, output_tokens, cost_nusd, tags)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, nullif(?, 0), ?, ?, ?, ?)"
 )
+#: What the writer binds for a missing error code: the integer 0, stored as
+#: NULL by :data:`INSERT_EVENTS`.  sqlite3 looks up an adapter for every None
+#: it binds (several thousand instructions, in the writer's thread, holding
+#: the GIL), not for an int; and no error code (a str, '' included) equals 0.
+_NO_CODE: Final = cast(str, 0)
 LAST_ID: Final = "SELECT coalesce(max(id), 0) FROM events"
 _COLUMNS: Final = INSERT_EVENTS.count("?")
 # Adds a batch's figures (from runner.metrics._runs.build_runs) to the rollup.
@@ -410,7 +415,7 @@ def store_rows(
 def _write_events(
     conn: sqlite3.Connection, events: Sequence[MetricEvent], compaction: Compaction | None
 ) -> int:
-    return store_rows(conn, [[to_row(e) for e in events]], compaction=compaction)
+    return store_rows(conn, [[to_row(e, _NO_CODE) for e in events]], compaction=compaction)
 
 
 class SqliteStore:

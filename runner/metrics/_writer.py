@@ -63,7 +63,12 @@ DEFAULT_ATTEMPTS: Final = 3
 
 
 class MetricsSink(Protocol):
-    """Where producers put metric events."""
+    """Where producers put metric events.
+
+    A sink may also offer ``send_nowait(event) -> bool``: take the event
+    without waiting, or return False (nothing taken) when ``send`` would
+    wait.  The dispatcher tries it first and awaits ``send`` only on False.
+    """
 
     async def send(self, event: MetricEvent) -> None:
         """Hand over one event; waits while the writer is behind."""
@@ -98,6 +103,10 @@ class NullSink:
     async def send(self, event: MetricEvent) -> None:
         return None
 
+    def send_nowait(self, event: MetricEvent) -> bool:
+        """Takes (drops) every event at once."""
+        return True
+
     async def flush(self) -> None:
         return None
 
@@ -111,6 +120,15 @@ class _StreamSink:
         self._stream = stream
         self._writer = writer
         self._sent = 0
+
+    def send_nowait(self, event: MetricEvent) -> bool:
+        """Hand over ``event`` if the stream has room now; False (nothing sent) if it is full."""
+        try:
+            self._stream.send_nowait(event)
+        except anyio.WouldBlock:
+            return False
+        self._sent += 1
+        return True
 
     async def send(self, event: MetricEvent) -> None:
         # The non-blocking try first spares a scheduler round trip per event;
