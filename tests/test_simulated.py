@@ -95,9 +95,11 @@ async def test_the_default_sleep_waits_the_latency_on_both_backends(anyio_backen
     config = ProviderConfig(id="s", type="simulated", model="m", latency_ms=LatencySpec(mean=30.0))
     sim = SimulatedProvider(config)
     took: dict[str, float] = {}
+    starts: list[float] = []
 
     async def one(task_id: str) -> None:
         start = anyio.current_time()
+        starts.append(start)
         answer = await sim.complete(request(task_id))
         took[task_id] = anyio.current_time() - start
         assert answer.response_id == f"sim-{task_id}-1"
@@ -118,14 +120,23 @@ async def test_the_default_sleep_waits_the_latency_on_both_backends(anyio_backen
             tg.start_soon(one, f"t{i}")
     assert len(took) == 50
     if anyio_backend == "asyncio":
-        assert 1 <= timers <= 5  # one per millisecond the 50 calls end in
+        # One per millisecond the 50 calls end in: as many as the milliseconds
+        # their starts spread over (a loaded machine spreads them), never 50.
+        assert 1 <= timers <= _milliseconds(starts) + 1
     # At least the latency; at most a millisecond more, plus scheduling slack.
     assert min(took.values()) >= 0.030 - 1e-6
     assert max(took.values()) < 0.030 + 0.5
 
 
+def _milliseconds(times: list[float]) -> int:
+    """How many loop-clock milliseconds ``times`` touch, first to last."""
+    return int(max(times) * 1000) - int(min(times) * 1000) + 1
+
+
 def test_calls_ending_in_one_millisecond_share_one_timer() -> None:
     """200 sleeps begun together set one or two loop timers, and all wake, in order."""
+
+    starts: list[float] = []
 
     async def main() -> tuple[int, list[int]]:
         loop = asyncio.get_running_loop()
@@ -142,6 +153,7 @@ def test_calls_ending_in_one_millisecond_share_one_timer() -> None:
         woke: list[int] = []
 
         async def sleeper(i: int) -> None:
+            starts.append(loop.time())
             await wakeups.sleep(loop, 0.02)
             woke.append(i)
 
@@ -150,7 +162,9 @@ def test_calls_ending_in_one_millisecond_share_one_timer() -> None:
         return timers, woke
 
     timers, woke = asyncio.run(main())
-    assert 1 <= timers <= 2
+    # Begun in one loop turn: one or two milliseconds on a quiet machine, a
+    # few more on a loaded one, never one timer per sleep.
+    assert 1 <= timers <= _milliseconds(starts) + 1 < 200
     assert woke == list(range(200))
 
 
