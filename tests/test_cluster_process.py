@@ -170,7 +170,7 @@ async def test_killed_worker_loses_nothing(pg_url: str, tmp_path: Path) -> None:
     Provider calls repeated are at most the tasks the killed worker held
     when it died (at-least-once execution), and none is lost.
     """
-    n = 300
+    n = 3000  # the issue's figure: 3,000 tasks posted round-robin to three workers
     # Slow enough that every task is queued well before a quarter are done.
     async with CountingProvider(delay=0.2) as provider:
         await _killed_worker_run(pg_url, provider, tmp_path, n)
@@ -179,13 +179,13 @@ async def test_killed_worker_loses_nothing(pg_url: str, tmp_path: Path) -> None:
 async def _killed_worker_run(
     pg_url: str, provider: CountingProvider, tmp_path: Path, n: int
 ) -> None:
-    workers = await _start(tmp_path, pg_url, provider, 3)
+    workers = await _start(tmp_path, pg_url, provider, 3, concurrency=30)
     try:
         async with aiohttp.ClientSession() as s:
-            for k in range(0, n, 10):
-                target = workers[(k // 10) % 3].url
+            for k in range(0, n, 50):
+                target = workers[(k // 50) % 3].url
                 await post_jsonl(
-                    s, target, [{"id": f"t{i}", "prompt": f"t{i}"} for i in range(k, k + 10)]
+                    s, target, [{"id": f"t{i}", "prompt": f"t{i}"} for i in range(k, k + 50)]
                 )
 
         async def quarter_done() -> bool:
