@@ -94,7 +94,14 @@ def new_context(
         notify=notify,
     )
     if task.workflow is None:
-        ctx.messages, ctx.system = request_messages(task)
+        if task.messages is None:
+            # request_messages() for a prompt, inlined: nearly every task.
+            ctx.messages, ctx.system = (
+                (Message(role="user", content=task.prompt or ""),),
+                task.system,
+            )
+        else:
+            ctx.messages, ctx.system = request_messages(task)
     return ctx
 
 

@@ -417,7 +417,8 @@ class Dispatcher:
             if lane.rate is not None:
                 lane.rate.charge(outcome.usage.total_tokens)
             event = self._event(ctx, config, wall, latency, outcome, None, cost)
-            if not self._offer(event):
+            send_nowait = self._send_nowait  # _offer, inlined on the success path
+            if send_nowait is None or not send_nowait(event):
                 await self._sink.send(event)
             return index, outcome
         if outcome is None:

@@ -113,9 +113,16 @@ def result_of(ctx: Finished) -> Result:
     return task_result(ctx) if ctx.workflow is None else workflow_result(ctx)
 
 
+#: A terminal status is a final one: the checked statuses, typed as such.
+_FINAL_OF: dict[Status, FinalStatus] = {s: cast(FinalStatus, s) for s in TERMINAL}
+
+
 def task_result(ctx: Finished) -> Result:
     """The Result of a terminal plain task (or workflow stage)."""
-    status = _terminal(ctx)
+    # _terminal, inlined (once per task): one dict look-up, no cast() call.
+    status = _FINAL_OF.get(ctx.status)
+    if status is None:
+        raise RuntimeError(f"task {ctx.id!r} is {ctx.status}, not terminal")
     response = ctx.response if status == "completed" else None
     queued_ms = None
     started_at = ctx.started_at
@@ -123,6 +130,7 @@ def task_result(ctx: Finished) -> Result:
         queued_ms = round((started_at - ctx.enqueued_at) * 1000, 3)
     if response is not None:
         latency = ctx.latency_ms
+        cost = ctx.cost_usd
         return Result(
             id=ctx.id,
             status=status,
@@ -134,7 +142,7 @@ def task_result(ctx: Finished) -> Result:
             output=response.text,
             finish_reason=response.finish_reason,
             usage=response.usage,
-            cost_usd=_usd(ctx.cost_usd),
+            cost_usd=None if cost is None else round(cost, 10),  # _usd, inlined
             latency_ms=None if latency is None else round(latency, 3),
             queued_ms=queued_ms,
             history=history_of(ctx.history),

@@ -94,7 +94,7 @@ class Supervisor:
         """
         if ctx.result is None:
             if ctx.status in TERMINAL:
-                self.settle(ctx)
+                self._deliver(ctx, result_of(ctx))  # settle(), once per task
             else:
                 self.finish_crashed(ctx, RuntimeError("the task ended without a terminal status"))
 

@@ -128,12 +128,9 @@ class Result(Struct, kw_only=True, omit_defaults=True, gc=False):
     metadata: dict[str, Any] | None = None
 
 
-_TEXT_FIELDS: Final = ("id", "role", "prompt", "system", "workflow", "input")
-
-
 def _well_typed(task: Task) -> bool:
-    for name in _TEXT_FIELDS:
-        value = getattr(task, name)
+    # The text fields, read directly: no getattr() call per field on every Task built.
+    for value in (task.id, task.role, task.prompt, task.system, task.workflow, task.input):
         if value is not None and type(value) is not str:
             return False
     messages = task.messages

@@ -48,7 +48,8 @@ def id_problem(task_id: str) -> str | None:
     """
     if len(task_id) > MAX_ID_LENGTH:
         return f"'id' is {len(task_id):,} characters long; the most is {MAX_ID_LENGTH}"
-    bad = _control_character(task_id)
+    # Printable ASCII (nearly every id) needs no _control_character() call.
+    bad = None if task_id.isascii() and task_id.isprintable() else _control_character(task_id)
     if bad is not None:
         position, char = bad
         return (
