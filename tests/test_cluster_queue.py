@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg
@@ -367,3 +368,16 @@ async def test_a_driver_warning_is_one_line_with_two_databases_open(pg_url: str)
     assert second == [f"database driver: error while reconnecting{down}"]
     assert first == [f"database driver: still down{down}"]
     assert (driver.handlers, driver.propagate) == (handlers, True)
+
+
+async def test_a_driver_warning_never_repeats_the_database_password(pg_url: str) -> None:
+    """A driver message quoting the URL's password shows ``***`` in its place (trust auth here)."""
+    seen: list[str] = []
+    parts = urlsplit(pg_url)
+    host = f"{parts.hostname}:{parts.port or 5432}"
+    url = urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}:pw-Zq81xKe@{host}"))
+    async with open_database(url, notice=seen.append):
+        asyncpg.pool.logger.warning("could not connect with %s", url)
+    assert len(seen) == 1
+    assert "pw-Zq81xKe" not in seen[0], seen
+    assert "***" in seen[0], seen

@@ -19,7 +19,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final, TypeAlias, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 import asyncpg
@@ -27,6 +27,7 @@ import stamina
 from anyio.abc import TaskStatus
 
 from runner._errors import UsageError
+from workers._secrets import scrub
 
 T = TypeVar("T")
 
@@ -233,6 +234,8 @@ class _DriverNotices(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self._notices: dict[object, Callable[[str], None] | None] = {}
+        #: The open databases' passwords: a driver message never repeats one.
+        self._passwords: dict[object, str] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         notice = next((n for n in reversed(self._notices.values()) if n is not None), None)
@@ -242,10 +245,10 @@ class _DriverNotices(logging.Handler):
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None:
             text = f"{text} ({type(exc).__name__}: {exc})"
-        notice(f"database driver: {text}")
+        notice(f"database driver: {scrub(text, self._passwords.values())}")
 
     @contextmanager
-    def open(self, notice: Callable[[str], None] | None) -> Iterator[None]:
+    def open(self, notice: Callable[[str], None] | None, url: str) -> Iterator[None]:
         """Deliver driver warnings to ``notice`` while it is the newest one open."""
         logger = logging.getLogger("asyncpg")
         if not self._notices:
@@ -253,10 +256,14 @@ class _DriverNotices(logging.Handler):
             logger.propagate = False
         token = object()
         self._notices[token] = notice
+        password = urlsplit(url).password
+        if password:
+            self._passwords[token] = unquote(password)
         try:
             yield
         finally:
             del self._notices[token]
+            self._passwords.pop(token, None)
             if not self._notices:
                 logger.removeHandler(self)
                 if not logger.handlers:
@@ -283,7 +290,7 @@ async def open_database(
     While it is open, the driver's own warnings go to ``notice`` as one
     line each (dropped without one), never as a traceback on stderr.
     """
-    with _DRIVER_NOTICES.open(notice):
+    with _DRIVER_NOTICES.open(notice, url):
         async with _open_database(url, min_size, max_size, retry_timeout, setup) as db:
             yield db
 
