@@ -2,8 +2,9 @@
 
 Tasks arrive as :class:`~runner._context.TaskExecutionContext` through a
 bounded :class:`~runner._queue.TaskQueue` (``enqueue`` waits while it is
-full: that is the backpressure).  A fixed pool of ``concurrency`` worker coroutines reads the
-stream, so the global limit costs nothing per task; each provider has a
+full: that is the backpressure).  A fixed pool of ``concurrency`` workers
+(bare asyncio tasks, :class:`~runner._pool.WorkerPool`; anyio's task group on
+trio) reads the queue, so the global limit costs nothing per task; each provider has a
 ``CapacityLimiter`` of its ``max_concurrency`` and, when configured, a
 :class:`~runner._ratelimit.RateLimiter`; given
 :class:`~runner._ratelimit.SharedLimits` (cluster mode), each provider's
@@ -54,10 +55,11 @@ from runner._deadline import Deadlines
 from runner._errors import ProviderError, ShuttingDown
 from runner._log import ExecutionLog
 from runner._policy import RetryPolicy, counts_toward_cooldown
+from runner._pool import WorkerPool
 from runner._queue import TaskQueue
 from runner._ratelimit import Admission, RateLimiter, SharedLimits, rate_limiter_for
 from runner._registry import Chain, Registry
-from runner._scope import AttemptScope, scope_factory
+from runner._scope import AsyncioScope, AttemptScope, scope_factory
 from runner._supervise import Observer, Supervisor
 from runner._task import ErrorInfo, Result
 from runner.config._model import ProviderConfig
@@ -184,14 +186,25 @@ class Dispatcher:
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._deadlines.watch)
-                async with anyio.create_task_group() as pool:
-                    for _ in range(self._concurrency):
-                        pool.start_soon(self._worker)
+                if self._scope_class is AsyncioScope:
+                    pool = WorkerPool(self._worker, self._concurrency)
                     task_status.started()
+                    await pool.join(self._stop_all, EMIT_DEADLINE)
+                else:
+                    async with anyio.create_task_group() as group:
+                        for _ in range(self._concurrency):
+                            group.start_soon(self._worker)
+                        task_status.started()
                 outer.cancel_scope.cancel()  # the pool is done: no call needs a deadline
         finally:
             # No sender may wait on a queue nobody reads any more.
             self._queue.close()
+
+    def _stop_all(self) -> None:
+        """Close intake and cancel every task: how the asyncio pool stops its workers."""
+        self.close()
+        for ctx in list(self.supervisor.live):
+            self.supervisor.request_cancel(ctx)
 
     async def _worker(self) -> None:
         """Run queued tasks one after the other, each to one terminal state.
@@ -203,16 +216,15 @@ class Dispatcher:
         instead of three: fewer objects for the garbage collector to walk and
         fewer frames to pass through on every wake-up.
         """
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        supervisor = self.supervisor
-        attempt = self._attempt
-        after = self._after
+        # No bound methods held in locals: each would be one more object per
+        # worker for the garbage collector to walk as long as the worker lives.
+        queue, supervisor = self._queue, self.supervisor
         cancelled = anyio.get_cancelled_exc_class()
         while True:
             # A queued task is taken without the get() coroutine; none waits.
-            ctx = get_nowait()
+            ctx = queue.get_nowait()
             if ctx is None:
-                ctx = await get()
+                ctx = await queue.get()
                 if ctx is None:
                     return  # closed and drained
             if ctx.result is not None:
@@ -229,13 +241,13 @@ class Dispatcher:
                         # Asked while this task was between two attempts' scopes.
                         supervisor.end_cancelled(ctx)
                         break
-                    chosen, outcome = await attempt(ctx, chain, index, delay)
+                    chosen, outcome = await self._attempt(ctx, chain, index, delay)
                     if outcome is None:
                         supervisor.end_cancelled(ctx)
                         break
                     if chosen != index:
                         index, tries = chosen, 0
-                    step = after(ctx, chain, outcome, index, tries + 1)
+                    step = self._after(ctx, chain, outcome, index, tries + 1)
                     if step is None:
                         break  # terminal
                     index, tries, delay = step
