@@ -438,11 +438,20 @@ class Runner:
         exhausted = False
         try:
             while True:
+                burst = 0
                 while inline is not None and not exhausted and in_flight < window:
+                    if burst == _BURST:
+                        # Let the workers start the calls queued so far: a
+                        # wave's first answers then come back a burst's
+                        # intake after it began, not the whole window's.
+                        burst = 0
+                        await anyio.lowlevel.checkpoint()
+                        continue
                     task = next(inline, _END)
                     if isinstance(task, _End):
                         exhausted = True
                         break
+                    burst += 1
                     in_flight += 1
                     started = self._start(task, finished, inbox, handles)
                     if not isinstance(started, bool):  # the queue is full: wait for room
@@ -626,6 +635,8 @@ class _End:
 
 
 _Arrival = Result | _Pulled | BaseException | _End
+#: Tasks run_many takes in from a plain iterable between two turns of the event loop.
+_BURST: Final = 16
 _END: Final = _End()
 
 

@@ -196,6 +196,38 @@ async def test_run_many_pulls_only_as_capacity_frees() -> None:
     assert max(ahead) <= 8
 
 
+async def test_run_many_starts_calls_before_taking_in_the_whole_window() -> None:
+    """A big first wave: calls start a burst of tasks after run_many begins, not the window's end.
+
+    The window here is 128 tasks; were they all taken in before any worker
+    ran, no call would have started when the last of them was pulled.
+    """
+    config = make_config(concurrency=64)
+    gates, hold = gated(config)
+    started_at_pull: list[int] = []
+
+    def tasks() -> Iterator[Task]:
+        for i in range(128):
+            started_at_pull.append(gates["a"].started)
+            yield Task(id=f"t{i}", role="coder", prompt="x")
+
+    results: list[Result] = []
+
+    async def consume(r: Runner) -> None:
+        results.extend([res async for res in r.run_many(tasks())])
+
+    async with open_runner(config, providers=gates) as r, anyio.create_task_group() as tg:
+        tg.start_soon(consume, r)
+        while len(started_at_pull) < 128:
+            await anyio.lowlevel.checkpoint()
+        hold.set()
+    assert len(results) == 128
+    # Two bursts of 16 in, the first burst's calls have begun (on trio,
+    # whose scheduler may run run_many first within a turn, by the third).
+    assert started_at_pull[0] == 0
+    assert started_at_pull[48] >= 16
+
+
 async def test_leaving_run_many_early_cancels_the_rest() -> None:
     """Closing run_many's iterator early cancels the tasks it had started."""
     config = make_config(concurrency=2)
