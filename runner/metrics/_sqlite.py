@@ -42,6 +42,7 @@ from typing import Final, cast
 
 import anyio
 import anyio.to_thread
+import msgspec
 from msgspec import Struct
 
 from runner._errors import StorageError
@@ -62,6 +63,9 @@ from runner.metrics._runs import (
     series_of,
     to_merge,
 )
+
+_json: Final = msgspec.json.Encoder()
+_tails_decoder: Final = msgspec.json.Decoder(list[tuple[int, int, int]])
 
 #: Seconds SQLite waits on a locked database before a write counts as failed.
 BUSY_TIMEOUT: Final = 5.0
@@ -187,6 +191,61 @@ NEW_EVENTS: Final = f"SELECT id, {EVENT_COLUMNS} FROM events WHERE id > ? ORDER 
 TAIL_RUNS: Final = (
     "SELECT id, requests FROM runs WHERE provider = ? AND role = ? ORDER BY id DESC LIMIT ?"
 )
+
+# --- the writer's statements: a batch in a fixed number of statements ---------
+#
+# Python's sqlite3 releases the GIL around every step, reset and prepare.
+# While the event loop's thread is busy, the writer's thread then waits a
+# switch interval (5 ms) to get it back, each time: a batch that took one
+# statement per 128 events, per run and per rollup row spent most of its
+# time waiting.  These take a whole batch as one JSON text (msgspec-encoded
+# ints, strings and nulls: exact) and one statement each.  The ORDER BY in
+# the subquery makes json_each's rows arrive in batch order (so new events
+# take consecutive ids in that order); as a co-routine, each row's text is
+# rendered once rather than once per column.
+
+#: The events of a batch: ``?`` is the JSON array of its rows.
+INSERT_BATCH: Final = (
+    "INSERT OR IGNORE INTO events (event_id, task_id, provider, role, model, attempt, ts_us,"
+    " latency_us, success, error_code, input_tokens, output_tokens, cost_nusd, tags)"
+    " SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8, nullif(v->>9, 0),"
+    " v->>10, v->>11, v->>12, v->>13"
+    " FROM (SELECT key, value AS v FROM json_each(?) ORDER BY key)"
+)
+#: A batch's runs: ``?1`` is the JSON array of each run's columns up to ``errors``
+#: followed by where its latencies start in ``?2`` (1-based) and their length;
+#: ``?2`` is every run's latencies, concatenated.
+INSERT_RUNS: Final = (
+    "INSERT INTO runs (provider, role, first_id, last_id, min_ts_us, max_ts_us, requests,"
+    " latency_us_sum, latency_us_max, input_tokens, output_tokens, cost_nusd, errors, latencies)"
+    " SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8, v->>9, v->>10,"
+    " v->>11, v->>12, substr(?2, v->>13, v->>14)"
+    " FROM (SELECT key, value AS v FROM json_each(?1) ORDER BY key)"
+)
+#: A batch's rollup rows (:data:`ADD_ROLLUP`), ``?`` the JSON array of them.
+#: ``WHERE true`` tells the parser the ON CONFLICT is the upsert, not a join's ON.
+ADD_ROLLUPS: Final = """
+INSERT INTO rollup (provider, role, outcome, requests, latency_us_sum, latency_us_max,
+                    input_tokens, output_tokens, cost_nusd)
+SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8
+FROM (SELECT value AS v FROM json_each(?)) WHERE true
+ON CONFLICT (provider, role, outcome) DO UPDATE SET
+    requests = requests + excluded.requests,
+    latency_us_sum = latency_us_sum + excluded.latency_us_sum,
+    latency_us_max = max(latency_us_max, excluded.latency_us_max),
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    cost_nusd = cost_nusd + excluded.cost_nusd
+"""
+#: :data:`TAIL_RUNS` of every series in ``?1`` (a JSON array of [provider, role])
+#: at once, as one row: a JSON array of [series position, run id, requests].
+#: One row, because every row fetched is a step of its own.
+TAILS: Final = (
+    "SELECT json_group_array(json_array(s.key, r.id, r.requests))"
+    " FROM json_each(?1) AS s JOIN runs AS r ON r.id IN"
+    " (SELECT id FROM runs WHERE provider = s.value->>0 AND role = s.value->>1"
+    " ORDER BY id DESC LIMIT ?2)"
+)
 # The runs to merge (ids bound by :func:`ids_sql`), in id order.
 MERGE_SOURCE: Final = (
     "SELECT first_id, last_id, min_ts_us, max_ts_us, requests, latency_us_sum, latency_us_max,"
@@ -290,21 +349,33 @@ def open_for_reading(path: str | Path) -> sqlite3.Connection:
 # --- the one write transaction ------------------------------------------------
 
 
-def compact_series(
-    conn: sqlite3.Connection, provider: str, role: str, compaction: Compaction
-) -> bool:
-    """Merge the series' newest runs if they are all small (see :class:`Compaction`).
-
-    Runs inside the caller's transaction; returns whether it merged.
-    """
-    tail = conn.execute(TAIL_RUNS, (provider, role, compaction.count)).fetchall()
-    ids = to_merge(tail, compaction)
-    if not ids:
-        return False
+def _merge(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+    """Merge the runs ``ids`` (one series' newest, in id order) into the first of them."""
     bodies: list[RunBody] = conn.execute(ids_sql(MERGE_SOURCE, ids), ids).fetchall()
     conn.execute(MERGE_UPDATE, (*merge_runs(bodies), ids[0]))
     conn.execute(ids_sql(MERGE_DELETE, ids[1:]), ids[1:])
-    return True
+
+
+def compact(
+    conn: sqlite3.Connection, series: Sequence[tuple[str, str]], compaction: Compaction
+) -> int:
+    """Merge each series' newest runs if they are all small (see :class:`Compaction`).
+
+    One query reads every series' newest runs; only a series that merges
+    costs statements of its own.  Runs inside the caller's transaction;
+    returns how many series merged.
+    """
+    (found,) = conn.execute(TAILS, (_json.encode(series), compaction.count)).fetchone()
+    tails: list[list[tuple[int, int]]] = [[] for _ in series]
+    for position, run_id, requests in _tails_decoder.decode(found):
+        tails[position].append((run_id, requests))
+    merged = 0
+    for tail in tails:
+        tail.sort(reverse=True)  # newest first, as to_merge takes them
+        if ids := to_merge(tail, compaction):
+            _merge(conn, ids)
+            merged += 1
+    return merged
 
 
 def _new_figures(
@@ -316,17 +387,40 @@ def _new_figures(
         yield build_runs([r[0] for r in chunk], [r[1:] for r in chunk])
 
 
+def _exact(payload: bytes) -> bool:
+    """Whether SQLite's JSON functions read back every string of ``payload`` whole.
+
+    SQLite 3.40 ends a JSON string at an escaped NUL (``\\u0000``), which
+    msgspec writes for a ``\\0`` in a string: such a batch goes through the
+    statements that bind each value.  (A backslash followed by ``u0000`` in
+    a string matches too; it then only takes the slower way.)
+    """
+    return b"\\u0000" not in payload
+
+
 def _add(
     conn: sqlite3.Connection,
     runs: list[RunRow],
     rollup: list[RollupRow],
     compaction: Compaction | None,
 ) -> None:
-    conn.executemany(INSERT_RUN, runs)
-    conn.executemany(ADD_ROLLUP, rollup)
+    """Store a batch's runs and rollup rows, then compact its series: three statements."""
+    if not runs:
+        return
+    heads: list[tuple[object, ...]] = []
+    start = 1
+    for run in runs:
+        heads.append((*run[:13], start, len(run[13])))
+        start += len(run[13])
+    packed_runs, packed_rollup = _json.encode(heads), _json.encode(rollup)
+    if _exact(packed_runs) and _exact(packed_rollup):
+        conn.execute(INSERT_RUNS, (packed_runs, b"".join(run[13] for run in runs)))
+        conn.execute(ADD_ROLLUPS, (packed_rollup,))
+    else:
+        conn.executemany(INSERT_RUN, runs)
+        conn.executemany(ADD_ROLLUP, rollup)
     if compaction is not None:
-        for provider, role in series_of(runs):
-            compact_series(conn, provider, role, compaction)
+        compact(conn, list(series_of(runs)), compaction)
 
 
 @functools.lru_cache(maxsize=4)
@@ -354,6 +448,14 @@ def _insert_events(conn: sqlite3.Connection, rows: Sequence[Row]) -> int:
     return added
 
 
+def _insert_batch(conn: sqlite3.Connection, rows: Sequence[Row]) -> int:
+    """:func:`_insert_events` in one statement (:data:`INSERT_BATCH`), for the writer."""
+    packed = _json.encode(rows)
+    if not _exact(packed):
+        return _insert_events(conn, rows)
+    return int(conn.execute(INSERT_BATCH, (packed,)).rowcount)
+
+
 def store_rows(
     conn: sqlite3.Connection,
     batches: Iterable[Sequence[Row]],
@@ -367,8 +469,11 @@ def store_rows(
     ``metrics migrate`` with a whole file).  All or nothing: on any error
     the transaction is rolled back and the error raised.  Each batch leaves
     one run per series, compacted (:class:`Compaction`; ``None`` leaves the
-    runs as written).  With ``bulk`` and an empty table the unique index is
-    built after the load instead of kept up to date through it.  A
+    runs as written).  Without ``bulk`` (the writer) each batch takes a
+    fixed number of statements (:data:`INSERT_BATCH`); with it, events go in
+    many to a statement (:func:`_insert_events`, faster for a big load), and
+    into an empty table the unique index is built after the load instead of
+    kept up to date through it.  A
     :class:`~runner.metrics._runs.Prepared` batch brings its figures along
     (they are used when the whole batch was new).
     """
@@ -379,8 +484,9 @@ def store_rows(
         if deferred:
             conn.execute("DROP INDEX events_identity")
         top = last
+        insert = _insert_events if bulk else _insert_batch
         for rows in batches:
-            added = _insert_events(conn, rows)
+            added = insert(conn, rows)
             if added == len(rows):
                 if isinstance(rows, Prepared):
                     _add(conn, *rows.figures_at(top + 1), compaction)
