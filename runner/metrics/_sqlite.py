@@ -71,8 +71,10 @@ _tails_decoder: Final = msgspec.json.Decoder(list[tuple[int, int, int]])
 BUSY_TIMEOUT: Final = 5.0
 #: Rows per ``executemany`` when importing.
 IMPORT_BATCH: Final = 50_000
-#: Rows per multi-row ``INSERT`` (fewer when SQLite allows fewer variables).
-ROWS_PER_INSERT: Final = 128
+#: Rows per multi-row ``INSERT``, largest first: a batch goes in as the fewest
+#: statements these sizes add up to (sizes above SQLite's variable limit skipped),
+#: and each size's statement is prepared once.
+INSERT_SIZES: Final = (1024, 256, 64, 16, 4, 1)
 
 # The identity of an event for idempotent writes.  Part of schema version 1,
 # and built again by a bulk import into an empty database.
@@ -192,26 +194,20 @@ TAIL_RUNS: Final = (
     "SELECT id, requests FROM runs WHERE provider = ? AND role = ? ORDER BY id DESC LIMIT ?"
 )
 
-# --- the writer's statements: a batch in a fixed number of statements ---------
+# --- a batch's figures in a fixed number of statements -----------------------
 #
 # Python's sqlite3 releases the GIL around every step, reset and prepare.
 # While the event loop's thread is busy, the writer's thread then waits a
 # switch interval (5 ms) to get it back, each time: a batch that took one
-# statement per 128 events, per run and per rollup row spent most of its
-# time waiting.  These take a whole batch as one JSON text (msgspec-encoded
-# ints, strings and nulls: exact) and one statement each.  The ORDER BY in
-# the subquery makes json_each's rows arrive in batch order (so new events
-# take consecutive ids in that order); as a co-routine, each row's text is
-# rendered once rather than once per column.
+# statement per run, per rollup row and per run read back for compaction
+# spent most of its time waiting.  These take all of a batch's runs (rollup
+# rows, series) as one JSON text (msgspec-encoded ints, strings and nulls:
+# exact) and one statement each.  The ORDER BY in the subquery makes
+# json_each's rows arrive in order; as a co-routine, each row's text is
+# rendered once rather than once per column.  (The events themselves are
+# bound: SQLite parsing each event's JSON cost half as much again as the
+# whole write, see _insert_events.)
 
-#: The events of a batch: ``?`` is the JSON array of its rows.
-INSERT_BATCH: Final = (
-    "INSERT OR IGNORE INTO events (event_id, task_id, provider, role, model, attempt, ts_us,"
-    " latency_us, success, error_code, input_tokens, output_tokens, cost_nusd, tags)"
-    " SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8, nullif(v->>9, 0),"
-    " v->>10, v->>11, v->>12, v->>13"
-    " FROM (SELECT key, value AS v FROM json_each(?) ORDER BY key)"
-)
 #: A batch's runs: ``?1`` is the JSON array of each run's columns up to ``errors``
 #: followed by where its latencies start in ``?2`` (1-based) and their length;
 #: ``?2`` is every run's latencies, concatenated.
@@ -423,7 +419,7 @@ def _add(
         compact(conn, list(series_of(runs)), compaction)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=len(INSERT_SIZES))
 def _insert_many(rows: int) -> str:
     """:data:`INSERT_EVENTS` for ``rows`` rows at once."""
     head, _, values = INSERT_EVENTS.partition(" VALUES ")
@@ -433,27 +429,31 @@ def _insert_many(rows: int) -> str:
 def _insert_events(conn: sqlite3.Connection, rows: Sequence[Row]) -> int:
     """Insert ``rows``, ignoring those stored already; return how many were new.
 
-    Many rows to a statement: what the sqlite3 module does per statement
-    (a step, a reset, checking the parameters) cost more than a quarter of
-    a bulk import's inserts when every row was a statement of its own.
+    Many rows to a statement, in as few statements as :data:`INSERT_SIZES`
+    make up (5,000 rows: eleven).  What the sqlite3 module does per
+    statement (a step, a reset, checking the parameters) cost more than a
+    quarter of a bulk import's inserts when every row was a statement of its
+    own; and it lets go of the GIL around every step, which the writer's
+    thread waits up to a switch interval (5 ms) to get back while the event
+    loop is busy: a 5,000-event batch written 128 rows to a statement (the
+    rest one by one) took 300-500 ms instead of its 30 ms of CPU, and the
+    writer fell behind.
     """
-    size = min(ROWS_PER_INSERT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS)
-    whole = len(rows) - len(rows) % size if size > 1 else 0
-    added = 0
-    if whole:
-        flat = (list(chain.from_iterable(rows[i : i + size])) for i in range(0, whole, size))
-        added += conn.executemany(_insert_many(size), flat).rowcount
-    if whole < len(rows):
-        added += conn.executemany(INSERT_EVENTS, rows[whole:]).rowcount
+    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS
+    added = start = 0
+    for size in INSERT_SIZES:
+        if size > most:
+            continue
+        end = start + (len(rows) - start) // size * size
+        if end == start:
+            continue
+        if size == 1:
+            added += conn.executemany(INSERT_EVENTS, rows[start:end]).rowcount
+        else:
+            flat = (list(chain.from_iterable(rows[i : i + size])) for i in range(start, end, size))
+            added += conn.executemany(_insert_many(size), flat).rowcount
+        start = end
     return added
-
-
-def _insert_batch(conn: sqlite3.Connection, rows: Sequence[Row]) -> int:
-    """:func:`_insert_events` in one statement (:data:`INSERT_BATCH`), for the writer."""
-    packed = _json.encode(rows)
-    if not _exact(packed):
-        return _insert_events(conn, rows)
-    return int(conn.execute(INSERT_BATCH, (packed,)).rowcount)
 
 
 def store_rows(
@@ -469,13 +469,12 @@ def store_rows(
     ``metrics migrate`` with a whole file).  All or nothing: on any error
     the transaction is rolled back and the error raised.  Each batch leaves
     one run per series, compacted (:class:`Compaction`; ``None`` leaves the
-    runs as written).  Without ``bulk`` (the writer) each batch takes a
-    fixed number of statements (:data:`INSERT_BATCH`); with it, events go in
-    many to a statement (:func:`_insert_events`, faster for a big load), and
-    into an empty table the unique index is built after the load instead of
-    kept up to date through it.  A
-    :class:`~runner.metrics._runs.Prepared` batch brings its figures along
-    (they are used when the whole batch was new).
+    runs as written).  A batch's events take a few statements
+    (:func:`_insert_events`), its runs, rollup rows and compaction check
+    one each (:func:`_add`).  With ``bulk`` and an empty table the unique
+    index is built after the load instead of kept up to date through it.
+    A :class:`~runner.metrics._runs.Prepared` batch brings its figures
+    along (they are used when the whole batch was new).
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -484,9 +483,8 @@ def store_rows(
         if deferred:
             conn.execute("DROP INDEX events_identity")
         top = last
-        insert = _insert_events if bulk else _insert_batch
         for rows in batches:
-            added = insert(conn, rows)
+            added = _insert_events(conn, rows)
             if added == len(rows):
                 if isinstance(rows, Prepared):
                     _add(conn, *rows.figures_at(top + 1), compaction)
