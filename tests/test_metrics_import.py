@@ -12,7 +12,7 @@ from runner import UsageError
 from runner.metrics._events import MetricEvent, Row, to_row, ts_to_us
 from runner.metrics._jsonl import append_jsonl
 from runner.metrics._sqlite import (
-    ROWS_PER_INSERT,
+    INSERT_SIZES,
     import_jsonl,
     migrate_schema,
     open_for_reading,
@@ -57,7 +57,8 @@ def test_a_batch_partly_stored_already_adds_only_the_new_rows(variables: int | N
     if variables is not None:  # an older SQLite allows fewer variables a statement
         conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variables)
     migrate_schema(conn)
-    total = 2 * ROWS_PER_INSERT + 5
+    # Two statements of the largest size, then some of every smaller one.
+    total = 2 * INSERT_SIZES[0] + sum(INSERT_SIZES) + 2 * INSERT_SIZES[-2]
     assert store_rows(conn, [[row(n) for n in range(0, total, 2)]]) == (total + 1) // 2
     assert store_rows(conn, [[row(n) for n in range(total)]]) == total // 2
     assert counts(conn) == (total, total, total, total)
@@ -68,7 +69,7 @@ def test_a_batch_partly_stored_already_adds_only_the_new_rows(variables: int | N
 def test_a_load_into_a_new_database_leaves_it_in_wal_mode(tmp_path: Path) -> None:
     """The load runs with a rollback journal; the database is in WAL mode again after it."""
     source = tmp_path / "m.jsonl"
-    rows = [row(n) for n in range(3 * ROWS_PER_INSERT)]
+    rows = [row(n) for n in range(3 * INSERT_SIZES[0])]
     append_jsonl(source, [_event(r) for r in rows])
     db = tmp_path / "m.db"
     report = import_jsonl(db, source)
@@ -86,11 +87,11 @@ def test_a_failed_load_into_a_new_database_leaves_it_empty_and_in_wal_mode(
 ) -> None:
     """A line that is not an event rolls the load back; the journal mode is restored."""
     source = tmp_path / "m.jsonl"
-    append_jsonl(source, [_event(row(n)) for n in range(2 * ROWS_PER_INSERT)])
+    append_jsonl(source, [_event(row(n)) for n in range(2 * INSERT_SIZES[0])])
     with source.open("ab") as f:
         f.write(b'{"event_id": 1}\n')
     db = tmp_path / "m.db"
-    with pytest.raises(UsageError, match=rf"m\.jsonl:{2 * ROWS_PER_INSERT + 1}: not a metric"):
+    with pytest.raises(UsageError, match=rf"m\.jsonl:{2 * INSERT_SIZES[0] + 1}: not a metric"):
         import_jsonl(db, source)
     conn = open_for_reading(db)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -103,13 +104,13 @@ def test_a_load_while_another_connection_has_the_database_open_keeps_wal(
 ) -> None:
     """A run holding the empty database open does not stop the import: it loads in WAL mode."""
     source = tmp_path / "m.jsonl"
-    append_jsonl(source, [_event(row(n)) for n in range(2 * ROWS_PER_INSERT)])
+    append_jsonl(source, [_event(row(n)) for n in range(2 * INSERT_SIZES[0])])
     db = tmp_path / "m.db"
     prepare_database(db)  # WAL, as a run leaves it
     other = open_for_reading(db)
     try:
         report = import_jsonl(db, source)
-        assert report.added == 2 * ROWS_PER_INSERT
+        assert report.added == 2 * INSERT_SIZES[0]
         assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert other.execute("SELECT count(*) FROM events").fetchone() == (report.added,)
     finally:

@@ -38,6 +38,10 @@ from runner.metrics._sqlite import (
 from runner.metrics._store import spill_path
 from runner.metrics._writer import open_metrics_writer
 
+RUN_COLUMNS = (
+    "provider, role, first_id, last_id, min_ts_us, max_ts_us, requests, latency_us_sum,"
+    " latency_us_max, input_tokens, output_tokens, cost_nusd, errors, latencies"
+)
 BASE = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
 
 
@@ -563,3 +567,90 @@ def test_prepared_figures_follow_the_rows_to_their_ids(tmp_path: Path) -> None:
         expected, Filters(), Grouping()
     )
     conn.close()
+
+
+def _tables(conn: sqlite3.Connection) -> list[list[tuple[object, ...]]]:
+    """Every stored value of a metrics database, ids included."""
+    return [
+        conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall()  # noqa: S608
+        for table in ("events", "runs", "rollup")
+    ]
+
+
+def _varied(start: int, count: int) -> list[MetricEvent]:
+    """Events over twelve series with successes, failures, no code, an empty code and tags."""
+    return [
+        event(
+            n,
+            provider=f"p{n % 4}",
+            role=("coder", "critic", "planner")[n % 3],
+            success=n % 5 != 0,
+            error_code=None if n % 5 else ("timeout", "", None)[n % 3],
+            latency_ms=(n * 37) % 1000 + 0.5,
+            tags=("a", "b") if n % 2 else (),
+            model="m\u00e9\u2028",
+        )
+        for n in range(start, start + count)
+    ]
+
+
+def test_the_writers_statements_store_what_the_row_by_row_inserts_do() -> None:
+    """A batch through the writer's one-statement inserts leaves every value the old path does.
+
+    Several series with failures, then a re-sent batch half stored already:
+    events (ids included), runs and rollup are identical.
+    """
+    first, again = _varied(0, 700), _varied(350, 700)
+    seen = []
+    for bulk in (False, True):
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        migrate_schema(conn)
+        store_rows(conn, [[to_row(e) for e in first[:1]]], compaction=None)
+        assert store_rows(conn, [[to_row(e) for e in first]], compaction=None, bulk=bulk) == 699
+        assert store_rows(conn, [[to_row(e) for e in again]], compaction=None, bulk=bulk) == 350
+        seen.append(_tables(conn))
+        conn.close()
+    assert seen[0] == seen[1]
+
+
+def test_a_batch_lands_in_its_order_with_the_figures_build_runs_gives() -> None:
+    """New events take consecutive ids in batch order; runs and rollup are build_runs' own."""
+    rows = [to_row(e) for e in _varied(0, 300)]
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate_schema(conn)
+    store_rows(conn, [rows], compaction=None)
+    ids = conn.execute("SELECT id, event_id FROM events ORDER BY id").fetchall()
+    assert ids == [(i + 1, r[0]) for i, r in enumerate(rows)]
+    runs, rollup = batch_runs(1, rows)
+    assert conn.execute(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id").fetchall() == runs  # noqa: S608
+    assert sorted(conn.execute("SELECT * FROM rollup").fetchall()) == sorted(rollup)
+
+
+def test_a_nul_in_a_string_is_stored_whole() -> None:
+    """Strings SQLite's JSON would cut short at a NUL are stored whole, as the row inserts do."""
+    events = [event(n, task_id=f"t\x00{n}", error_code="bad\x00code") for n in range(3)]
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate_schema(conn)
+    assert store_rows(conn, [[to_row(e) for e in events]]) == 3
+    assert conn.execute("SELECT task_id FROM events ORDER BY id").fetchall() == [
+        (f"t\x00{n}",) for n in range(3)
+    ]
+    assert conn.execute("SELECT outcome FROM rollup").fetchall() == [("bad\x00code",)]
+
+
+def test_every_series_of_a_batch_is_compacted_on_its_own() -> None:
+    """With forty series in each small batch, each series' runs merge as if written alone."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate_schema(conn)
+    compaction = Compaction(small=64, count=4)
+    n = 0
+    for _ in range(7):
+        batch = [event(n + i, provider=f"p{i % 40}", role=f"r{i % 40}") for i in range(80)]
+        store_rows(conn, [[to_row(e) for e in batch]], compaction=compaction)
+        n += 80
+    runs = conn.execute(
+        "SELECT provider, role, requests FROM runs ORDER BY provider, id"
+    ).fetchall()
+    # Each series: write 4 merges its four runs of 2 into one of 8 (still small), write 7
+    # merges that one with the next three: one run of 14 events.
+    assert runs == [(f"p{i}", f"r{i}", 14) for i in sorted(range(40), key=str)]

@@ -42,6 +42,7 @@ from typing import Final, cast
 
 import anyio
 import anyio.to_thread
+import msgspec
 from msgspec import Struct
 
 from runner._errors import StorageError
@@ -63,12 +64,17 @@ from runner.metrics._runs import (
     to_merge,
 )
 
+_json: Final = msgspec.json.Encoder()
+_tails_decoder: Final = msgspec.json.Decoder(list[tuple[int, int, int]])
+
 #: Seconds SQLite waits on a locked database before a write counts as failed.
 BUSY_TIMEOUT: Final = 5.0
 #: Rows per ``executemany`` when importing.
 IMPORT_BATCH: Final = 50_000
-#: Rows per multi-row ``INSERT`` (fewer when SQLite allows fewer variables).
-ROWS_PER_INSERT: Final = 128
+#: Rows per multi-row ``INSERT``, largest first: a batch goes in as the fewest
+#: statements these sizes add up to (sizes above SQLite's variable limit skipped),
+#: and each size's statement is prepared once.
+INSERT_SIZES: Final = (1024, 256, 64, 16, 4, 1)
 
 # The identity of an event for idempotent writes.  Part of schema version 1,
 # and built again by a bulk import into an empty database.
@@ -187,6 +193,55 @@ NEW_EVENTS: Final = f"SELECT id, {EVENT_COLUMNS} FROM events WHERE id > ? ORDER 
 TAIL_RUNS: Final = (
     "SELECT id, requests FROM runs WHERE provider = ? AND role = ? ORDER BY id DESC LIMIT ?"
 )
+
+# --- a batch's figures in a fixed number of statements -----------------------
+#
+# Python's sqlite3 releases the GIL around every step, reset and prepare.
+# While the event loop's thread is busy, the writer's thread then waits a
+# switch interval (5 ms) to get it back, each time: a batch that took one
+# statement per run, per rollup row and per run read back for compaction
+# spent most of its time waiting.  These take all of a batch's runs (rollup
+# rows, series) as one JSON text (msgspec-encoded ints, strings and nulls:
+# exact) and one statement each.  The ORDER BY in the subquery makes
+# json_each's rows arrive in order; as a co-routine, each row's text is
+# rendered once rather than once per column.  (The events themselves are
+# bound: SQLite parsing each event's JSON cost half as much again as the
+# whole write, see _insert_events.)
+
+#: A batch's runs: ``?1`` is the JSON array of each run's columns up to ``errors``
+#: followed by where its latencies start in ``?2`` (1-based) and their length;
+#: ``?2`` is every run's latencies, concatenated.
+INSERT_RUNS: Final = (
+    "INSERT INTO runs (provider, role, first_id, last_id, min_ts_us, max_ts_us, requests,"
+    " latency_us_sum, latency_us_max, input_tokens, output_tokens, cost_nusd, errors, latencies)"
+    " SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8, v->>9, v->>10,"
+    " v->>11, v->>12, substr(?2, v->>13, v->>14)"
+    " FROM (SELECT key, value AS v FROM json_each(?1) ORDER BY key)"
+)
+#: A batch's rollup rows (:data:`ADD_ROLLUP`), ``?`` the JSON array of them.
+#: ``WHERE true`` tells the parser the ON CONFLICT is the upsert, not a join's ON.
+ADD_ROLLUPS: Final = """
+INSERT INTO rollup (provider, role, outcome, requests, latency_us_sum, latency_us_max,
+                    input_tokens, output_tokens, cost_nusd)
+SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8
+FROM (SELECT value AS v FROM json_each(?)) WHERE true
+ON CONFLICT (provider, role, outcome) DO UPDATE SET
+    requests = requests + excluded.requests,
+    latency_us_sum = latency_us_sum + excluded.latency_us_sum,
+    latency_us_max = max(latency_us_max, excluded.latency_us_max),
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    cost_nusd = cost_nusd + excluded.cost_nusd
+"""
+#: :data:`TAIL_RUNS` of every series in ``?1`` (a JSON array of [provider, role])
+#: at once, as one row: a JSON array of [series position, run id, requests].
+#: One row, because every row fetched is a step of its own.
+TAILS: Final = (
+    "SELECT json_group_array(json_array(s.key, r.id, r.requests))"
+    " FROM json_each(?1) AS s JOIN runs AS r ON r.id IN"
+    " (SELECT id FROM runs WHERE provider = s.value->>0 AND role = s.value->>1"
+    " ORDER BY id DESC LIMIT ?2)"
+)
 # The runs to merge (ids bound by :func:`ids_sql`), in id order.
 MERGE_SOURCE: Final = (
     "SELECT first_id, last_id, min_ts_us, max_ts_us, requests, latency_us_sum, latency_us_max,"
@@ -290,21 +345,33 @@ def open_for_reading(path: str | Path) -> sqlite3.Connection:
 # --- the one write transaction ------------------------------------------------
 
 
-def compact_series(
-    conn: sqlite3.Connection, provider: str, role: str, compaction: Compaction
-) -> bool:
-    """Merge the series' newest runs if they are all small (see :class:`Compaction`).
-
-    Runs inside the caller's transaction; returns whether it merged.
-    """
-    tail = conn.execute(TAIL_RUNS, (provider, role, compaction.count)).fetchall()
-    ids = to_merge(tail, compaction)
-    if not ids:
-        return False
+def _merge(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+    """Merge the runs ``ids`` (one series' newest, in id order) into the first of them."""
     bodies: list[RunBody] = conn.execute(ids_sql(MERGE_SOURCE, ids), ids).fetchall()
     conn.execute(MERGE_UPDATE, (*merge_runs(bodies), ids[0]))
     conn.execute(ids_sql(MERGE_DELETE, ids[1:]), ids[1:])
-    return True
+
+
+def compact(
+    conn: sqlite3.Connection, series: Sequence[tuple[str, str]], compaction: Compaction
+) -> int:
+    """Merge each series' newest runs if they are all small (see :class:`Compaction`).
+
+    One query reads every series' newest runs; only a series that merges
+    costs statements of its own.  Runs inside the caller's transaction;
+    returns how many series merged.
+    """
+    (found,) = conn.execute(TAILS, (_json.encode(series), compaction.count)).fetchone()
+    tails: list[list[tuple[int, int]]] = [[] for _ in series]
+    for position, run_id, requests in _tails_decoder.decode(found):
+        tails[position].append((run_id, requests))
+    merged = 0
+    for tail in tails:
+        tail.sort(reverse=True)  # newest first, as to_merge takes them
+        if ids := to_merge(tail, compaction):
+            _merge(conn, ids)
+            merged += 1
+    return merged
 
 
 def _new_figures(
@@ -316,20 +383,43 @@ def _new_figures(
         yield build_runs([r[0] for r in chunk], [r[1:] for r in chunk])
 
 
+def _exact(payload: bytes) -> bool:
+    """Whether SQLite's JSON functions read back every string of ``payload`` whole.
+
+    SQLite 3.40 ends a JSON string at an escaped NUL (``\\u0000``), which
+    msgspec writes for a ``\\0`` in a string: such a batch goes through the
+    statements that bind each value.  (A backslash followed by ``u0000`` in
+    a string matches too; it then only takes the slower way.)
+    """
+    return b"\\u0000" not in payload
+
+
 def _add(
     conn: sqlite3.Connection,
     runs: list[RunRow],
     rollup: list[RollupRow],
     compaction: Compaction | None,
 ) -> None:
-    conn.executemany(INSERT_RUN, runs)
-    conn.executemany(ADD_ROLLUP, rollup)
+    """Store a batch's runs and rollup rows, then compact its series: three statements."""
+    if not runs:
+        return
+    heads: list[tuple[object, ...]] = []
+    start = 1
+    for run in runs:
+        heads.append((*run[:13], start, len(run[13])))
+        start += len(run[13])
+    packed_runs, packed_rollup = _json.encode(heads), _json.encode(rollup)
+    if _exact(packed_runs) and _exact(packed_rollup):
+        conn.execute(INSERT_RUNS, (packed_runs, b"".join(run[13] for run in runs)))
+        conn.execute(ADD_ROLLUPS, (packed_rollup,))
+    else:
+        conn.executemany(INSERT_RUN, runs)
+        conn.executemany(ADD_ROLLUP, rollup)
     if compaction is not None:
-        for provider, role in series_of(runs):
-            compact_series(conn, provider, role, compaction)
+        compact(conn, list(series_of(runs)), compaction)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=len(INSERT_SIZES))
 def _insert_many(rows: int) -> str:
     """:data:`INSERT_EVENTS` for ``rows`` rows at once."""
     head, _, values = INSERT_EVENTS.partition(" VALUES ")
@@ -339,18 +429,30 @@ def _insert_many(rows: int) -> str:
 def _insert_events(conn: sqlite3.Connection, rows: Sequence[Row]) -> int:
     """Insert ``rows``, ignoring those stored already; return how many were new.
 
-    Many rows to a statement: what the sqlite3 module does per statement
-    (a step, a reset, checking the parameters) cost more than a quarter of
-    a bulk import's inserts when every row was a statement of its own.
+    Many rows to a statement, in as few statements as :data:`INSERT_SIZES`
+    make up (5,000 rows: eleven).  What the sqlite3 module does per
+    statement (a step, a reset, checking the parameters) cost more than a
+    quarter of a bulk import's inserts when every row was a statement of its
+    own; and it lets go of the GIL around every step, which the writer's
+    thread waits up to a switch interval (5 ms) to get back while the event
+    loop is busy: a 5,000-event batch written 128 rows to a statement (the
+    rest one by one) took 300-500 ms instead of its 30 ms of CPU, and the
+    writer fell behind.
     """
-    size = min(ROWS_PER_INSERT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS)
-    whole = len(rows) - len(rows) % size if size > 1 else 0
-    added = 0
-    if whole:
-        flat = (list(chain.from_iterable(rows[i : i + size])) for i in range(0, whole, size))
-        added += conn.executemany(_insert_many(size), flat).rowcount
-    if whole < len(rows):
-        added += conn.executemany(INSERT_EVENTS, rows[whole:]).rowcount
+    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS
+    added = start = 0
+    for size in INSERT_SIZES:
+        if size > most:
+            continue
+        end = start + (len(rows) - start) // size * size
+        if end == start:
+            continue
+        if size == 1:
+            added += conn.executemany(INSERT_EVENTS, rows[start:end]).rowcount
+        else:
+            flat = (list(chain.from_iterable(rows[i : i + size])) for i in range(start, end, size))
+            added += conn.executemany(_insert_many(size), flat).rowcount
+        start = end
     return added
 
 
@@ -367,10 +469,12 @@ def store_rows(
     ``metrics migrate`` with a whole file).  All or nothing: on any error
     the transaction is rolled back and the error raised.  Each batch leaves
     one run per series, compacted (:class:`Compaction`; ``None`` leaves the
-    runs as written).  With ``bulk`` and an empty table the unique index is
-    built after the load instead of kept up to date through it.  A
-    :class:`~runner.metrics._runs.Prepared` batch brings its figures along
-    (they are used when the whole batch was new).
+    runs as written).  A batch's events take a few statements
+    (:func:`_insert_events`), its runs, rollup rows and compaction check
+    one each (:func:`_add`).  With ``bulk`` and an empty table the unique
+    index is built after the load instead of kept up to date through it.
+    A :class:`~runner.metrics._runs.Prepared` batch brings its figures
+    along (they are used when the whole batch was new).
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
