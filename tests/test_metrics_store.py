@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from runner import StorageError, UsageError
 from runner.config import MetricsConfig
+from runner.metrics import _sqlite as sqlite_store
 from runner.metrics._events import MetricEvent, from_row, to_row, ts_to_us
 from runner.metrics._jsonl import EventLine, append_jsonl, read_jsonl, to_line
 from runner.metrics._query import Filters, Grouping, export_db, summarize_db
@@ -594,20 +595,32 @@ def _varied(start: int, count: int) -> list[MetricEvent]:
     ]
 
 
-def test_the_writers_statements_store_what_the_row_by_row_inserts_do() -> None:
-    """A batch through the writer's one-statement inserts leaves every value the old path does.
+def _batch_statements(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """Make every batch take the one-statement figures (``json``) or the row-by-row ones."""
+    monkeypatch.setattr(sqlite_store, "SMALL_BATCH", -1 if kind == "json" else 10**9)
 
-    Several series with failures, then a re-sent batch half stored already:
-    events (ids included), runs and rollup are identical.
+
+def test_the_batch_statements_store_what_the_row_by_row_ones_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The one-statement runs, rollup and compaction check leave every value the others do.
+
+    Several series with failures, then a re-sent batch half stored already,
+    with compaction: events (ids included), runs and rollup are identical.
     """
     first, again = _varied(0, 700), _varied(350, 700)
+    compaction = Compaction(small=64, count=3)
     seen = []
-    for bulk in (False, True):
+    for kind in ("json", "rows"):
+        _batch_statements(monkeypatch, kind)
         conn = sqlite3.connect(":memory:", isolation_level=None)
         migrate_schema(conn)
-        store_rows(conn, [[to_row(e) for e in first[:1]]], compaction=None)
-        assert store_rows(conn, [[to_row(e) for e in first]], compaction=None, bulk=bulk) == 699
-        assert store_rows(conn, [[to_row(e) for e in again]], compaction=None, bulk=bulk) == 350
+        store_rows(conn, [[to_row(e) for e in first[:1]]], compaction=compaction)
+        for start, end in ((1, 8), (8, 58), (58, 558)):
+            batch = first[start:end]
+            store_rows(conn, [[to_row(e) for e in batch]], compaction=compaction)
+        assert store_rows(conn, [[to_row(e) for e in first]], compaction=compaction) == 142
+        assert store_rows(conn, [[to_row(e) for e in again]], compaction=compaction) == 350
         seen.append(_tables(conn))
         conn.close()
     assert seen[0] == seen[1]
@@ -626,8 +639,9 @@ def test_a_batch_lands_in_its_order_with_the_figures_build_runs_gives() -> None:
     assert sorted(conn.execute("SELECT * FROM rollup").fetchall()) == sorted(rollup)
 
 
-def test_a_nul_in_a_string_is_stored_whole() -> None:
+def test_a_nul_in_a_string_is_stored_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     """Strings SQLite's JSON would cut short at a NUL are stored whole, as the row inserts do."""
+    _batch_statements(monkeypatch, "json")
     events = [event(n, task_id=f"t\x00{n}", error_code="bad\x00code") for n in range(3)]
     conn = sqlite3.connect(":memory:", isolation_level=None)
     migrate_schema(conn)
@@ -638,8 +652,12 @@ def test_a_nul_in_a_string_is_stored_whole() -> None:
     assert conn.execute("SELECT outcome FROM rollup").fetchall() == [("bad\x00code",)]
 
 
-def test_every_series_of_a_batch_is_compacted_on_its_own() -> None:
+@pytest.mark.parametrize("kind", ["json", "rows"])
+def test_every_series_of_a_batch_is_compacted_on_its_own(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
     """With forty series in each small batch, each series' runs merge as if written alone."""
+    _batch_statements(monkeypatch, kind)
     conn = sqlite3.connect(":memory:", isolation_level=None)
     migrate_schema(conn)
     compaction = Compaction(small=64, count=4)

@@ -208,6 +208,10 @@ TAIL_RUNS: Final = (
 # bound: SQLite parsing each event's JSON cost half as much again as the
 # whole write, see _insert_events.)
 
+#: A batch of up to this many events takes the plain statements, a row (or a
+#: series) each: SQLite runs them faster than the JSON ones, and a small batch
+#: comes from a writer that is not busy, so the GIL is there for the taking.
+SMALL_BATCH: Final = 256
 #: A batch's runs: ``?1`` is the JSON array of each run's columns up to ``errors``
 #: followed by where its latencies start in ``?2`` (1-based) and their length;
 #: ``?2`` is every run's latencies, concatenated.
@@ -353,21 +357,30 @@ def _merge(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
 
 
 def compact(
-    conn: sqlite3.Connection, series: Sequence[tuple[str, str]], compaction: Compaction
+    conn: sqlite3.Connection,
+    series: Sequence[tuple[str, str]],
+    compaction: Compaction,
+    *,
+    one_query: bool = True,
 ) -> int:
     """Merge each series' newest runs if they are all small (see :class:`Compaction`).
 
-    One query reads every series' newest runs; only a series that merges
-    costs statements of its own.  Runs inside the caller's transaction;
-    returns how many series merged.
+    One query reads every series' newest runs (``one_query``; else one
+    query a series); only a series that merges costs statements of its own.
+    Runs inside the caller's transaction; returns how many series merged.
     """
-    (found,) = conn.execute(TAILS, (_json.encode(series), compaction.count)).fetchone()
-    tails: list[list[tuple[int, int]]] = [[] for _ in series]
-    for position, run_id, requests in _tails_decoder.decode(found):
-        tails[position].append((run_id, requests))
+    tails: list[list[tuple[int, int]]]
+    if not one_query:
+        tails = [conn.execute(TAIL_RUNS, (*s, compaction.count)).fetchall() for s in series]
+    else:
+        (found,) = conn.execute(TAILS, (_json.encode(series), compaction.count)).fetchone()
+        tails = [[] for _ in series]
+        for position, run_id, requests in _tails_decoder.decode(found):
+            tails[position].append((run_id, requests))
+        for tail in tails:
+            tail.sort(reverse=True)  # newest first, as to_merge takes them
     merged = 0
     for tail in tails:
-        tail.sort(reverse=True)  # newest first, as to_merge takes them
         if ids := to_merge(tail, compaction):
             _merge(conn, ids)
             merged += 1
@@ -400,8 +413,16 @@ def _add(
     rollup: list[RollupRow],
     compaction: Compaction | None,
 ) -> None:
-    """Store a batch's runs and rollup rows, then compact its series: three statements."""
-    if not runs:
+    """Store a batch's runs and rollup rows, then compact its series.
+
+    Three statements, whatever the number of series; a small batch
+    (:data:`SMALL_BATCH`) takes the plain ones instead.
+    """
+    if sum(run[6] for run in runs) <= SMALL_BATCH:
+        conn.executemany(INSERT_RUN, runs)
+        conn.executemany(ADD_ROLLUP, rollup)
+        if compaction is not None:
+            compact(conn, list(series_of(runs)), compaction, one_query=False)
         return
     heads: list[tuple[object, ...]] = []
     start = 1
