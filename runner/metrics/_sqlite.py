@@ -167,10 +167,10 @@ _NO_CODE: Final = cast(str, 0)
 LAST_ID: Final = "SELECT coalesce(max(id), 0) FROM events"
 _COLUMNS: Final = INSERT_EVENTS.count("?")
 # Adds a batch's figures (from runner.metrics._runs.build_runs) to the rollup.
-ADD_ROLLUP: Final = """
+_INTO_ROLLUP: Final = """
 INSERT INTO rollup (provider, role, outcome, requests, latency_us_sum, latency_us_max,
-                    input_tokens, output_tokens, cost_nusd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    input_tokens, output_tokens, cost_nusd)"""
+_ADD_TO_ROLLUP: Final = """
 ON CONFLICT (provider, role, outcome) DO UPDATE SET
     requests = requests + excluded.requests,
     latency_us_sum = latency_us_sum + excluded.latency_us_sum,
@@ -179,6 +179,7 @@ ON CONFLICT (provider, role, outcome) DO UPDATE SET
     output_tokens = output_tokens + excluded.output_tokens,
     cost_nusd = cost_nusd + excluded.cost_nusd
 """
+ADD_ROLLUP: Final = f"{_INTO_ROLLUP}\nVALUES (?, ?, ?, ?, ?, ?, ?, ?, ?){_ADD_TO_ROLLUP}"
 
 INSERT_RUN: Final = (
     "INSERT INTO runs (provider, role, first_id, last_id, min_ts_us, max_ts_us, requests,"
@@ -224,19 +225,11 @@ INSERT_RUNS: Final = (
 )
 #: A batch's rollup rows (:data:`ADD_ROLLUP`), ``?`` the JSON array of them.
 #: ``WHERE true`` tells the parser the ON CONFLICT is the upsert, not a join's ON.
-ADD_ROLLUPS: Final = """
-INSERT INTO rollup (provider, role, outcome, requests, latency_us_sum, latency_us_max,
-                    input_tokens, output_tokens, cost_nusd)
-SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8
-FROM (SELECT value AS v FROM json_each(?)) WHERE true
-ON CONFLICT (provider, role, outcome) DO UPDATE SET
-    requests = requests + excluded.requests,
-    latency_us_sum = latency_us_sum + excluded.latency_us_sum,
-    latency_us_max = max(latency_us_max, excluded.latency_us_max),
-    input_tokens = input_tokens + excluded.input_tokens,
-    output_tokens = output_tokens + excluded.output_tokens,
-    cost_nusd = cost_nusd + excluded.cost_nusd
-"""
+_FROM_JSON_ROWS: Final = (
+    "\nSELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8"
+    "\nFROM (SELECT value AS v FROM json_each(?)) WHERE true"
+)
+ADD_ROLLUPS: Final = f"{_INTO_ROLLUP}{_FROM_JSON_ROWS}{_ADD_TO_ROLLUP}"
 #: :data:`TAIL_RUNS` of every series in ``?1`` (a JSON array of [provider, role])
 #: at once, as one row: a JSON array of [series position, run id, requests].
 #: One row, because every row fetched is a step of its own.
