@@ -114,10 +114,17 @@ class WorkerPool:
             raise self._error
 
     async def _wind_down(self, stop: Callable[[], None], grace: float) -> None:
-        with anyio.CancelScope(shield=True):
+        stopped = False
+        try:
             stop()
-            with anyio.move_on_after(grace):
+            stopped = True
+        finally:
+            # Should stop() itself fail, no worker may outlive the pool:
+            # they are cancelled at once, and its error raised after.
+            with anyio.CancelScope(shield=True):
+                if stopped:
+                    with anyio.move_on_after(grace):
+                        await self._until(self._all_ended)
+                for task in self._tasks:
+                    task.cancel("the worker pool is stopping")
                 await self._until(self._all_ended)
-            for task in self._tasks:
-                task.cancel("the worker pool is stopping")
-            await self._until(self._all_ended)

@@ -132,6 +132,33 @@ async def test_a_worker_ignoring_stop_is_cancelled_after_the_grace() -> None:
     assert (work.stop_calls, ended_cancelled, pool.running) == (1, 2, 0)
 
 
+async def test_a_failing_stop_cancels_the_workers_at_once_and_is_raised() -> None:
+    work = Work()
+    ended_cancelled = 0
+
+    async def worker() -> None:
+        nonlocal ended_cancelled
+        try:
+            await anyio.sleep_forever()
+        except asyncio.CancelledError:
+            ended_cancelled += 1
+            raise
+
+    def broken_stop() -> None:
+        raise RuntimeError("stop failed")
+
+    with anyio.CancelScope() as scope:
+        pool = WorkerPool(worker, 2)
+        await asyncio.sleep(0)
+        scope.cancel()
+        began = anyio.current_time()
+        with pytest.raises(RuntimeError, match="stop failed"):
+            await pool.join(broken_stop, 5.0)
+    # At once, not after the grace (the workers were never asked to stop).
+    assert anyio.current_time() - began < 2.5
+    assert (ended_cancelled, pool.running, work.stop_calls) == (2, 0, 0)
+
+
 async def test_an_idle_worker_costs_the_collector_far_fewer_objects_than_in_a_task_group() -> None:
     """The point of the pool: fewer objects per worker for every full collection to walk."""
 

@@ -166,7 +166,6 @@ INSERT_EVENTS: Final = (
 _NO_CODE: Final = cast(str, 0)
 LAST_ID: Final = "SELECT coalesce(max(id), 0) FROM events"
 _COLUMNS: Final = INSERT_EVENTS.count("?")
-# Adds a batch's figures (from runner.metrics._runs.build_runs) to the rollup.
 _INTO_ROLLUP: Final = """
 INSERT INTO rollup (provider, role, outcome, requests, latency_us_sum, latency_us_max,
                     input_tokens, output_tokens, cost_nusd)"""
@@ -179,6 +178,7 @@ ON CONFLICT (provider, role, outcome) DO UPDATE SET
     output_tokens = output_tokens + excluded.output_tokens,
     cost_nusd = cost_nusd + excluded.cost_nusd
 """
+# Adds a batch's figures (from runner.metrics._runs.build_runs) to the rollup.
 ADD_ROLLUP: Final = f"{_INTO_ROLLUP}\nVALUES (?, ?, ?, ?, ?, ?, ?, ?, ?){_ADD_TO_ROLLUP}"
 
 INSERT_RUN: Final = (
