@@ -205,9 +205,10 @@ TAIL_RUNS: Final = (
 # rows, series) as one JSON text (msgspec-encoded ints, strings and nulls:
 # exact) and one statement each.  The ORDER BY in the subquery makes
 # json_each's rows arrive in order; as a co-routine, each row's text is
-# rendered once rather than once per column.  (The events themselves are
-# bound: SQLite parsing each event's JSON cost half as much again as the
-# whole write, see _insert_events.)
+# rendered once rather than once per column.  (The events themselves stay
+# bound, many to a statement: as JSON, SQLite parsing every event's text
+# again for each column cost half as much again as the whole write did;
+# docs/benchmarks.md, issue 13, fifth pass.)
 
 #: A batch of up to this many events takes the plain statements, a row (or a
 #: series) each: SQLite runs them faster than the JSON ones, and a small batch
