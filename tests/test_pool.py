@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Callable
 
 import anyio
 import pytest
 
-from runner._pool import WorkerPool
+from runner._pool import Worker, WorkerPool
 
 pytestmark = pytest.mark.anyio
 
@@ -35,6 +36,31 @@ class Work:
         self.started += 1
         await self.stopping.wait()
         self.finished += 1
+
+
+def counting_cancellations(body: Worker, counter: list[int]) -> Worker:
+    """``body`` as a worker that counts, in ``counter[0]``, the times it was cancelled."""
+
+    async def worker() -> None:
+        try:
+            await body()
+        except asyncio.CancelledError:
+            counter[0] += 1
+            raise
+
+    return worker
+
+
+async def join_cancelled(
+    worker: Worker, count: int, stop: Callable[[], None], grace: float
+) -> tuple[WorkerPool, anyio.CancelScope]:
+    """Start a pool, cancel the scope around its join once every worker is parked."""
+    with anyio.CancelScope() as scope:
+        pool = WorkerPool(worker, count)
+        await asyncio.sleep(0)
+        scope.cancel()
+        await pool.join(stop, grace)
+    return pool, scope
 
 
 async def test_join_returns_once_every_worker_has_returned() -> None:
@@ -71,23 +97,11 @@ async def test_a_worker_error_stops_the_others_and_is_raised() -> None:
 async def test_cancelled_join_stops_the_workers_then_propagates() -> None:
     """The workers end through ``stop`` (no task.cancel); then the cancellation is raised."""
     work = Work()
-    ended_cancelled = 0
-
-    async def worker() -> None:
-        nonlocal ended_cancelled
-        try:
-            await work.worker()
-        except asyncio.CancelledError:
-            ended_cancelled += 1
-            raise
-
-    with anyio.CancelScope() as scope:
-        pool = WorkerPool(worker, 3)
-        await asyncio.sleep(0)
-        scope.cancel()
-        await pool.join(work.stop, 1.0)
+    cancelled = [0]
+    worker = counting_cancellations(work.worker, cancelled)
+    pool, scope = await join_cancelled(worker, 3, work.stop, 1.0)
     assert scope.cancelled_caught
-    assert (work.stop_calls, work.finished, ended_cancelled) == (1, 3, 0)
+    assert (work.stop_calls, work.finished, cancelled[0]) == (1, 3, 0)
     assert pool.running == 0
 
 
@@ -103,60 +117,32 @@ async def test_the_wind_down_is_shielded_from_the_enclosing_scope() -> None:
             await anyio.sleep(0.001)
         finished += 1
 
-    with anyio.CancelScope() as scope:
-        pool = WorkerPool(worker, 3)
-        await asyncio.sleep(0)
-        scope.cancel()
-        await pool.join(work.stop, 5.0)
+    await join_cancelled(worker, 3, work.stop, 5.0)
     assert finished == 3
 
 
 async def test_a_worker_ignoring_stop_is_cancelled_after_the_grace() -> None:
     work = Work()
-    ended_cancelled = 0
-
-    async def stubborn() -> None:
-        nonlocal ended_cancelled
-        try:
-            await anyio.sleep_forever()
-        except asyncio.CancelledError:
-            ended_cancelled += 1
-            raise
-
-    with anyio.CancelScope() as scope:
-        pool = WorkerPool(stubborn, 2)
-        await asyncio.sleep(0)
-        scope.cancel()
-        await pool.join(work.stop, 0.05)
+    cancelled = [0]
+    stubborn = counting_cancellations(anyio.sleep_forever, cancelled)
+    pool, scope = await join_cancelled(stubborn, 2, work.stop, 0.05)
     assert scope.cancelled_caught
-    assert (work.stop_calls, ended_cancelled, pool.running) == (1, 2, 0)
+    assert (work.stop_calls, cancelled[0], pool.running) == (1, 2, 0)
 
 
 async def test_a_failing_stop_cancels_the_workers_at_once_and_is_raised() -> None:
-    work = Work()
-    ended_cancelled = 0
-
-    async def worker() -> None:
-        nonlocal ended_cancelled
-        try:
-            await anyio.sleep_forever()
-        except asyncio.CancelledError:
-            ended_cancelled += 1
-            raise
+    cancelled = [0]
+    worker = counting_cancellations(anyio.sleep_forever, cancelled)
 
     def broken_stop() -> None:
         raise RuntimeError("stop failed")
 
-    with anyio.CancelScope() as scope:
-        pool = WorkerPool(worker, 2)
-        await asyncio.sleep(0)
-        scope.cancel()
-        began = anyio.current_time()
-        with pytest.raises(RuntimeError, match="stop failed"):
-            await pool.join(broken_stop, 5.0)
+    began = anyio.current_time()
+    with pytest.raises(RuntimeError, match="stop failed"):
+        await join_cancelled(worker, 2, broken_stop, 5.0)
     # At once, not after the grace (the workers were never asked to stop).
     assert anyio.current_time() - began < 2.5
-    assert (ended_cancelled, pool.running, work.stop_calls) == (2, 0, 0)
+    assert cancelled[0] == 2
 
 
 async def test_an_idle_worker_costs_the_collector_far_fewer_objects_than_in_a_task_group() -> None:
