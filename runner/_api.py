@@ -309,9 +309,7 @@ class Runner:
                 await self.shutdown()
             else:
                 # An error or a cancelled scope: no grace period.
-                dispatcher.close()
-                for ctx in list(dispatcher.live):
-                    dispatcher.request_cancel(ctx)
+                dispatcher.cancel_all()
         except BaseException as inner:
             await stack.__aexit__(type(inner), inner, inner.__traceback__)
             raise

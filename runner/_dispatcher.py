@@ -189,7 +189,7 @@ class Dispatcher:
                 if self._scope_class is AsyncioScope:
                     pool = WorkerPool(self._worker, self._concurrency)
                     task_status.started()
-                    await pool.join(self._stop_all, EMIT_DEADLINE)
+                    await pool.join(self.cancel_all, EMIT_DEADLINE)
                 else:
                     async with anyio.create_task_group() as group:
                         for _ in range(self._concurrency):
@@ -199,12 +199,6 @@ class Dispatcher:
         finally:
             # No sender may wait on a queue nobody reads any more.
             self._queue.close()
-
-    def _stop_all(self) -> None:
-        """Close intake and cancel every task: how the asyncio pool stops its workers."""
-        self.close()
-        for ctx in list(self.supervisor.live):
-            self.supervisor.request_cancel(ctx)
 
     async def _worker(self) -> None:
         """Run queued tasks one after the other, each to one terminal state.
@@ -590,9 +584,18 @@ class Dispatcher:
         self.close()
         with anyio.move_on_after(grace):
             await self.supervisor.wait_idle()
+        self.cancel_all()
+        await self.supervisor.wait_idle()
+
+    def cancel_all(self) -> None:
+        """Close intake and cancel every task, at once (no grace).
+
+        How a runner leaving on an error stops, and how the asyncio worker
+        pool stops its workers: each ends its task the ordinary way.
+        """
+        self.close()
         for ctx in list(self.supervisor.live):
             self.supervisor.request_cancel(ctx)
-        await self.supervisor.wait_idle()
 
     def sweep(self) -> None:
         """Settle every context still without a Result as cancelled (synchronous).

@@ -18,10 +18,10 @@ What the task group did, :class:`WorkerPool` does:
   ``join`` raises that error.
 * Cancelled (the runner's task group is cancelled: an error or a cancelled
   scope around the runner), ``join`` does not cancel the workers' tasks.
-  It calls ``stop``, which for the dispatcher closes the queue and cancels
-  every task it holds (each attempt's own scope), so a worker ends its task
-  the ordinary way, with the attempt's ``cancelled`` metric event, and
-  returns.  A worker still running ``grace`` seconds later (a metrics sink
+  It calls ``stop`` (the dispatcher's ``cancel_all``: the queue closed,
+  every task it holds cancelled through its attempt's own scope), so a
+  worker ends its task the ordinary way, with the attempt's ``cancelled``
+  metric event, and returns.  A worker still running ``grace`` seconds later (a metrics sink
   that never takes the event, say) is cancelled outright.  The wait is
   shielded from the enclosing scope, which would otherwise cancel it again
   at every turn of the loop; the cancellation is raised once every worker

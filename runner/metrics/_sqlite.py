@@ -410,28 +410,32 @@ def _add(
     """Store a batch's runs and rollup rows, then compact its series.
 
     Three statements, whatever the number of series; a small batch
-    (:data:`SMALL_BATCH`) takes the plain ones instead.
+    (:data:`SMALL_BATCH`), or one whose JSON SQLite would not read back
+    whole, takes the plain ones, a row or a series each.
     """
-    if sum(run[6] for run in runs) <= SMALL_BATCH:
+    packed = _packed(runs, rollup) if sum(run[6] for run in runs) > SMALL_BATCH else None
+    if packed is None:
         conn.executemany(INSERT_RUN, runs)
         conn.executemany(ADD_ROLLUP, rollup)
-        if compaction is not None:
-            compact(conn, list(series_of(runs)), compaction, one_query=False)
-        return
+    else:
+        packed_runs, blobs, packed_rollup = packed
+        conn.execute(INSERT_RUNS, (packed_runs, blobs))
+        conn.execute(ADD_ROLLUPS, (packed_rollup,))
+    if compaction is not None:
+        compact(conn, list(series_of(runs)), compaction, one_query=packed is not None)
+
+
+def _packed(runs: list[RunRow], rollup: list[RollupRow]) -> tuple[bytes, bytes, bytes] | None:
+    """:data:`INSERT_RUNS`' and :data:`ADD_ROLLUPS`' arguments; ``None`` unless :func:`_exact`."""
     heads: list[tuple[object, ...]] = []
     start = 1
     for run in runs:
         heads.append((*run[:13], start, len(run[13])))
         start += len(run[13])
     packed_runs, packed_rollup = _json.encode(heads), _json.encode(rollup)
-    if _exact(packed_runs) and _exact(packed_rollup):
-        conn.execute(INSERT_RUNS, (packed_runs, b"".join(run[13] for run in runs)))
-        conn.execute(ADD_ROLLUPS, (packed_rollup,))
-    else:
-        conn.executemany(INSERT_RUN, runs)
-        conn.executemany(ADD_ROLLUP, rollup)
-    if compaction is not None:
-        compact(conn, list(series_of(runs)), compaction)
+    if not (_exact(packed_runs) and _exact(packed_rollup)):
+        return None
+    return packed_runs, b"".join(run[13] for run in runs), packed_rollup
 
 
 @functools.lru_cache(maxsize=len(INSERT_SIZES))
