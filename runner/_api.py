@@ -419,7 +419,6 @@ class Runner:
         # Pulled tasks and finished Results arrive in one inbox, so waiting
         # for either is one wait.  At most `window` of each are ever in it.
         inbox: Inbox[_Arrival] = Inbox()
-        handles: dict[TaskExecutionContext, None] = {}
         # A plain iterable is pulled here, between Results (it cannot wait
         # for input without blocking everything anyway); an async one in a
         # task of its own, so its waiting never holds back a Result.
@@ -451,9 +450,9 @@ class Runner:
                         break
                     burst += 1
                     in_flight += 1
-                    started = self._start(task, finished, inbox, handles)
+                    started = self._start(task, finished, inbox)
                     if not isinstance(started, bool):  # the queue is full: wait for room
-                        started = await self._queue_one(started, task, inbox, handles)
+                        started = await self._queue_one(started, task, inbox)
                     if not started:
                         exhausted = True  # shutting down: refused, and nothing more is pulled
                 if exhausted and not in_flight:
@@ -466,12 +465,10 @@ class Runner:
                     in_flight -= 1
                     if puller is not None:
                         puller.room.release()
-                    if len(handles) > 2 * window:
-                        _forget_done(handles)  # amortised: keeps the map bounded by the window
                     yield arrival
                 elif isinstance(arrival, _Pulled):
                     in_flight += 1
-                    refused = not await self._run_one(arrival.task, finished, inbox, handles)
+                    refused = not await self._run_one(arrival.task, finished, inbox)
                     if refused and puller is not None:
                         puller.stop()
                 elif isinstance(arrival, BaseException):
@@ -484,7 +481,11 @@ class Runner:
                 self._pullers.discard(puller)
             dispatcher = self._dispatcher
             if dispatcher is not None:
-                for ctx in handles:
+                # This stream's tasks still in flight are the live ones that
+                # report to it: no map of them is kept while it runs, so a
+                # finished task is garbage as soon as its Result is read.
+                mine = [ctx for ctx in dispatcher.live if ctx.notify is finished]
+                for ctx in mine:
                     # Nobody reads the stream any more: the Result still goes
                     # to the handle, not to the closed stream.
                     ctx.notify = None
@@ -496,20 +497,18 @@ class Runner:
         task: TaskInput,
         finished: Callable[[Result], None],
         inbox: Inbox[_Arrival],
-        handles: dict[TaskExecutionContext, None],
     ) -> bool:
         """Submit one task of a run_many; False when the runner refused it (shutting down)."""
-        started = self._start(task, finished, inbox, handles)
+        started = self._start(task, finished, inbox)
         if isinstance(started, bool):
             return started
-        return await self._queue_one(started, task, inbox, handles)
+        return await self._queue_one(started, task, inbox)
 
     async def _queue_one(
         self,
         ctx: TaskExecutionContext,
         task: TaskInput,
         inbox: Inbox[_Arrival],
-        handles: dict[TaskExecutionContext, None],
     ) -> bool:
         """Queue a context :meth:`_start` found no room for, waiting for room."""
         try:
@@ -517,8 +516,6 @@ class Runner:
         except UsageError as exc:
             inbox.put(self._refused(task, str(exc)))
             return False
-        if ctx.result is None:
-            handles[ctx] = None
         return True
 
     def _start(
@@ -526,7 +523,6 @@ class Runner:
         task: TaskInput,
         finished: Callable[[Result], None],
         inbox: Inbox[_Arrival],
-        handles: dict[TaskExecutionContext, None],
     ) -> bool | TaskExecutionContext:
         """:meth:`_run_one` without waiting: its answer, or the context when the queue is full.
 
@@ -544,8 +540,6 @@ class Runner:
         except UsageError as exc:
             inbox.put(self._refused(task, str(exc)))
             return False
-        if ctx.result is None:
-            handles[ctx] = None
         return True
 
     async def _submit(
@@ -725,12 +719,6 @@ def as_task(data: TaskInput) -> tuple[Task, str | None]:
         ),
         problem,
     )
-
-
-def _forget_done(handles: dict[TaskExecutionContext, None]) -> None:
-    done = [ctx for ctx in handles if ctx.result is not None]
-    for ctx in done:
-        del handles[ctx]
 
 
 def _role_problem(
