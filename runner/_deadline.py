@@ -8,18 +8,21 @@ task (27,000 of 199,000 instructions, zero-latency provider), almost all of
 it for calls that answer long before their deadline.
 
 :class:`Deadlines` therefore sets the deadline late but exactly: a call is
-registered when it starts (an append to a list), and a watcher task sets the
-scope's deadline, the one computed at the start, on every call still running
-one to two ticks later.  A tick is a quarter of the shortest provider timeout
-(at most one second), so a deadline is always set well before it falls due
-and fires on time; calls that end within a tick never touch the timer heap.
+registered when it starts (its scope and deadline put in a dict) and
+unregistered when it ends, and a watcher task sets the scope's deadline, the
+one computed at the start, on every call still running one to two ticks
+later.  A tick is a quarter of the shortest provider timeout (at most one
+second), so a deadline is always set well before it falls due and fires on
+time; calls that end within a tick never touch the timer heap.  Nothing of a
+call outlives it here: an ended call's scope is dropped at once, not kept
+for the watcher's next pass (with thousands of calls a second, a list of
+ended entries was tens of thousands of objects for the garbage collector).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import anyio
 import sniffio
@@ -29,10 +32,6 @@ from runner._scope import AttemptScope
 #: Longest pause between two passes of the watcher, in seconds.
 MAX_TICK = 1.0
 
-#: One registered call: ``[scope, deadline]``; the caller sets ``[0]`` to
-#: ``None`` when the call ends.  A plain list, since one is made per attempt.
-Entry = list[Any]
-
 
 class Deadlines:
     """Registers calls and sets their scopes' deadlines once they outlive a tick."""
@@ -41,21 +40,24 @@ class Deadlines:
 
     def __init__(self, timeouts: Iterable[float]) -> None:
         self._tick = min(MAX_TICK, min(timeouts, default=4 * MAX_TICK) / 4)
-        #: Calls registered since the last pass, and those of the pass before:
-        #: each entry is [scope or None once the call ended, absolute deadline].
-        self._young: list[Entry] = []
-        self._old: list[Entry] = []
+        #: Calls running and registered since the last pass, and those of the
+        #: pass before: each scope with its absolute deadline.
+        self._young: dict[AttemptScope, float] = {}
+        self._old: dict[AttemptScope, float] = {}
         self._wake: anyio.Event | None = None
         self._now: Callable[[], float] = anyio.current_time
 
-    def start(self, scope: AttemptScope, timeout: float) -> Entry:
-        """Register a call starting now under ``scope``; set ``entry[0] = None`` when it ends."""
-        entry: Entry = [scope, self._now() + timeout]
-        self._young.append(entry)
+    def start(self, scope: AttemptScope, timeout: float) -> None:
+        """Register a call starting now under ``scope``; :meth:`end` it however it ends."""
+        self._young[scope] = self._now() + timeout
         if self._wake is not None:
             self._wake.set()
             self._wake = None
-        return entry
+
+    def end(self, scope: AttemptScope) -> None:
+        """The call under ``scope`` is over: its deadline is not set any more."""
+        if self._young.pop(scope, None) is None:
+            self._old.pop(scope, None)
 
     async def watch(self) -> None:
         """Set due deadlines until cancelled (run it beside the worker pool)."""
@@ -65,12 +67,10 @@ class Deadlines:
                 wake = self._wake = anyio.Event()
                 await wake.wait()
             await anyio.sleep(self._tick)
-            for entry in self._old:
-                scope = entry[0]
-                if scope is not None:
-                    scope.deadline = entry[1]
+            for scope, deadline in self._old.items():
+                scope.deadline = deadline
             self._old = self._young
-            self._young = []
+            self._young = {}
 
 
 def _loop_clock() -> Callable[[], float]:

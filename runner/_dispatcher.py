@@ -321,7 +321,6 @@ class Dispatcher:
         scope = ctx.scope = self._scope_class()
         outcome: Outcome = None
         calling = False
-        call = None
         start = wall = 0.0
         config: ProviderConfig | None = None
         try:
@@ -382,7 +381,7 @@ class Dispatcher:
                     start = self._clock()
                     # The deadline, in the event loop's time (not the injected
                     # clock's), is set on this scope if the call outlives a tick.
-                    call = self._deadlines.start(scope, config.timeout)
+                    self._deadlines.start(scope, config.timeout)
                     calling = True
                     try:
                         outcome = await lane.provider.complete(request)
@@ -395,8 +394,8 @@ class Dispatcher:
                     if isinstance(outcome, CompletionResponse):
                         tokens = outcome.usage.total_tokens
                 finally:
-                    if call is not None:
-                        call[0] = None
+                    if calling:
+                        self._deadlines.end(scope)
                     if entered and shared is not None:
                         shared.leave(tokens)
                     if limiter is not None:

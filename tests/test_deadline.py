@@ -26,12 +26,13 @@ async def test_a_long_call_is_cut_at_exactly_its_deadline() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(deadlines.watch)
         with anyio.CancelScope() as scope:
-            call = deadlines.start(scope, 0.2)
+            deadlines.start(scope, 0.2)
+            due = deadlines._young[scope]
             await anyio.sleep_forever()
-        call[0] = None
+        deadlines.end(scope)
         tg.cancel_scope.cancel()
     assert scope.cancelled_caught
-    assert scope.deadline == call[1]
+    assert scope.deadline == due
 
 
 async def test_a_short_call_never_touches_the_timer() -> None:
@@ -40,13 +41,29 @@ async def test_a_short_call_never_touches_the_timer() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(deadlines.watch)
         with anyio.CancelScope() as scope:
-            call = deadlines.start(scope, 0.2)
+            deadlines.start(scope, 0.2)
             await anyio.lowlevel.checkpoint()
-        call[0] = None
+        deadlines.end(scope)
         await anyio.sleep(0.15)  # three ticks: every pass has seen the entry
         tg.cancel_scope.cancel()
     assert scope.deadline == math.inf
     assert not scope.cancelled_caught
+
+
+async def test_an_ended_call_is_not_kept() -> None:
+    """Ending a call drops its scope at once, whichever pass registered it."""
+    deadlines = Deadlines([0.2])
+    first, second = anyio.CancelScope(), anyio.CancelScope()
+    deadlines.start(first, 0.2)
+    # What a watcher's pass does with the calls of the pass before.
+    deadlines._old, deadlines._young = deadlines._young, {}
+    deadlines.start(second, 0.2)
+    assert (list(deadlines._old), list(deadlines._young)) == ([first], [second])
+    deadlines.end(first)
+    deadlines.end(second)
+    assert (deadlines._young, deadlines._old) == ({}, {})
+    deadlines.end(second)  # ending twice is harmless
+    assert first.deadline == second.deadline == math.inf
 
 
 def test_the_tick_is_a_quarter_of_the_shortest_timeout_at_most_a_second() -> None:
