@@ -14,14 +14,18 @@ import time
 
 def iso_ms(wall: float) -> str:
     """``wall`` (seconds since the epoch) as ISO 8601 UTC with milliseconds and ``Z``."""
-    seconds = int(wall)
-    millis = int((wall - seconds) * 1000)
-    key = seconds * 1000 + millis
+    key = int(wall * 1000)
     text = _MILLIS.get(key)
     if text is None:
-        if len(_MILLIS) >= _MILLIS_KEPT:
-            _MILLIS.clear()
-        text = _MILLIS[key] = f"{_iso_second(seconds)}.{millis:03d}Z"
+        text = _format_ms(key)
+    return text
+
+
+def _format_ms(key: int) -> str:
+    if len(_MILLIS) >= _MILLIS_KEPT:
+        _MILLIS.clear()
+    seconds, millis = divmod(key, 1000)
+    text = _MILLIS[key] = f"{_iso_second(seconds)}.{millis:03d}Z"
     return text
 
 
@@ -33,6 +37,12 @@ def iso_ms(wall: float) -> str:
 # immutable strings, so iso_ms behaves as a pure function.
 _MILLIS: dict[int, str] = {}
 _MILLIS_KEPT = 4096
+
+#: ``recent_ms(int(wall * 1000))`` is ``iso_ms(wall)`` when that millisecond
+#: was formatted lately, else ``None``: the memo's look-up alone, for a loop
+#: that formats several times per task (``history_of``) and calls
+#: :func:`iso_ms` only on a miss.
+recent_ms = _MILLIS.get
 
 
 @functools.lru_cache(maxsize=1)

@@ -128,11 +128,23 @@ class Result(Struct, kw_only=True, omit_defaults=True, gc=False):
     metadata: dict[str, Any] | None = None
 
 
+#: The types a text field of a Task may have.
+_TEXT: Final = frozenset({str, type(None)})
+
+
 def _well_typed(task: Task) -> bool:
-    # The text fields, read directly: no getattr() call per field on every Task built.
-    for value in (task.id, task.role, task.prompt, task.system, task.workflow, task.input):
-        if value is not None and type(value) is not str:
-            return False
+    # The text fields, read directly and unrolled (every Task built comes
+    # here): no getattr() call, no loop over a tuple made for the check.
+    text = _TEXT
+    if not (
+        type(task.id) in text
+        and type(task.role) in text
+        and type(task.prompt) in text
+        and type(task.system) in text
+        and type(task.workflow) in text
+        and type(task.input) in text
+    ):
+        return False
     messages = task.messages
     if messages is not None and (
         type(messages) is not tuple or not all(type(m) is Message for m in messages)
