@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+import msgspec
 from msgspec import Struct
 
 from runner._errors import UsageError
@@ -122,6 +123,15 @@ class Chain(Struct, frozen=True, kw_only=True):
 
     role: str
     routes: tuple[Route, ...]
+    #: ``Selection(i, routes[i])`` for every position, made once: what nearly
+    #: every :meth:`Registry.select` returns (a chain's providers are rarely
+    #: cooling down), without a new Struct per attempt.
+    ready: tuple[Selection, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.ready) != len(self.routes):
+            ready = tuple(Selection(i, route) for i, route in enumerate(self.routes))
+            msgspec.structs.force_setattr(self, "ready", ready)
 
     @property
     def provider_ids(self) -> tuple[str, ...]:
@@ -296,6 +306,8 @@ class Registry:
         """
         routes = chain.routes
         health = self._health
+        if start < len(routes) and health[routes[start].provider.id].cooled_until == 0.0:
+            return chain.ready[start]  # the loop's first turn, for the usual answer
         now = -math.inf
         earliest = math.inf
         for i in range(start, len(routes)):
