@@ -5,12 +5,15 @@ task passes through it once, and with many workers parked on it (one per
 ``concurrency``) the stream's per-hand-over costs showed in the benchmarks
 (a checkpoint before every blocking receive, a task lookup to check the
 receiver for a pending cancellation, a new Event through the backend lookup
-each time).  Here a parked worker waits on one Event made from the running
-backend's class, and an item taken from a full queue lets one waiting sender
-in, in order.  On asyncio that class is :class:`FutureEvent`, a bare future:
-an ``anyio.Event`` there wraps an ``asyncio.Event``, which makes a future of
-its own and a waiter list on every wait; a worker parks twice per task in a
-wave of them (before the task and after it).
+each time).  Here a parked worker waits on one primitive of the running
+backend, and an item taken from a full queue lets one waiting sender in, in
+order.  On asyncio a parked worker waits on a bare future whose result is
+the item handed to it: one object per park, set by the sender directly (an
+``anyio.Event`` there wraps an ``asyncio.Event``, which makes a future of its
+own and a waiter list on every wait; and a worker parks about once per task
+when tasks arrive as fast as they are done).  On trio it waits on an
+``anyio.Event``, with a list that receives the item.  Waiting senders use
+the backend's :func:`event_class` (:class:`FutureEvent` on asyncio).
 
 Cancellation: a worker cancelled while parked puts back an item handed to it
 at the same moment, so nothing is dropped; a sender cancelled while waiting
@@ -69,12 +72,15 @@ def event_class() -> type[Wakeable]:
 class TaskQueue(Generic[T]):
     """A FIFO of at most ``maxsize`` items (items handed straight to a parked worker aside)."""
 
-    __slots__ = ("_closed", "_event", "_getters", "_items", "_maxsize", "_putters")
+    __slots__ = ("_closed", "_event", "_getters", "_items", "_maxsize", "_putters", "_waiting")
 
     def __init__(self, maxsize: int) -> None:
         self._maxsize = maxsize
         self._items: deque[T] = deque()
-        #: Parked workers: the Event that wakes one, and the list its item goes in.
+        #: Parked workers on asyncio: each a bare future, its result the item
+        #: handed over (``None``: closed).  One object per park, no wrapper.
+        self._waiting: deque[asyncio.Future[T | None]] = deque()
+        #: Parked workers on trio: the Event that wakes one, and the list its item goes in.
         self._getters: deque[tuple[Wakeable, list[T]]] = deque()
         #: Waiting senders: their Event, and a list holding their item until taken.
         self._putters: deque[tuple[Wakeable, list[T]]] = deque()
@@ -103,6 +109,12 @@ class TaskQueue(Generic[T]):
         """
         if self._closed:
             raise anyio.ClosedResourceError
+        waiting = self._waiting
+        while waiting:
+            future = waiting.popleft()
+            if not future.done():  # not one whose worker is being cancelled
+                future.set_result(item)
+                return True
         if self._getters:
             event, box = self._getters.popleft()
             box.append(item)
@@ -154,7 +166,25 @@ class TaskQueue(Generic[T]):
             return item
         if self._closed:
             return None
-        event = self._new_event()
+        if self._event is None:
+            self._event = event_class()
+        if self._event is FutureEvent:
+            # asyncio: a bare future whose result is the item (one object a park).
+            future: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
+            waiting = self._waiting
+            waiting.append(future)
+            try:
+                return await future
+            except BaseException:
+                if future.done() and not future.cancelled():
+                    handed = future.result()
+                    if handed is not None:
+                        # Handed over as the cancellation landed: back to the front.
+                        items.appendleft(handed)
+                elif future in waiting:  # not if close() took it out already
+                    waiting.remove(future)
+                raise
+        event = self._event()
         box: list[T] = []
         entry = (event, box)
         self._getters.append(entry)
@@ -177,6 +207,10 @@ class TaskQueue(Generic[T]):
     def close(self) -> None:
         """Refuse new items; wake parked workers (``None``) and waiting senders (closed)."""
         self._closed = True
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_result(None)
         while self._getters:
             self._getters.popleft()[0].set()
         while self._putters:
@@ -189,15 +223,18 @@ class Inbox(Generic[T]):
     Its writers bound it (``run_many`` keeps at most a window of each kind
     in flight), so ``put`` never waits.  It replaces an anyio memory object
     stream, whose every hand-over looks up the backend and, with the reader
-    parked, makes an Event: the reader parks here on one :func:`event_class`
-    primitive and drains everything that arrived meanwhile without waiting.
-    After :meth:`close`, ``put`` raises :class:`anyio.ClosedResourceError`.
+    parked, makes an Event: the reader parks here (on asyncio a bare future,
+    on trio an ``anyio.Event``) and drains everything that arrived meanwhile
+    without waiting.  After :meth:`close`, ``put`` raises
+    :class:`anyio.ClosedResourceError`.
     """
 
-    __slots__ = ("_closed", "_event", "_items", "_waiter")
+    __slots__ = ("_closed", "_event", "_future", "_items", "_waiter")
 
     def __init__(self) -> None:
         self._items: deque[T] = deque()
+        #: The parked reader's future (asyncio) or Event (trio).
+        self._future: asyncio.Future[None] | None = None
         self._waiter: Wakeable | None = None
         self._closed = False
         self._event: type[Wakeable] | None = None
@@ -207,6 +244,12 @@ class Inbox(Generic[T]):
         if self._closed:
             raise anyio.ClosedResourceError
         self._items.append(item)
+        future = self._future
+        if future is not None:
+            self._future = None
+            if not future.done():
+                future.set_result(None)
+            return
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -224,6 +267,13 @@ class Inbox(Generic[T]):
         while not items:
             if self._event is None:
                 self._event = event_class()
+            if self._event is FutureEvent:
+                future = self._future = asyncio.get_running_loop().create_future()
+                try:
+                    await future
+                finally:
+                    self._future = None
+                continue
             waiter = self._waiter = self._event()
             try:
                 await waiter.wait()

@@ -5,6 +5,8 @@ Pure core: asyncio and trio.
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -148,6 +150,27 @@ async def test_an_item_handed_to_a_worker_being_cancelled_is_not_lost() -> None:
     else:
         assert got == [7]
         assert len(q) == 0
+
+
+async def test_a_worker_cancelled_after_being_handed_an_item_puts_it_back(
+    anyio_backend: str,
+) -> None:
+    """asyncio: the item set on a parked worker's future goes back to the front if it is cancelled.
+
+    The worker's future already holds the item when its task is cancelled,
+    before it ran again: the cancellation wins, and the item is not lost.
+    """
+    if anyio_backend != "asyncio":
+        pytest.skip("asyncio's parked workers wait on a bare future")
+    q: TaskQueue[int] = TaskQueue(2)
+    worker = asyncio.get_running_loop().create_task(q.get())
+    await asyncio.sleep(0)  # the worker parks
+    assert q.put_nowait(7)  # handed over: the future's result
+    assert q.put_nowait(8)  # no parked worker left: queued
+    worker.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await worker
+    assert [q.get_nowait(), q.get_nowait(), q.get_nowait()] == [7, 8, None]
 
 
 async def test_each_backend_parks_on_its_own_primitive(anyio_backend: str) -> None:
