@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import anyio
-from msgspec import Struct, field
+from msgspec import Struct
 
 from runner._registry import Chain
 from runner._scope import Cancellable
@@ -45,7 +45,9 @@ class TaskExecutionContext(Struct, kw_only=True, eq=False):
     provider: str | None = None
     model: str | None = None
     #: Every status move so far; formatted into HistoryEntry only for the Result.
-    history: list[Move] = field(default_factory=list)
+    #: A tuple of untracked Moves: the garbage collector stops tracking it at
+    #: its first pass, so it is never among the objects it walks again.
+    history: tuple[Move, ...] = ()
     #: Monotonic times: accepted, first running, terminal.
     enqueued_at: float = 0.0
     started_at: float | None = None
@@ -90,7 +92,7 @@ def new_context(
         chain=chain,
         workflow=task.workflow,
         enqueued_at=now,
-        history=[Move("pending", wall)],
+        history=(Move("pending", wall),),
         notify=notify,
     )
     if task.workflow is None:

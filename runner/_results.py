@@ -62,7 +62,7 @@ class Finished(Protocol):
     latency_ms: float | None
     cost_usd: float | None
     error: ErrorInfo | None
-    history: list[Move]
+    history: tuple[Move, ...]
     enqueued_at: float
     started_at: float | None
     finished_at: float | None

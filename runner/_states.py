@@ -68,7 +68,7 @@ class Movable(Protocol):
 
     id: str
     status: Status
-    history: list[Move]
+    history: tuple[Move, ...]
 
 
 def move(
@@ -93,5 +93,5 @@ def move(
         )
     entry = Move(status, at, provider, attempt, error_code)
     ctx.status = status
-    ctx.history.append(entry)
+    ctx.history += (entry,)
     return entry
