@@ -104,7 +104,12 @@ def history_of(moves: Iterable[Move]) -> list[HistoryEntry]:
 
 def _usd(amount: float | None) -> float | None:
     """Costs to a tenth of a micro-dollar: float sums otherwise print 17 digits."""
-    return None if amount is None else round(amount * 1e10) / 1e10
+    if amount is None:
+        return None
+    try:
+        return round(amount * 1e10) / 1e10
+    except (OverflowError, ValueError):  # inf or nan (a price set so in Python): as it is
+        return amount
 
 
 def _terminal(ctx: Finished) -> FinalStatus:
@@ -136,7 +141,6 @@ def task_result(ctx: Finished) -> Result:
         queued_ms = round((started_at - ctx.enqueued_at) * 1e6) / 1000
     if response is not None:
         latency = ctx.latency_ms
-        cost = ctx.cost_usd
         return Result(
             id=ctx.id,
             status=status,
@@ -148,7 +152,7 @@ def task_result(ctx: Finished) -> Result:
             output=response.text,
             finish_reason=response.finish_reason,
             usage=response.usage,
-            cost_usd=None if cost is None else round(cost * 1e10) / 1e10,  # _usd, inlined
+            cost_usd=_usd(ctx.cost_usd),
             latency_ms=None if latency is None else round(latency * 1000) / 1000,
             queued_ms=queued_ms,
             history=history_of(ctx.history),

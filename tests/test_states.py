@@ -12,9 +12,11 @@ from runner import Task, TransitionError
 from runner._clock import _MILLIS_KEPT, iso_ms
 from runner._context import new_context
 from runner._registry import Chain
-from runner._results import entry_of, history_of
+from runner._results import entry_of, history_of, task_result
 from runner._states import FINAL, STATUSES, TERMINAL, TRANSITIONS, is_legal, move
 from runner._task import Status
+from workers._base import CompletionResponse
+from workers._types import Usage
 
 LEGAL = {
     ("pending", "running"),
@@ -123,3 +125,22 @@ def test_error_message_lists_legal_moves() -> None:
         TransitionError, match=r"completed -> running \(legal from completed: none\)"
     ):
         move(ctx, "running", provider=None, at=0.0)
+
+
+def test_result_figures_are_rounded_and_a_non_finite_cost_is_kept() -> None:
+    """Latency and queued time to the µs, cost to 1e-10 USD; an infinite cost stays as it is."""
+    usage = Usage(input_tokens=1, output_tokens=2, total_tokens=3)
+    results = []
+    for cost in (0.000012345678912345, float("inf")):
+        ctx = ctx_in("pending")
+        ctx.enqueued_at = 10.0
+        move(ctx, "running", provider="a", at=1.0, attempt=1)
+        ctx.started_at = 10.0001234567
+        move(ctx, "completed", provider="a", at=2.0, attempt=1)
+        ctx.response = CompletionResponse(text="x", finish_reason="stop", usage=usage, model="m")
+        ctx.latency_ms = 12.3456789
+        ctx.cost_usd = cost
+        results.append(task_result(ctx))
+    rounded, infinite = results
+    assert (rounded.latency_ms, rounded.queued_ms, rounded.cost_usd) == (12.346, 0.123, 1.23457e-05)
+    assert infinite.cost_usd == float("inf")
