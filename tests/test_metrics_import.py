@@ -19,6 +19,7 @@ from runner.metrics._sqlite import (
     prepare_database,
     store_rows,
 )
+from runner.metrics._writer import DEFAULT_BATCH
 
 BASE = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
 
@@ -63,6 +64,20 @@ def test_a_batch_partly_stored_already_adds_only_the_new_rows(variables: int | N
     assert store_rows(conn, [[row(n) for n in range(total)]]) == total // 2
     assert counts(conn) == (total, total, total, total)
     assert store_rows(conn, [[row(n) for n in range(total)]]) == 0
+    conn.close()
+
+
+def test_a_full_writer_batch_is_one_statement_of_events() -> None:
+    """The largest multi-row INSERT is the writer's full batch: a writer behind takes one step."""
+    assert INSERT_SIZES[0] == DEFAULT_BATCH
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate_schema(conn)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    assert store_rows(conn, [[row(n) for n in range(DEFAULT_BATCH)]]) == DEFAULT_BATCH
+    conn.set_trace_callback(None)
+    assert sum(s.startswith("INSERT OR IGNORE INTO events") for s in statements) == 1
+    assert counts(conn) == (DEFAULT_BATCH,) * 4
     conn.close()
 
 

@@ -73,8 +73,14 @@ BUSY_TIMEOUT: Final = 5.0
 IMPORT_BATCH: Final = 50_000
 #: Rows per multi-row ``INSERT``, largest first: a batch goes in as the fewest
 #: statements these sizes add up to (sizes above SQLite's variable limit skipped),
-#: and each size's statement is prepared once.
-INSERT_SIZES: Final = (1024, 256, 64, 16, 4, 1)
+#: and each size's statement is prepared once per connection.  The first is
+#: the writer's full batch (``runner.metrics._writer.DEFAULT_BATCH``): a
+#: writer that has fallen behind takes full batches, and each then goes in
+#: as one statement.  Every statement lets go of the GIL, and while the event
+#: loop is busy (5,000 calls in flight) the writer's thread waits up to a
+#: switch interval to get it back: with eleven statements for a full batch's
+#: events it took 160-330 ms a batch and fell behind for good.
+INSERT_SIZES: Final = (5_000, 1024, 256, 64, 16, 4, 1)
 
 # The identity of an event for idempotent writes.  Part of schema version 1,
 # and built again by a bulk import into an empty database.
