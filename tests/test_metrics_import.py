@@ -13,6 +13,7 @@ from runner.metrics._events import MetricEvent, Row, to_row, ts_to_us
 from runner.metrics._jsonl import append_jsonl
 from runner.metrics._sqlite import (
     INSERT_SIZES,
+    WHOLE_BATCH,
     import_jsonl,
     migrate_schema,
     open_for_reading,
@@ -67,18 +68,20 @@ def test_a_batch_partly_stored_already_adds_only_the_new_rows(variables: int | N
     conn.close()
 
 
-def test_a_full_writer_batch_is_one_statement_of_events() -> None:
-    """The largest multi-row INSERT is the writer's full batch: a writer behind takes one step."""
-    assert INSERT_SIZES[0] == DEFAULT_BATCH
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    migrate_schema(conn)
-    statements: list[str] = []
-    conn.set_trace_callback(statements.append)
-    assert store_rows(conn, [[row(n) for n in range(DEFAULT_BATCH)]]) == DEFAULT_BATCH
-    conn.set_trace_callback(None)
-    assert sum(s.startswith("INSERT OR IGNORE INTO events") for s in statements) == 1
-    assert counts(conn) == (DEFAULT_BATCH,) * 4
-    conn.close()
+def test_a_full_writer_batch_is_one_statement_of_events_when_whole() -> None:
+    """``whole``: the writer's full batch is one INSERT; without it, the usual sizes."""
+    assert WHOLE_BATCH == DEFAULT_BATCH
+    for whole, expected in ((False, 11), (True, 1)):
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        migrate_schema(conn)
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        rows = [row(n) for n in range(DEFAULT_BATCH)]
+        assert store_rows(conn, [rows], whole=whole) == DEFAULT_BATCH
+        conn.set_trace_callback(None)
+        assert sum(s.startswith("INSERT OR IGNORE INTO events") for s in statements) == expected
+        assert counts(conn) == (DEFAULT_BATCH,) * 4
+        conn.close()
 
 
 def test_a_load_into_a_new_database_leaves_it_in_wal_mode(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ test mode keeps the retries from waiting.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from runner.metrics._runs import Compaction
 from runner.metrics._sqlite import SqliteStore, open_for_reading
 from runner.metrics._store import spill_path
 from runner.metrics._writer import (
+    DEFAULT_BATCH,
     MemorySink,
     NullSink,
     _StreamSink,
@@ -149,6 +151,41 @@ async def test_the_writer_compacts_runs_when_events_trickle_in(tmp_path: Path) -
     # Two series of 100 events: at most 100 / 8 full runs and 2 small ones each, not 200 runs.
     assert runs <= 2 * (100 // 8 + 2)
     assert summary == summarize_events(sent, Filters(), Grouping())
+
+
+async def test_a_writer_starved_of_the_gil_stores_a_full_batch_in_one_statement(
+    tmp_path: Path,
+) -> None:
+    """A batch whose thread waited for the GIL turns on one statement per full batch.
+
+    Another thread computes (holding the GIL but for the switch interval)
+    while a full batch is written, as the event loop's thread does with
+    thousands of calls in flight.  A batch written while nothing else runs
+    leaves the store as it was.
+    """
+    db = tmp_path / "m.db"
+    store = await SqliteStore.open(db)
+    try:
+        await store.write([event(n) for n in range(200)])
+        assert not store.whole
+        stop = threading.Event()
+
+        def spin() -> None:  # Python that holds the GIL but for the switch interval
+            while not stop.is_set():
+                pass
+
+        busy = threading.Thread(target=spin)
+        busy.start()
+        try:
+            await store.write([event(n) for n in range(200, 200 + DEFAULT_BATCH)])
+        finally:
+            stop.set()
+            busy.join()
+        assert store.whole
+        await store.write([event(n) for n in range(200 + DEFAULT_BATCH, 200 + 2 * DEFAULT_BATCH)])
+    finally:
+        await store.aclose()
+    assert stored_ids(db) == sorted(f"e{n}" for n in range(200 + 2 * DEFAULT_BATCH))
 
 
 async def test_events_sent_just_before_exit_are_flushed(tmp_path: Path) -> None:

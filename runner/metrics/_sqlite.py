@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
@@ -73,14 +74,16 @@ BUSY_TIMEOUT: Final = 5.0
 IMPORT_BATCH: Final = 50_000
 #: Rows per multi-row ``INSERT``, largest first: a batch goes in as the fewest
 #: statements these sizes add up to (sizes above SQLite's variable limit skipped),
-#: and each size's statement is prepared once per connection.  The first is
-#: the writer's full batch (``runner.metrics._writer.DEFAULT_BATCH``): a
-#: writer that has fallen behind takes full batches, and each then goes in
-#: as one statement.  Every statement lets go of the GIL, and while the event
-#: loop is busy (5,000 calls in flight) the writer's thread waits up to a
-#: switch interval to get it back: with eleven statements for a full batch's
-#: events it took 160-330 ms a batch and fell behind for good.
-INSERT_SIZES: Final = (5_000, 1024, 256, 64, 16, 4, 1)
+#: and each size's statement is prepared once per connection.
+INSERT_SIZES: Final = (1024, 256, 64, 16, 4, 1)
+#: The writer's full batch (``runner.metrics._writer.DEFAULT_BATCH``), which a
+#: writer whose thread waits for the GIL stores in one statement: see
+#: :class:`SqliteStore`.
+WHOLE_BATCH: Final = 5_000
+#: Seconds a batch's write may spend waiting, beyond its CPU time, before the
+#: writer counts its thread as starved of the GIL (an uncontended batch waits
+#: a few milliseconds at most; a starved one waited 100-300 ms).
+STARVED_WAIT: Final = 0.05
 
 # The identity of an event for idempotent writes.  Part of schema version 1,
 # and built again by a bulk import into an empty database.
@@ -444,14 +447,14 @@ def _packed(runs: list[RunRow], rollup: list[RollupRow]) -> tuple[bytes, bytes, 
     return packed_runs, b"".join(run[13] for run in runs), packed_rollup
 
 
-@functools.lru_cache(maxsize=len(INSERT_SIZES))
+@functools.lru_cache(maxsize=len(INSERT_SIZES) + 1)
 def _insert_many(rows: int) -> str:
     """:data:`INSERT_EVENTS` for ``rows`` rows at once."""
     head, _, values = INSERT_EVENTS.partition(" VALUES ")
     return f"{head} VALUES {', '.join([values] * rows)}"
 
 
-def _insert_events(conn: sqlite3.Connection, rows: Sequence[Row]) -> int:
+def _insert_events(conn: sqlite3.Connection, rows: Sequence[Row], *, whole: bool = False) -> int:
     """Insert ``rows``, ignoring those stored already; return how many were new.
 
     Many rows to a statement, in as few statements as :data:`INSERT_SIZES`
@@ -462,11 +465,12 @@ def _insert_events(conn: sqlite3.Connection, rows: Sequence[Row]) -> int:
     thread waits up to a switch interval (5 ms) to get back while the event
     loop is busy: a 5,000-event batch written 128 rows to a statement (the
     rest one by one) took 300-500 ms instead of its 30 ms of CPU, and the
-    writer fell behind.
+    writer fell behind.  With ``whole``, a batch of :data:`WHOLE_BATCH` rows
+    is one statement (when SQLite's variable limit allows it).
     """
     most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS
     added = start = 0
-    for size in INSERT_SIZES:
+    for size in (WHOLE_BATCH, *INSERT_SIZES) if whole else INSERT_SIZES:
         if size > most:
             continue
         end = start + (len(rows) - start) // size * size
@@ -487,6 +491,7 @@ def store_rows(
     *,
     compaction: Compaction | None = DEFAULT_COMPACTION,
     bulk: bool = False,
+    whole: bool = False,
 ) -> int:
     """Store every batch in one transaction (events, runs, rollup); return how many were new.
 
@@ -509,7 +514,7 @@ def store_rows(
             conn.execute("DROP INDEX events_identity")
         top = last
         for rows in batches:
-            added = _insert_events(conn, rows)
+            added = _insert_events(conn, rows, whole=whole)
             if added == len(rows):
                 if isinstance(rows, Prepared):
                     _add(conn, *rows.figures_at(top + 1), compaction)
@@ -542,9 +547,16 @@ def store_rows(
 
 
 def _write_events(
-    conn: sqlite3.Connection, events: Sequence[MetricEvent], compaction: Compaction | None
-) -> int:
-    return store_rows(conn, [[to_row(e, _NO_CODE) for e in events]], compaction=compaction)
+    conn: sqlite3.Connection,
+    events: Sequence[MetricEvent],
+    compaction: Compaction | None,
+    whole: bool,
+) -> tuple[int, float]:
+    """Store ``events``; how many were new, and the seconds spent waiting rather than working."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    rows = [to_row(e, _NO_CODE) for e in events]
+    added = store_rows(conn, [rows], compaction=compaction, whole=whole)
+    return added, (time.perf_counter() - wall) - (time.thread_time() - cpu)
 
 
 class SqliteStore:
@@ -552,12 +564,24 @@ class SqliteStore:
 
     Every call runs :func:`store_rows` in a worker thread through an
     :class:`~runner._owner.OwnedConnection`, so it works on asyncio and trio.
+
+    Each of a batch's statements lets go of the GIL, and while the event
+    loop's thread is busy (thousands of calls in flight) the writer's thread
+    waits up to a switch interval (5 ms) to get it back, every time: batches
+    of 5,000 took 160-330 ms for 20-60 ms of CPU, and the writer fell behind
+    for good.  Once a batch has waited more than :data:`STARVED_WAIT`
+    beyond its CPU time, a full batch's events go in as one statement
+    (``whole``) for the rest of the connection's life.  Not from the start:
+    that statement takes 30-50 ms to prepare, which a writer that keeps up
+    (its batches waiting a few milliseconds) never needs to spend.
     """
 
     def __init__(self, conn: OwnedConnection, path: str, compaction: Compaction | None) -> None:
         self._conn = conn
         self.name = path
         self._compaction = compaction
+        #: Whether a batch's thread was starved of the GIL (see above).
+        self.whole = False
 
     @classmethod
     async def open(
@@ -576,9 +600,14 @@ class SqliteStore:
 
     async def write(self, events: Sequence[MetricEvent]) -> int:
         try:
-            return await self._conn.run(_write_events, events, self._compaction)
+            added, waited = await self._conn.run(
+                _write_events, events, self._compaction, self.whole
+            )
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(reason(exc)) from exc
+        if waited > STARVED_WAIT:
+            self.whole = True
+        return added
 
     async def aclose(self) -> None:
         await self._conn.aclose()
