@@ -248,6 +248,29 @@ async def test_leaving_run_many_early_cancels_the_rest() -> None:
     assert not hold.is_set()
 
 
+async def test_leaving_run_many_early_cancels_its_own_tasks_only() -> None:
+    """Closing one stream cancels its tasks at once; a task submitted on its own runs on."""
+    config = make_config(concurrency=4)
+    gates, hold = gated(config)
+    gates["d"].hold = None  # the planner answers at once
+    async with open_runner(config, providers=gates) as r:
+        alone = await r.submit(Task(id="alone", role="coder", prompt="x"))
+        tasks = [Task(id="fast", role="planner", prompt="x")] + [
+            Task(id=f"slow{i}", role="coder", prompt="x") for i in range(2)
+        ]
+        async with aclosing(r.run_many(tasks)) as results:
+            async for result in results:
+                assert result.id == "fast"
+                break
+        with anyio.fail_after(5):
+            while r.statistics().cancelled < 2:
+                await anyio.lowlevel.checkpoint()
+        stats = r.statistics()
+        assert (stats.cancelled, stats.running) == (2, 1)  # the stream's two; "alone" runs on
+        hold.set()
+        assert (await alone).status == "completed"
+
+
 async def test_shutdown_lets_running_finish_and_cancels_queued() -> None:
     """shutdown(): running tasks finish within the grace period, queued ones are cancelled."""
     config = make_config(concurrency=1)
