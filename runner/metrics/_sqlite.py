@@ -546,7 +546,7 @@ def store_rows(
 # --- the writer's store -------------------------------------------------------
 
 
-def _write_events(
+def write_events(
     conn: sqlite3.Connection,
     events: Sequence[MetricEvent],
     compaction: Compaction | None,
@@ -600,9 +600,7 @@ class SqliteStore:
 
     async def write(self, events: Sequence[MetricEvent]) -> int:
         try:
-            added, waited = await self._conn.run(
-                _write_events, events, self._compaction, self.whole
-            )
+            added, waited = await self._conn.run(write_events, events, self._compaction, self.whole)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(reason(exc)) from exc
         if waited > STARVED_WAIT:

@@ -3,9 +3,12 @@
 An :class:`EventStore` takes batches of
 :class:`~runner.metrics._events.MetricEvent` from the metrics writer
 (:mod:`runner.metrics._writer`), its only caller.  Today there are two: the
-SQLite store (:mod:`runner.metrics._sqlite`) and the JSONL file
-(:mod:`runner.metrics._jsonl`), which is also the spill file the writer
-falls back to.  A backend must guarantee:
+SQLite store and the JSONL file (:mod:`runner.metrics._jsonl`), which is
+also the spill file the writer falls back to.  SQLite's transaction runs in
+a child process of its own (:class:`~runner.metrics._writer_process.ProcessStore`),
+or, where Python cannot start one (no ``sys.executable``), in a worker
+thread (:class:`~runner.metrics._sqlite.SqliteStore`).  A backend must
+guarantee:
 
 * **One owner.**  Only the writer task calls ``write`` and ``aclose``, one
   call at a time; the store needs no locking of its own, and keeps its
@@ -19,9 +22,10 @@ falls back to.  A backend must guarantee:
   The JSONL file is an append log and the exception: its duplicates are
   dropped when it is imported.
 * **Any backend, any loop.**  ``write`` works on asyncio and trio: a
-  blocking driver runs in a worker thread (``anyio.to_thread.run_sync``, one
-  thread at a time, see :class:`~runner._owner.OwnedConnection`), an async
-  driver must be anyio-native.
+  blocking driver runs in a child process driven through anyio's process
+  pipes, or in a worker thread (``anyio.to_thread.run_sync``, one thread at
+  a time, see :class:`~runner._owner.OwnedConnection`); an async driver must
+  be anyio-native.
 * **Prompt close.**  ``aclose`` releases the store; it is called once, after
   the last ``write``, shielded from cancellation.
 
@@ -33,6 +37,7 @@ idempotence, chosen by :func:`open_store` from ``metrics.store``.
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Protocol
@@ -41,6 +46,7 @@ from runner._errors import StorageError
 from runner.metrics._events import MetricEvent
 from runner.metrics._jsonl import JsonlStore, reason
 from runner.metrics._sqlite import SqliteStore, prepare_database
+from runner.metrics._writer_process import ProcessStore
 
 #: Suffix appended to the database path to name the spill file.
 SPILL_SUFFIX: Final = ".spill.jsonl"
@@ -140,6 +146,8 @@ async def open_store(config: StoreSettings, notify: Notify) -> EventStore:
             raise StorageError(_unwritable(config.path, reason(exc))) from None
         return store
     try:
+        if sys.executable:
+            return await ProcessStore.open(config.path)
         return await SqliteStore.open(config.path)
     except StorageError as exc:
         fallback = JsonlStore(spill_path(config.path))

@@ -1,0 +1,345 @@
+"""The SQLite store whose transactions run in a process of their own.
+
+:class:`ProcessStore` is the :class:`~runner.metrics._store.EventStore` a run
+with ``metrics.store: sqlite`` writes through.  It is :class:`SqliteStore`'s
+transaction (:func:`~runner.metrics._sqlite.write_events`), run by a child
+Python process (this module's :func:`main`) instead of a worker thread.
+
+Why a process.  Python's sqlite3 lets go of the GIL around every statement,
+and a thread waiting for the GIL only forces a switch when the holder has
+not let go of it for a whole switch interval (5 ms).  An event loop lets go
+of it on every pass (its ``select``), so while thousands of calls are in
+flight the writer's thread got the GIL back only when it won a race: 100-150
+ms before each batch's thread even started, a writer that fell behind the
+event loop for good, and a final flush of 15,000 events left waiting at the
+end of a run (measured in docs/benchmarks.md, issue 13, seventh pass).  A
+child process has a GIL of its own; the event loop only encodes each batch
+(msgspec, about 0.4 µs an event) and writes it to a pipe.
+
+The protocol, over the child's stdin and stdout, is frames: a 4-byte
+little-endian length, then msgpack.  The parent sends an :class:`Opening`
+(the database and compaction settings), then one frame per batch (a list of
+:class:`~runner.metrics._events.MetricEvent`); the child answers every frame
+with one :class:`Reply`: how many events were new, or why the transaction
+failed (a :class:`~runner._errors.StorageError` in the parent, which the
+writer retries and then spills, as for the thread).  The child is started on
+the first write (a run without events never starts one), ends when its stdin
+does (the parent closed it, or died), and ignores SIGINT: a Ctrl-C reaches
+the whole process group, and it is the parent that decides when writing
+stops.  If the child dies, the write in progress fails (the writer retries
+it: a re-sent batch adds nothing) and the next write starts a new child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import anyio
+import anyio.to_thread
+import msgspec
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from runner._errors import StorageError
+from runner.metrics._events import MetricEvent
+from runner.metrics._jsonl import reason
+from runner.metrics._runs import DEFAULT_COMPACTION, Compaction
+from runner.metrics._sqlite import connect, prepare_database, write_events
+
+#: Bytes of a frame's length prefix (little-endian).
+HEADER: Final = 4
+#: The pipe buffer each side asks for (Linux; the default maximum for any
+#: user): a full batch of 5,000 events, about 1 MB, in one or two writes
+#: instead of sixteen 64 KiB ones, each a pass of a busy event loop.
+PIPE_SIZE: Final = 1 << 20
+_F_SETPIPE_SZ: Final = 1031
+#: Seconds the child may take to finish after its stdin is closed (its last
+#: transaction, closing the database) before it is killed.
+END_DEADLINE: Final = 10.0
+#: Seconds the child may take to answer one frame before it is killed and the
+#: write fails.  A batch takes tens of milliseconds and a locked database
+#: fails after ``BUSY_TIMEOUT`` (5 s): only a stopped or wedged child is
+#: this late, and the writer must not wait for it forever.
+ANSWER_DEADLINE: Final = 60.0
+
+
+class Opening(msgspec.Struct, frozen=True, array_like=True):
+    """The first frame to a child: which database, and how to compact its runs."""
+
+    path: str
+    compaction: Compaction | None
+
+
+class Reply(msgspec.Struct, frozen=True, array_like=True):
+    """The child's answer to each frame: events new to the database, or why it failed."""
+
+    added: int = 0
+    error: str | None = None
+
+
+_encoder: Final = msgspec.msgpack.Encoder()
+_replies: Final = msgspec.msgpack.Decoder(Reply)
+
+
+def _frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(HEADER, "little") + payload
+
+
+# --- the parent's side --------------------------------------------------------
+
+
+class ChildGone(Exception):
+    """The child's pipes closed: it exited, or was killed."""
+
+
+def _command() -> list[str]:
+    # -P: the working directory does not go first on the child's sys.path,
+    # so a file there named like a module cannot stand in for it.
+    return [sys.executable, "-P", "-m", __name__]
+
+
+def _environment() -> dict[str, str]:
+    """The parent's environment, with the directory runner was imported from on PYTHONPATH.
+
+    The child must import the same runner as the parent, also when the
+    parent found it through ``sys.path`` rather than an installation.
+    """
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _kill(process: Process) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has just exited
+        process.kill()
+
+
+class _Child:
+    """One running child: its process and the buffered end of its stdout."""
+
+    __slots__ = ("process", "replies")
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+        assert process.stdout is not None
+        self.replies = BufferedByteReceiveStream(process.stdout)
+
+    @classmethod
+    async def start(cls, path: str, compaction: Compaction | None) -> _Child:
+        """A child with the database open; :class:`StorageError` if it cannot open it."""
+        try:
+            process = await anyio.open_process(
+                _command(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=_environment(),
+            )
+        except OSError as exc:
+            raise StorageError(f"cannot start the metrics writer process: {reason(exc)}") from None
+        child = cls(process)
+        try:
+            reply = await child.exchange(_encoder.encode(Opening(path, compaction)))
+        except ChildGone:
+            code = await child.end()
+            raise StorageError(
+                f"the metrics writer process ended as it started (exit code {code})"
+            ) from None
+        except BaseException:  # the answer deadline passed: no child is left behind
+            _kill(process)
+            with anyio.CancelScope(shield=True):
+                await child.end()
+            raise
+        if reply.error is not None:
+            await child.end()
+            raise StorageError(reply.error)
+        return child
+
+    async def exchange(self, payload: bytes) -> Reply:
+        """Send one frame and read the child's reply to it; :class:`ChildGone` if it is gone."""
+        stdin = self.process.stdin
+        assert stdin is not None
+        try:
+            await stdin.send(_frame(payload))
+            size = int.from_bytes(await self.replies.receive_exactly(HEADER), "little")
+            return _replies.decode(await self.replies.receive_exactly(size))
+        except (
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.EndOfStream,
+            anyio.IncompleteRead,
+            OSError,
+        ):
+            raise ChildGone from None
+
+    async def end(self) -> int:
+        """Close the child's stdin and wait for it to exit (killed after END_DEADLINE); its code."""
+        process = self.process
+        stdin = process.stdin
+        assert stdin is not None
+        with contextlib.suppress(anyio.BrokenResourceError, OSError):  # it is gone already
+            await stdin.aclose()
+        with anyio.move_on_after(END_DEADLINE):
+            await process.wait()
+        if process.returncode is None:
+            _kill(process)
+        code = await process.wait()
+        await process.aclose()
+        return code
+
+
+class ProcessStore:
+    """The SQLite :class:`~runner.metrics._store.EventStore`, written by a child process.
+
+    ``open`` creates or migrates the database in this process (so a bad path
+    is reported at once, as by :class:`~runner.metrics._sqlite.SqliteStore`);
+    the child is started by the first ``write``.  A ``write`` is not
+    abandoned on cancellation: the transaction commits or rolls back and its
+    reply is read before the caller sees the cancellation, as for a worker
+    thread, so the pipe never holds a stale reply.
+    """
+
+    def __init__(self, path: str, compaction: Compaction | None) -> None:
+        self.name = path
+        self._compaction = compaction
+        self._child: _Child | None = None
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, *, compaction: Compaction | None = DEFAULT_COMPACTION
+    ) -> ProcessStore:
+        """Create or migrate the database at ``path``; :class:`StorageError` if it cannot."""
+        try:
+            await anyio.to_thread.run_sync(prepare_database, path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(reason(exc)) from exc
+        return cls(str(path), compaction)
+
+    @property
+    def child(self) -> Process | None:
+        """The running child process, if one was started and has not ended."""
+        return None if self._child is None else self._child.process
+
+    async def write(self, events: Sequence[MetricEvent]) -> int:
+        payload = _encoder.encode(events)
+        with anyio.CancelScope(shield=True):
+            reply = await self._exchange(payload)
+        if reply.error is not None:
+            raise StorageError(reply.error)
+        return reply.added
+
+    async def _exchange(self, payload: bytes) -> Reply:
+        """The child's reply to ``payload``, a child started first if none runs."""
+        child = self._child
+        with anyio.move_on_after(ANSWER_DEADLINE):
+            if child is None:
+                child = self._child = await _Child.start(self.name, self._compaction)
+            try:
+                return await child.exchange(payload)
+            except ChildGone:
+                self._child = None
+                code = await child.end()
+                raise StorageError(f"the metrics writer process ended (exit code {code})") from None
+        self._child = None
+        if child is not None:
+            _kill(child.process)
+            await child.end()
+        raise StorageError(
+            f"the metrics writer process did not answer within {ANSWER_DEADLINE:g} s;"
+            " it was stopped"
+        )
+
+    async def aclose(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            with anyio.CancelScope(shield=True):
+                await child.end()
+
+
+# --- the child's side ---------------------------------------------------------
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    """``size`` bytes from ``fd``; None if it ends first."""
+    chunks = []
+    while size:
+        chunk = os.read(fd, size)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(fd: int) -> bytes | None:
+    header = _read_exactly(fd, HEADER)
+    return None if header is None else _read_exactly(fd, int.from_bytes(header, "little"))
+
+
+def _send(fd: int, reply: Reply) -> None:
+    data = memoryview(_frame(_encoder.encode(reply)))
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def serve(inp: int, out: int) -> int:
+    """Answer the frames read from ``inp`` on ``out`` until ``inp`` ends; the exit code."""
+    first = _read_frame(inp)
+    if first is None:
+        return 0  # the parent went away before asking for anything
+    opening = msgspec.msgpack.decode(first, type=Opening)
+    try:
+        conn = connect(opening.path)
+    except (sqlite3.Error, OSError) as exc:
+        _send(out, Reply(error=reason(exc)))
+        return 1
+    batches = msgspec.msgpack.Decoder(list[MetricEvent])
+    try:
+        _send(out, Reply())
+        while (frame := _read_frame(inp)) is not None:
+            try:
+                added, _ = write_events(conn, batches.decode(frame), opening.compaction, False)
+            except (sqlite3.Error, OSError) as exc:
+                _send(out, Reply(error=reason(exc)))
+            else:
+                _send(out, Reply(added=added))
+    finally:
+        conn.close()
+    return 0
+
+
+def main() -> int:
+    """The child: stdin and stdout are its pipes to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in (0, 1):
+        try:
+            import fcntl
+
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+        except (ImportError, OSError):
+            pass  # not Linux, or not a pipe: the default size works, more slowly
+    # Replies go to a private copy of stdout; fd 1 itself now points where
+    # stderr does, so nothing printed by accident can corrupt a frame.
+    out = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        return serve(0, out)
+    except BrokenPipeError:
+        return 0  # the parent is gone: nobody is left to answer
+    except Exception as exc:  # a bug: say which, as a reply, rather than a traceback nobody reads
+        with contextlib.suppress(OSError):
+            _send(out, Reply(error=f"the metrics writer process failed ({type(exc).__name__})"))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
