@@ -54,17 +54,16 @@ def running(pid: int) -> bool:
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 @pytest.mark.anyio
 async def test_the_process_store_writes_what_the_thread_store_writes(tmp_path: Path) -> None:
-    """Same rows as the thread's, on both backends; a child from the first write to the close."""
+    """Same rows as the thread's, on both backends; one child from the open to the close."""
     events = [
         event(n, success=n % 3 != 0, error_code=None if n % 3 else "timeout", tags=("a", "b"))
         for n in range(30)
     ]
     store = await ProcessStore.open(tmp_path / "child.db")
-    assert store.child is None  # nothing written yet: no process
+    child = store.child
+    assert child is not None  # starting up while the run begins
     try:
         assert await store.write(events[:20]) == 20
-        child = store.child
-        assert child is not None
         assert await store.write(events[10:]) == 10  # a re-sent half adds nothing
         assert store.child is child  # one child for the whole run
     finally:
@@ -81,12 +80,16 @@ async def test_the_process_store_writes_what_the_thread_store_writes(tmp_path: P
 
 
 @pytest.mark.anyio
-async def test_a_run_without_events_starts_no_process(tmp_path: Path) -> None:
+async def test_a_child_never_sent_a_batch_is_killed_at_the_close(tmp_path: Path) -> None:
+    """A run without events does not wait for a child it never used to finish starting."""
     store = await ProcessStore.open(tmp_path / "m.db")
-    assert store.child is None
+    child = store.child
+    assert child is not None
     await store.aclose()
+    assert child.returncode == -signal.SIGKILL
+    assert not running(child.pid)
     assert store.child is None
-    assert (tmp_path / "m.db").is_file()  # opened (created and migrated) all the same
+    assert (tmp_path / "m.db").is_file()  # created and migrated all the same
 
 
 @pytest.mark.anyio
@@ -160,14 +163,22 @@ async def test_a_database_error_in_the_child_is_a_storage_error_with_its_reason(
 
 @pytest.mark.anyio
 async def test_a_database_the_child_cannot_open_is_a_storage_error(tmp_path: Path) -> None:
+    """The database is replaced by a directory, then the child dies: the next one cannot open it."""
     db = tmp_path / "m.db"
     store = await ProcessStore.open(db)
-    for leftover in os.listdir(tmp_path):
-        os.unlink(tmp_path / leftover)
-    os.mkdir(db)  # a directory where the database was
     try:
+        await store.write([event(0)])
+        for leftover in os.listdir(tmp_path):
+            os.unlink(tmp_path / leftover)
+        os.mkdir(db)  # a directory where the database was
+        child = store.child
+        assert child is not None
+        child.kill()
+        await child.wait()
+        with pytest.raises(StorageError, match=r"^the metrics writer process ended"):
+            await store.write([event(1)])
         with pytest.raises(StorageError, match=r"^unable to open database file$"):
-            await store.write([event(0)])
+            await store.write([event(1)])
         assert store.child is None
     finally:
         await store.aclose()
@@ -265,8 +276,8 @@ async def test_open_store_runs_sqlite_in_a_child_unless_python_cannot_start_one(
 async def test_a_child_that_cannot_start_is_a_storage_error_and_leaves_no_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = await ProcessStore.open(tmp_path / "m.db")
     monkeypatch.setattr(_writer_process, "_command", lambda: [sys.executable, "-c", "exit(3)"])
+    store = await ProcessStore.open(tmp_path / "m.db")
     with pytest.raises(
         StorageError, match=r"^the metrics writer process ended as it started \(exit code 3\)$"
     ):

@@ -22,9 +22,11 @@ little-endian length, then msgpack.  The parent sends an :class:`Opening`
 :class:`~runner.metrics._events.MetricEvent`); the child answers every frame
 with one :class:`Reply`: how many events were new, or why the transaction
 failed (a :class:`~runner._errors.StorageError` in the parent, which the
-writer retries and then spills, as for the thread).  The child is started on
-the first write (a run without events never starts one), ends when its stdin
-does (the parent closed it, or died), and ignores SIGINT: a Ctrl-C reaches
+writer retries and then spills, as for the thread).  The child is started
+when the store is opened, so its start-up (about 0.1 s, mostly imports)
+overlaps the run's first tasks; it ends when its stdin does (the parent
+closed it, or died), or is killed at the close if it was never sent a batch,
+and it ignores SIGINT: a Ctrl-C reaches
 the whole process group, and it is the parent that decides when writing
 stops.  If the child dies, the write in progress fails (the writer retries
 it: a re-sent batch adds nothing) and the next write starts a new child.
@@ -124,18 +126,23 @@ def _kill(process: Process) -> None:
 
 
 class _Child:
-    """One running child: its process and the buffered end of its stdout."""
+    """One running child: its process, the buffered end of its stdout, where it stands."""
 
-    __slots__ = ("process", "replies")
+    __slots__ = ("process", "ready", "replies", "used")
 
     def __init__(self, process: Process) -> None:
         self.process = process
         assert process.stdout is not None
         self.replies = BufferedByteReceiveStream(process.stdout)
+        #: Whether it said it opened the database; whether it was sent a batch.
+        self.ready = self.used = False
 
     @classmethod
-    async def start(cls, path: str, compaction: Compaction | None) -> _Child:
-        """A child with the database open; :class:`StorageError` if it cannot open it."""
+    async def spawn(cls, path: str, compaction: Compaction | None) -> _Child:
+        """A child told which database to open; :meth:`confirm` reads its answer.
+
+        It imports and opens the database while the caller goes on.
+        """
         try:
             process = await anyio.open_process(
                 _command(),
@@ -148,28 +155,40 @@ class _Child:
             raise StorageError(f"cannot start the metrics writer process: {reason(exc)}") from None
         child = cls(process)
         try:
-            reply = await child.exchange(_encoder.encode(Opening(path, compaction)))
+            await child.send(_encoder.encode(Opening(path, compaction)))
         except ChildGone:
-            code = await child.end()
-            raise StorageError(
-                f"the metrics writer process ended as it started (exit code {code})"
-            ) from None
-        except BaseException:  # the answer deadline passed: no child is left behind
+            pass  # confirm() tells how it ended
+        except BaseException:  # cancelled: no child is left behind
             _kill(process)
             with anyio.CancelScope(shield=True):
                 await child.end()
             raise
-        if reply.error is not None:
-            await child.end()
-            raise StorageError(reply.error)
         return child
 
-    async def exchange(self, payload: bytes) -> Reply:
-        """Send one frame and read the child's reply to it; :class:`ChildGone` if it is gone."""
+    async def confirm(self) -> None:
+        """Wait for its answer to the opening; :class:`StorageError` (child ended) if it failed."""
+        try:
+            reply = await self.receive()
+        except ChildGone:
+            code = await self.end()
+            raise StorageError(
+                f"the metrics writer process ended as it started (exit code {code})"
+            ) from None
+        if reply.error is not None:
+            await self.end()
+            raise StorageError(reply.error)
+        self.ready = True
+
+    async def send(self, payload: bytes) -> None:
         stdin = self.process.stdin
         assert stdin is not None
         try:
             await stdin.send(_frame(payload))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            raise ChildGone from None
+
+    async def receive(self) -> Reply:
+        try:
             size = int.from_bytes(await self.replies.receive_exactly(HEADER), "little")
             return _replies.decode(await self.replies.receive_exactly(size))
         except (
@@ -180,6 +199,12 @@ class _Child:
             OSError,
         ):
             raise ChildGone from None
+
+    async def exchange(self, payload: bytes) -> Reply:
+        """Send one frame and read the child's reply to it; :class:`ChildGone` if it is gone."""
+        self.used = True
+        await self.send(payload)
+        return await self.receive()
 
     async def end(self) -> int:
         """Close the child's stdin and wait for it to exit (killed after END_DEADLINE); its code."""
@@ -201,8 +226,8 @@ class ProcessStore:
     """The SQLite :class:`~runner.metrics._store.EventStore`, written by a child process.
 
     ``open`` creates or migrates the database in this process (so a bad path
-    is reported at once, as by :class:`~runner.metrics._sqlite.SqliteStore`);
-    the child is started by the first ``write``.  A ``write`` is not
+    is reported at once, as by :class:`~runner.metrics._sqlite.SqliteStore`)
+    and starts the child.  A ``write`` is not
     abandoned on cancellation: the transaction commits or rolls back and its
     reply is read before the caller sees the cancellation, as for a worker
     thread, so the pipe never holds a stale reply.
@@ -217,12 +242,20 @@ class ProcessStore:
     async def open(
         cls, path: str | Path, *, compaction: Compaction | None = DEFAULT_COMPACTION
     ) -> ProcessStore:
-        """Create or migrate the database at ``path``; :class:`StorageError` if it cannot."""
+        """Create or migrate the database at ``path`` and start the child.
+
+        :class:`StorageError` if the database cannot be opened.  The child
+        starts up (about 0.1 s of imports) while the run begins; if it cannot
+        be started at all, the first write says why.
+        """
         try:
             await anyio.to_thread.run_sync(prepare_database, path)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(reason(exc)) from exc
-        return cls(str(path), compaction)
+        store = cls(str(path), compaction)
+        with contextlib.suppress(StorageError):
+            store._child = await _Child.spawn(store.name, compaction)
+        return store
 
     @property
     def child(self) -> Process | None:
@@ -242,13 +275,18 @@ class ProcessStore:
         child = self._child
         with anyio.move_on_after(ANSWER_DEADLINE):
             if child is None:
-                child = self._child = await _Child.start(self.name, self._compaction)
+                child = self._child = await _Child.spawn(self.name, self._compaction)
             try:
+                if not child.ready:
+                    await child.confirm()
                 return await child.exchange(payload)
             except ChildGone:
                 self._child = None
                 code = await child.end()
                 raise StorageError(f"the metrics writer process ended (exit code {code})") from None
+            except StorageError:
+                self._child = None  # confirm() ended it
+                raise
         self._child = None
         if child is not None:
             _kill(child.process)
@@ -262,6 +300,8 @@ class ProcessStore:
         child, self._child = self._child, None
         if child is not None:
             with anyio.CancelScope(shield=True):
+                if not child.used:
+                    _kill(child.process)  # never sent a batch: it has nothing to finish
                 await child.end()
 
 
