@@ -28,7 +28,7 @@ from runner.metrics._query import Filters, export_db
 from runner.metrics._sqlite import SqliteStore, open_for_reading
 from runner.metrics._store import open_store, spill_path
 from runner.metrics._writer import open_event_writer
-from runner.metrics._writer_process import HEADER, Opening, ProcessStore, Reply
+from runner.metrics._writer_process import HEADER, THREAD_FIRST, Opening, ProcessStore, Reply
 from tests.test_metrics_store import event
 
 
@@ -54,17 +54,23 @@ def running(pid: int) -> bool:
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 @pytest.mark.anyio
 async def test_the_process_store_writes_what_the_thread_store_writes(tmp_path: Path) -> None:
-    """Same rows as the thread's, on both backends; one child from the open to the close."""
+    """Same rows as the thread's, on both backends.
+
+    The first batch goes through the worker thread while the child starts;
+    later batches go to that one child.
+    """
     events = [
         event(n, success=n % 3 != 0, error_code=None if n % 3 else "timeout", tags=("a", "b"))
         for n in range(30)
     ]
     store = await ProcessStore.open(tmp_path / "child.db")
-    child = store.child
-    assert child is not None  # starting up while the run begins
+    assert store.child is None
     try:
         assert await store.write(events[:20]) == 20
+        child = store.child
+        assert child is not None  # started by the first write
         assert await store.write(events[10:]) == 10  # a re-sent half adds nothing
+        assert await store.write(events[25:]) == 0
         assert store.child is child  # one child for the whole run
     finally:
         await store.aclose()
@@ -80,23 +86,53 @@ async def test_the_process_store_writes_what_the_thread_store_writes(tmp_path: P
 
 
 @pytest.mark.anyio
-async def test_a_child_never_sent_a_batch_is_killed_at_the_close(tmp_path: Path) -> None:
-    """A run without events does not wait for a child it never used to finish starting."""
+async def test_a_run_that_writes_once_never_waits_for_a_child(tmp_path: Path) -> None:
+    """One batch (a short run): the thread writes it; the unused child is killed at the close."""
     store = await ProcessStore.open(tmp_path / "m.db")
+    assert await store.write([event(n) for n in range(5)]) == 5
     child = store.child
     assert child is not None
     await store.aclose()
     assert child.returncode == -signal.SIGKILL
     assert not running(child.pid)
     assert store.child is None
+    assert len(stored(tmp_path / "m.db")) == 5
+
+
+@pytest.mark.anyio
+async def test_a_large_first_batch_waits_for_the_child(tmp_path: Path) -> None:
+    """More than THREAD_FIRST events at once come from a busy loop: the child writes them."""
+    store = await ProcessStore.open(tmp_path / "m.db")
+    first = [event(n) for n in range(THREAD_FIRST + 1)]
+    assert await store.write(first) == THREAD_FIRST + 1
+    child = store.child
+    assert child is not None
+    await store.aclose()
+    assert child.returncode == 0  # it was sent the batch: ended, not killed
+    assert len(stored(tmp_path / "m.db")) == THREAD_FIRST + 1
+
+
+@pytest.mark.anyio
+async def test_a_run_without_events_starts_no_child(tmp_path: Path) -> None:
+    store = await ProcessStore.open(tmp_path / "m.db")
+    assert store.child is None
+    await store.aclose()
+    assert store.child is None
     assert (tmp_path / "m.db").is_file()  # created and migrated all the same
+
+
+async def engaged(path: Path) -> ProcessStore:
+    """A store past its first batch (one event, ``event(10_000)``): its writes go to the child."""
+    store = await ProcessStore.open(path)
+    await store.write([event(10_000)])
+    return store
 
 
 @pytest.mark.anyio
 async def test_a_killed_child_fails_one_write_and_the_next_write_starts_another(
     tmp_path: Path,
 ) -> None:
-    store = await ProcessStore.open(tmp_path / "m.db")
+    store = await engaged(tmp_path / "m.db")
     try:
         assert await store.write([event(n) for n in range(5)]) == 5
         first = store.child
@@ -112,7 +148,7 @@ async def test_a_killed_child_fails_one_write_and_the_next_write_starts_another(
         assert store.child.pid != first.pid
     finally:
         await store.aclose()
-    assert len(stored(tmp_path / "m.db")) == 10
+    assert len(stored(tmp_path / "m.db")) == 11
 
 
 @pytest.mark.anyio
@@ -147,7 +183,7 @@ async def test_a_database_error_in_the_child_is_a_storage_error_with_its_reason(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "m.db"
-    store = await ProcessStore.open(db)
+    store = await engaged(db)
     try:
         await store.write([event(0)])
         child = store.child
@@ -165,7 +201,7 @@ async def test_a_database_error_in_the_child_is_a_storage_error_with_its_reason(
 async def test_a_database_the_child_cannot_open_is_a_storage_error(tmp_path: Path) -> None:
     """The database is replaced by a directory, then the child dies: the next one cannot open it."""
     db = tmp_path / "m.db"
-    store = await ProcessStore.open(db)
+    store = await engaged(db)
     try:
         await store.write([event(0)])
         for leftover in os.listdir(tmp_path):
@@ -190,7 +226,7 @@ async def test_a_stopped_child_is_killed_after_the_answer_deadline(
 ) -> None:
     """A child that never answers (SIGSTOP) fails the write in ANSWER_DEADLINE, not never."""
     monkeypatch.setattr(_writer_process, "ANSWER_DEADLINE", 0.5)
-    store = await ProcessStore.open(tmp_path / "m.db")
+    store = await engaged(tmp_path / "m.db")
     try:
         await store.write([event(0)])
         stuck = store.child
@@ -210,7 +246,7 @@ async def test_a_cancelled_write_is_finished_before_the_cancellation_is_seen(
     tmp_path: Path,
 ) -> None:
     """Like a worker thread, the exchange is not abandoned: no stale reply is left in the pipe."""
-    store = await ProcessStore.open(tmp_path / "m.db")
+    store = await engaged(tmp_path / "m.db")
     try:
         with anyio.CancelScope() as scope:
             scope.cancel()
@@ -218,13 +254,13 @@ async def test_a_cancelled_write_is_finished_before_the_cancellation_is_seen(
         assert await store.write([event(n) for n in range(50, 60)]) == 10
     finally:
         await store.aclose()
-    assert len(stored(tmp_path / "m.db")) == 60
+    assert len(stored(tmp_path / "m.db")) == 61
 
 
 @pytest.mark.anyio
 async def test_the_child_ignores_ctrl_c(tmp_path: Path) -> None:
     """Ctrl-C reaches the whole process group; the parent decides when writing stops."""
-    store = await ProcessStore.open(tmp_path / "m.db")
+    store = await engaged(tmp_path / "m.db")
     try:
         await store.write([event(0)])
         child = store.child
@@ -277,7 +313,7 @@ async def test_a_child_that_cannot_start_is_a_storage_error_and_leaves_no_proces
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_writer_process, "_command", lambda: [sys.executable, "-c", "exit(3)"])
-    store = await ProcessStore.open(tmp_path / "m.db")
+    store = await engaged(tmp_path / "m.db")  # the thread wrote it; the child exited at once
     with pytest.raises(
         StorageError, match=r"^the metrics writer process ended as it started \(exit code 3\)$"
     ):

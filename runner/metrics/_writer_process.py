@@ -23,10 +23,10 @@ little-endian length, then msgpack.  The parent sends an :class:`Opening`
 with one :class:`Reply`: how many events were new, or why the transaction
 failed (a :class:`~runner._errors.StorageError` in the parent, which the
 writer retries and then spills, as for the thread).  The child is started
-when the store is opened, so its start-up (about 0.1 s, mostly imports)
-overlaps the run's first tasks; it ends when its stdin does (the parent
-closed it, or died), or is killed at the close if it was never sent a batch,
-and it ignores SIGINT: a Ctrl-C reaches
+by the first write; a small first batch is written by a worker thread
+meanwhile (:class:`ProcessStore`);
+the child ends when its stdin does (the parent closed it, or died), or is
+killed at the close if it was never sent a batch, and it ignores SIGINT: a Ctrl-C reaches
 the whole process group, and it is the parent that decides when writing
 stops.  If the child dies, the write in progress fails (the writer retries
 it: a re-sent batch adds nothing) and the next write starts a new child.
@@ -54,7 +54,7 @@ from runner._errors import StorageError
 from runner.metrics._events import MetricEvent
 from runner.metrics._jsonl import reason
 from runner.metrics._runs import DEFAULT_COMPACTION, Compaction
-from runner.metrics._sqlite import connect, prepare_database, write_events
+from runner.metrics._sqlite import SqliteStore, connect, write_events
 
 #: Bytes of a frame's length prefix (little-endian).
 HEADER: Final = 4
@@ -63,6 +63,13 @@ HEADER: Final = 4
 #: instead of sixteen 64 KiB ones, each a pass of a busy event loop.
 PIPE_SIZE: Final = 1 << 20
 _F_SETPIPE_SZ: Final = 1031
+#: A first batch of up to this many events is written by the worker thread
+#: while the child starts; a larger one waits for the child.  The writer
+#: lets a batch gather for 50 ms, so a first batch this small means a short
+#: run, or events arriving at under 20,000 a second: an event loop with
+#: time to spare, which hands the GIL back to a thread soon enough.  A larger
+#: one comes from a busy loop, where the thread waited 100-500 ms for the GIL.
+THREAD_FIRST: Final = 1_024
 #: Seconds the child may take to finish after its stdin is closed (its last
 #: transaction, closing the database) before it is killed.
 END_DEADLINE: Final = 10.0
@@ -225,37 +232,34 @@ class _Child:
 class ProcessStore:
     """The SQLite :class:`~runner.metrics._store.EventStore`, written by a child process.
 
-    ``open`` creates or migrates the database in this process (so a bad path
-    is reported at once, as by :class:`~runner.metrics._sqlite.SqliteStore`)
-    and starts the child.  A ``write`` is not
-    abandoned on cancellation: the transaction commits or rolls back and its
-    reply is read before the caller sees the cancellation, as for a worker
-    thread, so the pipe never holds a stale reply.
+    ``open`` opens the database in this process, as
+    :class:`~runner.metrics._sqlite.SqliteStore` does (a bad path is
+    reported at once).  The child is started by the first write.  That
+    batch, if small (:data:`THREAD_FIRST`), is written by the store's worker
+    thread while the child starts (about 0.1 s, mostly imports): a short
+    run, or a wave whose events all come at its end, never waits for a
+    child, nor has one competing with it for the CPU while it runs.  A
+    larger first batch comes from a busy event loop, and waits for the
+    child.  A
+    ``write`` is not abandoned on cancellation: the transaction commits or
+    rolls back and its reply is read before the caller sees the
+    cancellation, as for a worker thread, so the pipe never holds a stale
+    reply.
     """
 
-    def __init__(self, path: str, compaction: Compaction | None) -> None:
-        self.name = path
+    def __init__(self, thread: SqliteStore, compaction: Compaction | None) -> None:
+        self.name = thread.name
+        self._thread = thread
         self._compaction = compaction
         self._child: _Child | None = None
+        self._first = True
 
     @classmethod
     async def open(
         cls, path: str | Path, *, compaction: Compaction | None = DEFAULT_COMPACTION
     ) -> ProcessStore:
-        """Create or migrate the database at ``path`` and start the child.
-
-        :class:`StorageError` if the database cannot be opened.  The child
-        starts up (about 0.1 s of imports) while the run begins; if it cannot
-        be started at all, the first write says why.
-        """
-        try:
-            await anyio.to_thread.run_sync(prepare_database, path)
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(reason(exc)) from exc
-        store = cls(str(path), compaction)
-        with contextlib.suppress(StorageError):
-            store._child = await _Child.spawn(store.name, compaction)
-        return store
+        """Create or migrate the database at ``path``; :class:`StorageError` if it cannot."""
+        return cls(await SqliteStore.open(path, compaction=compaction), compaction)
 
     @property
     def child(self) -> Process | None:
@@ -263,6 +267,13 @@ class ProcessStore:
         return None if self._child is None else self._child.process
 
     async def write(self, events: Sequence[MetricEvent]) -> int:
+        if self._first:
+            self._first = False
+            with anyio.CancelScope(shield=True), contextlib.suppress(StorageError):
+                # If it cannot start, the next write tries again and says why.
+                self._child = await _Child.spawn(self.name, self._compaction)
+            if len(events) <= THREAD_FIRST:
+                return await self._thread.write(events)
         payload = _encoder.encode(events)
         with anyio.CancelScope(shield=True):
             reply = await self._exchange(payload)
@@ -298,11 +309,12 @@ class ProcessStore:
 
     async def aclose(self) -> None:
         child, self._child = self._child, None
-        if child is not None:
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            if child is not None:
                 if not child.used:
                     _kill(child.process)  # never sent a batch: it has nothing to finish
                 await child.end()
+            await self._thread.aclose()
 
 
 # --- the child's side ---------------------------------------------------------
