@@ -338,3 +338,30 @@ async def test_a_child_that_cannot_start_is_a_storage_error_and_leaves_no_proces
     (pid,) = spawned
     assert not running(pid)  # killed and waited for, not left behind
     await store.aclose()
+
+
+def test_a_child_whose_parent_dies_mid_batch_stores_the_batch_and_exits(tmp_path: Path) -> None:
+    """The runner killed after sending a batch: the child commits it, cannot answer, exits 0."""
+    db = tmp_path / "m.db"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "runner.metrics._writer_process"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    opening = msgspec.msgpack.encode(Opening(str(db), None))
+    child.stdin.write(len(opening).to_bytes(HEADER, "little") + opening)
+    child.stdin.flush()
+    size = int.from_bytes(child.stdout.read(HEADER), "little")
+    assert msgspec.msgpack.decode(child.stdout.read(size), type=Reply) == Reply()
+    batch = msgspec.msgpack.encode([event(n) for n in range(300)])
+    child.stdin.write(len(batch).to_bytes(HEADER, "little") + batch)
+    child.stdin.flush()
+    child.stdout.close()  # nobody will read the answer: the parent is gone
+    child.stdin.close()
+    assert child.wait(timeout=10) == 0
+    assert child.stderr is not None
+    assert child.stderr.read() == b""
+    assert len(stored(db)) == 300
