@@ -363,5 +363,6 @@ def test_a_child_whose_parent_dies_mid_batch_stores_the_batch_and_exits(tmp_path
     child.stdin.close()
     assert child.wait(timeout=10) == 0
     assert child.stderr is not None
-    assert child.stderr.read() == b""
+    with child.stderr:
+        assert child.stderr.read() == b""
     assert len(stored(db)) == 300
