@@ -22,13 +22,12 @@ little-endian length, then msgpack.  The parent sends an :class:`Opening`
 :class:`~runner.metrics._events.MetricEvent`); the child answers every frame
 with one :class:`Reply`: how many events were new, or why the transaction
 failed (a :class:`~runner._errors.StorageError` in the parent, which the
-writer retries and then spills, as for the thread).  The child is started
-by the first write; a small first batch is written by a worker thread
-meanwhile (:class:`ProcessStore`);
-the child ends when its stdin does (the parent closed it, or died), or is
-killed at the close if it was never sent a batch, and it ignores SIGINT: a Ctrl-C reaches
-the whole process group, and it is the parent that decides when writing
-stops.  If the child dies, the write in progress fails (the writer retries
+writer retries and then spills, as for the thread).  A small first
+batch is written by a worker thread and the child started by the next
+write; a large one starts the child (:class:`ProcessStore`).  The child
+ends when its stdin does (the parent closed it, or died), and it ignores
+SIGINT: a Ctrl-C reaches the whole process group, and it is the parent
+that decides when writing stops.  If the child dies, the write in progress fails (the writer retries
 it: a re-sent batch adds nothing) and the next write starts a new child.
 """
 
@@ -63,8 +62,9 @@ HEADER: Final = 4
 #: instead of sixteen 64 KiB ones, each a pass of a busy event loop.
 PIPE_SIZE: Final = 1 << 20
 _F_SETPIPE_SZ: Final = 1031
-#: A first batch of up to this many events is written by the worker thread
-#: while the child starts; a larger one waits for the child.  The writer
+#: A first batch of up to this many events is written by the worker thread,
+#: and the child is started by the next write; a larger one starts the
+#: child and waits for it.  The writer
 #: lets a batch gather for 50 ms, so a first batch this small means a short
 #: run, or events arriving at under 20,000 a second: an event loop with
 #: time to spare, which hands the GIL back to a thread soon enough.  A larger
@@ -135,14 +135,14 @@ def _kill(process: Process) -> None:
 class _Child:
     """One running child: its process, the buffered end of its stdout, where it stands."""
 
-    __slots__ = ("process", "ready", "replies", "used")
+    __slots__ = ("process", "ready", "replies")
 
     def __init__(self, process: Process) -> None:
         self.process = process
         assert process.stdout is not None
         self.replies = BufferedByteReceiveStream(process.stdout)
-        #: Whether it said it opened the database; whether it was sent a batch.
-        self.ready = self.used = False
+        #: Whether it said it opened the database.
+        self.ready = False
 
     @classmethod
     async def spawn(cls, path: str, compaction: Compaction | None) -> _Child:
@@ -209,7 +209,6 @@ class _Child:
 
     async def exchange(self, payload: bytes) -> Reply:
         """Send one frame and read the child's reply to it; :class:`ChildGone` if it is gone."""
-        self.used = True
         await self.send(payload)
         return await self.receive()
 
@@ -234,13 +233,12 @@ class ProcessStore:
 
     ``open`` opens the database in this process, as
     :class:`~runner.metrics._sqlite.SqliteStore` does (a bad path is
-    reported at once).  The child is started by the first write.  That
-    batch, if small (:data:`THREAD_FIRST`), is written by the store's worker
-    thread while the child starts (about 0.1 s, mostly imports): a short
-    run, or a wave whose events all come at its end, never waits for a
-    child, nor has one competing with it for the CPU while it runs.  A
-    larger first batch comes from a busy event loop, and waits for the
-    child.  A
+    reported at once).  A small first batch (:data:`THREAD_FIRST`) is
+    written by that store's worker thread, and the child (about 0.1 s to
+    start, mostly imports) is started by the next write: a short run, or a
+    wave whose events all come at its end, never starts a child, nor has
+    one competing with it for the CPU while it runs.  A larger first batch
+    comes from a busy event loop: it starts the child and waits for it.  A
     ``write`` is not abandoned on cancellation: the transaction commits or
     rolls back and its reply is read before the caller sees the
     cancellation, as for a worker thread, so the pipe never holds a stale
@@ -269,9 +267,6 @@ class ProcessStore:
     async def write(self, events: Sequence[MetricEvent]) -> int:
         if self._first:
             self._first = False
-            with anyio.CancelScope(shield=True), contextlib.suppress(StorageError):
-                # If it cannot start, the next write tries again and says why.
-                self._child = await _Child.spawn(self.name, self._compaction)
             if len(events) <= THREAD_FIRST:
                 return await self._thread.write(events)
         payload = _encoder.encode(events)
@@ -311,8 +306,6 @@ class ProcessStore:
         child, self._child = self._child, None
         with anyio.CancelScope(shield=True):
             if child is not None:
-                if not child.used:
-                    _kill(child.process)  # never sent a batch: it has nothing to finish
                 await child.end()
             await self._thread.aclose()
 
