@@ -14,10 +14,13 @@ Events carry their task's tags in ``events.tags`` (schema version 3); a
 summary with tags reads events (:class:`runner.metrics._query.TagSummary`).
 
 **The one transaction.**  :func:`store_rows` is the only code that writes
-events.  The writer's :class:`SqliteStore` runs it in a worker thread, one
-batch per call, through the :class:`~runner._owner.OwnedConnection` its task
-owns; ``metrics migrate`` (:func:`import_jsonl`) calls it synchronously with
-every batch of the file in one call, so one transaction.  It is idempotent:
+events.  The writer's store runs it through :func:`write_events`, one batch
+per call: in a child process
+(:class:`~runner.metrics._writer_process.ProcessStore`), or in a worker
+thread through the :class:`~runner._owner.OwnedConnection` its task owns
+(:class:`SqliteStore`); ``metrics migrate`` (:func:`import_jsonl`) calls
+it synchronously with every batch of the file in one call, so one
+transaction.  It is idempotent:
 ``(ts_us, event_id)`` is unique and rows are inserted with ``INSERT OR
 IGNORE``, so a re-sent batch adds nothing (a re-sent event has its time).
 Time comes first in that key so inserts land at the end of the index.

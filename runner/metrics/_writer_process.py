@@ -22,13 +22,14 @@ little-endian length, then msgpack.  The parent sends an :class:`Opening`
 :class:`~runner.metrics._events.MetricEvent`); the child answers every frame
 with one :class:`Reply`: how many events were new, or why the transaction
 failed (a :class:`~runner._errors.StorageError` in the parent, which the
-writer retries and then spills, as for the thread).  A small first
-batch is written by a worker thread and the child started by the next
-write; a large one starts the child (:class:`ProcessStore`).  The child
-ends when its stdin does (the parent closed it, or died), and it ignores
-SIGINT: a Ctrl-C reaches the whole process group, and it is the parent
-that decides when writing stops.  If the child dies, the write in progress fails (the writer retries
-it: a re-sent batch adds nothing) and the next write starts a new child.
+writer retries and then spills, as for the thread).  A small first batch
+is written by a worker thread and the child started by the next write; a
+large one starts the child (:class:`ProcessStore`).  The child ends when
+its stdin does (the parent closed it, or died), and it ignores SIGINT: a
+Ctrl-C reaches the whole process group, and it is the parent that decides
+when writing stops.  If the child dies, the write in progress fails (the
+writer retries it: a re-sent batch adds nothing) and the next write starts
+a new child.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from pathlib import Path
 from typing import Final
 
 import anyio
-import anyio.to_thread
 import msgspec
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
@@ -63,12 +63,12 @@ HEADER: Final = 4
 PIPE_SIZE: Final = 1 << 20
 _F_SETPIPE_SZ: Final = 1031
 #: A first batch of up to this many events is written by the worker thread,
-#: and the child is started by the next write; a larger one starts the
-#: child and waits for it.  The writer
-#: lets a batch gather for 50 ms, so a first batch this small means a short
-#: run, or events arriving at under 20,000 a second: an event loop with
-#: time to spare, which hands the GIL back to a thread soon enough.  A larger
-#: one comes from a busy loop, where the thread waited 100-500 ms for the GIL.
+#: and the child is started by the next write; a larger one starts the child
+#: and waits for it.  The writer lets a batch gather for 50 ms, so a first
+#: batch this small means a short run, or events arriving at under 20,000 a
+#: second: an event loop with time to spare, which hands the GIL back to a
+#: thread soon enough.  A larger one comes from a busy loop, where the
+#: thread waited 100-500 ms for the GIL.
 THREAD_FIRST: Final = 1_024
 #: Seconds the child may take to finish after its stdin is closed (its last
 #: transaction, closing the database) before it is killed.
