@@ -272,8 +272,8 @@ async def test_the_child_ignores_ctrl_c(tmp_path: Path) -> None:
     assert child.returncode == 0
 
 
-def test_the_child_ends_quietly_when_its_parent_goes_away(tmp_path: Path) -> None:
-    """Its stdin ends (closed, or the parent died): it closes the database and exits 0, silently."""
+def opened_child(db: Path) -> subprocess.Popen[bytes]:
+    """A writer child started by hand, told to open ``db``, its answer checked."""
     child = subprocess.Popen(
         [sys.executable, "-m", "runner.metrics._writer_process"],
         stdin=subprocess.PIPE,
@@ -282,11 +282,17 @@ def test_the_child_ends_quietly_when_its_parent_goes_away(tmp_path: Path) -> Non
     )
     assert child.stdin is not None
     assert child.stdout is not None
-    opening = msgspec.msgpack.encode(Opening(str(tmp_path / "m.db"), None))
+    opening = msgspec.msgpack.encode(Opening(str(db), None))
     child.stdin.write(len(opening).to_bytes(HEADER, "little") + opening)
     child.stdin.flush()
     size = int.from_bytes(child.stdout.read(HEADER), "little")
     assert msgspec.msgpack.decode(child.stdout.read(size), type=Reply) == Reply()
+    return child
+
+
+def test_the_child_ends_quietly_when_its_parent_goes_away(tmp_path: Path) -> None:
+    """Its stdin ends (closed, or the parent died): it closes the database and exits 0, silently."""
+    child = opened_child(tmp_path / "m.db")
     _out, err = child.communicate(timeout=10)  # closes stdin
     assert child.returncode == 0
     assert err == b""
@@ -342,19 +348,9 @@ async def test_a_child_that_cannot_start_is_a_storage_error_and_leaves_no_proces
 def test_a_child_whose_parent_dies_mid_batch_stores_the_batch_and_exits(tmp_path: Path) -> None:
     """The runner killed after sending a batch: the child commits it, cannot answer, exits 0."""
     db = tmp_path / "m.db"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "runner.metrics._writer_process"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    child = opened_child(db)
     assert child.stdin is not None
     assert child.stdout is not None
-    opening = msgspec.msgpack.encode(Opening(str(db), None))
-    child.stdin.write(len(opening).to_bytes(HEADER, "little") + opening)
-    child.stdin.flush()
-    size = int.from_bytes(child.stdout.read(HEADER), "little")
-    assert msgspec.msgpack.decode(child.stdout.read(size), type=Reply) == Reply()
     batch = msgspec.msgpack.encode([event(n) for n in range(300)])
     child.stdin.write(len(batch).to_bytes(HEADER, "little") + batch)
     child.stdin.flush()
