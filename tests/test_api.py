@@ -228,6 +228,14 @@ async def test_run_many_starts_calls_before_taking_in_the_whole_window() -> None
     assert started_at_pull[48] >= 16
 
 
+async def leave_after_first(r: Runner, tasks: list[Task]) -> None:
+    """Take run_many's first result (the task ``fast``), then close the stream."""
+    async with aclosing(r.run_many(tasks)) as results:
+        async for result in results:
+            assert result.id == "fast"
+            break
+
+
 async def test_leaving_run_many_early_cancels_the_rest() -> None:
     """Closing run_many's iterator early cancels the tasks it had started."""
     config = make_config(concurrency=2)
@@ -237,10 +245,7 @@ async def test_leaving_run_many_early_cancels_the_rest() -> None:
         tasks = [Task(id="fast", role="planner", prompt="x")] + [
             Task(id=f"slow{i}", role="coder", prompt="x") for i in range(3)
         ]
-        async with aclosing(r.run_many(tasks)) as results:
-            async for result in results:
-                assert result.id == "fast"
-                break
+        await leave_after_first(r, tasks)
     stats = r.statistics()
     assert stats.completed == 1
     assert stats.cancelled == 3
@@ -258,10 +263,7 @@ async def test_leaving_run_many_early_cancels_its_own_tasks_only() -> None:
         tasks = [Task(id="fast", role="planner", prompt="x")] + [
             Task(id=f"slow{i}", role="coder", prompt="x") for i in range(2)
         ]
-        async with aclosing(r.run_many(tasks)) as results:
-            async for result in results:
-                assert result.id == "fast"
-                break
+        await leave_after_first(r, tasks)
         with anyio.fail_after(5):
             while r.statistics().cancelled < 2:
                 await anyio.lowlevel.checkpoint()

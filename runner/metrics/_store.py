@@ -5,10 +5,10 @@ An :class:`EventStore` takes batches of
 (:mod:`runner.metrics._writer`), its only caller.  Today there are two: the
 SQLite store and the JSONL file (:mod:`runner.metrics._jsonl`), which is
 also the spill file the writer falls back to.  SQLite's transaction runs in
-a child process of its own (:class:`~runner.metrics._writer_process.ProcessStore`),
-or, where Python cannot start one (no ``sys.executable``), in a worker
-thread (:class:`~runner.metrics._sqlite.SqliteStore`).  A backend must
-guarantee:
+a child process of its own (:class:`~runner.metrics._writer_process.ProcessStore`;
+a small first batch goes through its worker thread), or, where Python
+cannot start one (no ``sys.executable``), in a worker thread
+(:class:`~runner.metrics._sqlite.SqliteStore`).  A backend must guarantee:
 
 * **One owner.**  Only the writer task calls ``write`` and ``aclose``, one
   call at a time; the store needs no locking of its own, and keeps its
