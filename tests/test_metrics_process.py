@@ -19,6 +19,7 @@ import anyio
 import msgspec
 import pytest
 import stamina
+from anyio.abc import Process
 
 from runner import StorageError
 from runner.config import MetricsConfig
@@ -30,6 +31,12 @@ from runner.metrics._store import open_store, spill_path
 from runner.metrics._writer import open_event_writer
 from runner.metrics._writer_process import HEADER, THREAD_FIRST, Opening, ProcessStore, Reply
 from tests.test_metrics_store import event
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every async test here drives real children on both backends (anyio's process pipes)."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -51,7 +58,6 @@ def running(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 @pytest.mark.anyio
 async def test_the_process_store_writes_what_the_thread_store_writes(tmp_path: Path) -> None:
     """Same rows as the thread's, on both backends.
@@ -343,6 +349,32 @@ async def test_a_child_that_cannot_start_is_a_storage_error_and_leaves_no_proces
     (pid,) = spawned
     assert not running(pid)  # killed and waited for, not left behind
     await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_spawn_cancelled_before_the_child_reads_its_opening_leaves_no_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cancelled inside spawn's first write (a child that never reads): killed and waited for."""
+    spawned: list[Process] = []
+    opened = anyio.open_process
+
+    async def open_process(*args: object, **kwargs: object) -> Process:
+        process = await opened(*args, **kwargs)  # type: ignore[arg-type]
+        spawned.append(process)
+        return process
+
+    monkeypatch.setattr(anyio, "open_process", open_process)
+    monkeypatch.setattr(
+        _writer_process, "_command", lambda: [sys.executable, "-c", "import time; time.sleep(60)"]
+    )
+    # An opening far larger than a pipe's buffer: the write blocks until cancelled.
+    with anyio.move_on_after(0.5) as scope:
+        await _writer_process._Child.spawn("x" * (1 << 20), None)
+    assert scope.cancelled_caught
+    (process,) = spawned
+    assert process.returncode == -signal.SIGKILL
+    assert not running(process.pid)
 
 
 def test_a_child_whose_parent_dies_mid_batch_stores_the_batch_and_exits(tmp_path: Path) -> None:
