@@ -53,6 +53,21 @@ def stored(db: Path) -> list[tuple[object, ...]]:
         conn.close()
 
 
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch) -> list[Process]:
+    """Every process the store starts from here on, in order."""
+    started: list[Process] = []
+    opened = anyio.open_process
+
+    async def open_process(*args: object, **kwargs: object) -> Process:
+        process = await opened(*args, **kwargs)  # type: ignore[arg-type]
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(anyio, "open_process", open_process)
+    return started
+
+
 def running(pid: int) -> bool:
     """Whether ``pid`` is a process, a zombie included (one nobody waited for)."""
     return os.path.exists(f"/proc/{pid}")
@@ -321,7 +336,7 @@ async def test_open_store_runs_sqlite_in_a_child_unless_python_cannot_start_one(
 
 @pytest.mark.anyio
 async def test_a_child_that_cannot_start_is_a_storage_error_and_leaves_no_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spawned: list[Process]
 ) -> None:
     monkeypatch.setattr(_writer_process, "_command", lambda: [sys.executable, "-c", "exit(3)"])
     store = await engaged(tmp_path / "m.db")  # the thread wrote it; the child exited at once
@@ -330,41 +345,24 @@ async def test_a_child_that_cannot_start_is_a_storage_error_and_leaves_no_proces
     ):
         await store.write([event(0)])
     assert store.child is None
-    spawned: list[int] = []
-    opened = anyio.open_process
-
-    async def open_process(*args: object, **kwargs: object) -> object:
-        process = await opened(*args, **kwargs)  # type: ignore[arg-type]
-        spawned.append(process.pid)
-        return process
-
     monkeypatch.setattr(_writer_process, "ANSWER_DEADLINE", 0.5)
-    monkeypatch.setattr(anyio, "open_process", open_process)
     monkeypatch.setattr(
         _writer_process, "_command", lambda: [sys.executable, "-c", "import time; time.sleep(60)"]
     )
     with pytest.raises(StorageError, match=r"did not answer within 0.5 s; it was stopped$"):
         await store.write([event(0)])
     assert store.child is None
-    (pid,) = spawned
-    assert not running(pid)  # killed and waited for, not left behind
+    exited, stopped = spawned
+    assert (exited.returncode, stopped.returncode) == (3, -signal.SIGKILL)
+    assert not running(stopped.pid)  # killed and waited for, not left behind
     await store.aclose()
 
 
 @pytest.mark.anyio
 async def test_a_spawn_cancelled_before_the_child_reads_its_opening_leaves_no_process(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, spawned: list[Process]
 ) -> None:
     """Cancelled inside spawn's first write (a child that never reads): killed and waited for."""
-    spawned: list[Process] = []
-    opened = anyio.open_process
-
-    async def open_process(*args: object, **kwargs: object) -> Process:
-        process = await opened(*args, **kwargs)  # type: ignore[arg-type]
-        spawned.append(process)
-        return process
-
-    monkeypatch.setattr(anyio, "open_process", open_process)
     monkeypatch.setattr(
         _writer_process, "_command", lambda: [sys.executable, "-c", "import time; time.sleep(60)"]
     )
